@@ -1,0 +1,7 @@
+"""``python -m forecasting``: see :mod:`forecasting.cli`."""
+
+import sys
+
+from forecasting.cli import main
+
+sys.exit(main())

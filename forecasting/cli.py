@@ -1,0 +1,122 @@
+"""The command line: the library, headless, for scripts.
+
+``python -m forecasting fetch ...`` writes candles as CSV. Flags and output formats
+are a contract that scripts rely on: add to them, never change them. Failures print
+one line on stderr and exit non-zero, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from forecasting.errors import ForecastingError
+
+__all__ = ["main"]
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports usage errors in one line, as every other failure."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"error: {message} (see {self.prog} --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``python -m forecasting``."""
+    parser = _Parser(prog="python -m forecasting", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    fetch = commands.add_parser("fetch", help="fetch candles from an exchange into a CSV file")
+    fetch.add_argument("--exchange", required=True, help="ccxt exchange id, e.g. bitstamp")
+    fetch.add_argument("--symbol", required=True, help="unified symbol, e.g. BTC/USD")
+    fetch.add_argument("--timeframe", required=True, help="e.g. 1h, 4h, 1d")
+    fetch.add_argument(
+        "--since", help="first candle open time, ISO-8601 UTC (default: 1000 candles ago)"
+    )
+    fetch.add_argument("--until", help="end, exclusive, ISO-8601 UTC (default: now)")
+    fetch.add_argument(
+        "--exchange-config",
+        metavar="JSON",
+        help="ccxt constructor settings as JSON (or @file.json): apiKey, urls, options",
+    )
+    fetch.add_argument("--cache-dir", type=Path, help="candle cache folder (default: user cache)")
+    fetch.add_argument("--out", required=True, type=Path, help="CSV file to write")
+    fetch.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    fetch.set_defaults(handler=_fetch)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except ForecastingError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except OSError as exc:
+        print(f"error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
+        return EXIT_ERROR
+
+
+def _fetch(args: argparse.Namespace) -> int:
+    from forecasting.data import CandleCache, load_exchange_candles, write_ohlcv_csv
+    from forecasting.ohlcv import parse_time
+
+    config = _exchange_config(args.exchange_config)
+    progress = None if args.quiet else _stderr_progress()
+    candles = load_exchange_candles(
+        args.exchange,
+        args.symbol,
+        args.timeframe,
+        parse_time(args.since, name="--since"),
+        parse_time(args.until, name="--until"),
+        config=config,
+        cache=CandleCache(args.cache_dir) if args.cache_dir else None,
+        progress=progress,
+    )
+    if progress:
+        print(file=sys.stderr)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    write_ohlcv_csv(candles, args.out)
+    return EXIT_OK
+
+
+def _exchange_config(text: str | None) -> dict[str, Any] | None:
+    if not text:
+        return None
+    if text.startswith("@"):
+        text = Path(text[1:]).read_text(encoding="utf-8")
+    try:
+        config = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise _UsageError(
+            f"--exchange-config is not valid JSON: {exc.msg} at column {exc.colno}"
+        ) from exc
+    if not isinstance(config, dict):
+        raise _UsageError('--exchange-config must be a JSON object, e.g. \'{"apiKey": "..."}\'')
+    return config
+
+
+class _UsageError(ForecastingError):
+    pass
+
+
+def _stderr_progress():
+    def report(done: int, expected: int) -> None:
+        print(f"\rfetched {done} of ~{expected} candles", end="", file=sys.stderr, flush=True)
+
+    return report

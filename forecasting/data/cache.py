@@ -1,0 +1,216 @@
+"""A local Parquet cache of candles per (source, symbol, timeframe).
+
+Each series is one Parquet file holding the candles and, in its schema metadata, the
+time range that was *asked for and answered* (its coverage). Coverage is what lets a
+request fetch only what the cache lacks: a pair listed in 2019 asked for from 2015
+must not send the same empty request for 2015-2019 every time.
+
+Safety:
+
+* writes are atomic: a temporary file in the same folder, fsynced, then ``os.replace``,
+  so a crash mid-write leaves the previous file intact;
+* a lock file per series (``flock``) serialises read-fetch-merge-write, so two
+  sessions fetching the same series at once neither corrupt it nor lose rows;
+* a file that cannot be read is moved aside (``*.corrupt-<time>``) and fetched again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import re
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from forecasting.ohlcv import COLUMNS, normalize_ohlcv
+
+try:  # POSIX; Streamlit Community Cloud runs Linux
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: atomic replace still protects readers
+    fcntl = None  # type: ignore[assignment]
+
+__all__ = ["CachedSeries", "CandleCache", "default_cache_dir"]
+
+log = logging.getLogger(__name__)
+
+_META_KEY = b"crypto_forecast_lab"
+_FORMAT_VERSION = 1
+
+
+def default_cache_dir() -> Path:
+    """Where candles are cached unless told otherwise.
+
+    ``$CFL_CACHE_DIR`` if set, else ``$XDG_CACHE_HOME/crypto-forecast-lab``, else
+    ``~/.cache/crypto-forecast-lab``.
+    """
+    if os.environ.get("CFL_CACHE_DIR"):
+        return Path(os.environ["CFL_CACHE_DIR"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "crypto-forecast-lab"
+
+
+@dataclass(frozen=True)
+class CachedSeries:
+    """Candles read from the cache and the range that was asked and answered.
+
+    Attributes
+    ----------
+    candles
+        The OHLCV frame.
+    covered_start, covered_end
+        ``[covered_start, covered_end)``: every closed candle in this range is in
+        ``candles`` (or does not exist on the exchange).
+    """
+
+    candles: pd.DataFrame
+    covered_start: pd.Timestamp
+    covered_end: pd.Timestamp
+
+
+_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_thread_locks: dict[Path, threading.Lock] = {}
+_thread_locks_guard = threading.Lock()
+
+
+class CandleCache:
+    """Parquet files of candles under one folder.
+
+    Parameters
+    ----------
+    root
+        The cache folder; created on first write. Defaults to :func:`default_cache_dir`.
+    """
+
+    def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
+        self.root = Path(root) if root is not None else default_cache_dir()
+
+    def path(self, source: str, symbol: str, timeframe: str) -> Path:
+        """The file for one series (names made safe for every file system)."""
+        parts = [_SAFE.sub("_", p).strip("._") or "_" for p in (source, symbol, timeframe)]
+        return self.root / parts[0] / parts[1] / f"{parts[2]}.parquet"
+
+    @contextlib.contextmanager
+    def lock(self, source: str, symbol: str, timeframe: str) -> Iterator[None]:
+        """Hold the series' lock: one read-fetch-write at a time, across processes too."""
+        path = self.path(source, symbol, timeframe)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with _thread_lock(path), open(path.with_suffix(".lock"), "a+b") as handle:
+            if fcntl is not None:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+            try:
+                self._remove_stale_temporaries(path)
+                yield
+            finally:
+                if fcntl is not None:
+                    fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+    def read(self, source: str, symbol: str, timeframe: str) -> CachedSeries | None:
+        """The cached series, or ``None`` when absent or unreadable (then moved aside)."""
+        path = self.path(source, symbol, timeframe)
+        if not path.exists():
+            return None
+        try:
+            table = pq.read_table(path)
+            meta = json.loads((table.schema.metadata or {})[_META_KEY])
+            if meta.get("version") != _FORMAT_VERSION:
+                raise ValueError(f"cache format {meta.get('version')}")
+            frame = table.to_pandas()
+            candles = normalize_ohlcv(frame)
+            start = pd.Timestamp(int(meta["covered_start"]), unit="ms", tz="UTC")
+            end = pd.Timestamp(int(meta["covered_end"]), unit="ms", tz="UTC")
+        except Exception as exc:  # noqa: BLE001 - any unreadable file is set aside, never a crash
+            self._set_aside(path, exc)
+            return None
+        return CachedSeries(candles, start, end)
+
+    def write(
+        self,
+        source: str,
+        symbol: str,
+        timeframe: str,
+        candles: pd.DataFrame,
+        covered_start: pd.Timestamp,
+        covered_end: pd.Timestamp,
+    ) -> Path:
+        """Replace the series atomically. Call it while holding :meth:`lock`."""
+        path = self.path(source, symbol, timeframe)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        frame = normalize_ohlcv(candles).loc[:, list(COLUMNS)]
+        table = pa.Table.from_pandas(frame, preserve_index=True)
+        meta = {
+            "version": _FORMAT_VERSION,
+            "covered_start": int(covered_start.value // 1_000_000),
+            "covered_end": int(covered_end.value // 1_000_000),
+            "source": source,
+            "symbol": symbol,
+            "timeframe": timeframe,
+        }
+        table = table.replace_schema_metadata(
+            {**(table.schema.metadata or {}), _META_KEY: json.dumps(meta).encode()}
+        )
+        descriptor, tmp_name = tempfile.mkstemp(
+            prefix=_temporary_prefix(path), suffix=".parquet", dir=path.parent
+        )
+        try:
+            with os.fdopen(descriptor, "wb") as handle:
+                pq.write_table(table, handle, compression="zstd")
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp_name, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp_name)
+            raise
+        _fsync_dir(path.parent)
+        return path
+
+    def clear(self, source: str, symbol: str, timeframe: str) -> None:
+        """Forget one series."""
+        with contextlib.suppress(FileNotFoundError):
+            self.path(source, symbol, timeframe).unlink()
+
+    def _set_aside(self, path: Path, exc: Exception) -> None:
+        aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}")
+        log.warning("cache file %s is unreadable (%s); moved to %s", path, exc, aside.name)
+        with contextlib.suppress(OSError):
+            os.replace(path, aside)
+
+    @staticmethod
+    def _remove_stale_temporaries(path: Path) -> None:
+        # Under the lock nobody else is writing this series, so any temporary file of
+        # its left there belongs to a writer that died mid-write.
+        for leftover in path.parent.glob(f"{_temporary_prefix(path)}*.parquet"):
+            with contextlib.suppress(OSError):
+                leftover.unlink()
+
+
+def _temporary_prefix(path: Path) -> str:
+    # Per series, so cleaning up after one timeframe never touches another's write.
+    return f".tmp-{path.stem}-"
+
+
+def _thread_lock(path: Path) -> threading.Lock:
+    # flock alone is enough between processes; a per-path lock also keeps threads in one
+    # process (Streamlit sessions) from interleaving where flock semantics vary by OS.
+    with _thread_locks_guard:
+        return _thread_locks.setdefault(path, threading.Lock())
+
+
+def _fsync_dir(folder: Path) -> None:
+    # Makes the rename itself durable; not possible on every platform.
+    with contextlib.suppress(OSError, AttributeError):
+        descriptor = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)

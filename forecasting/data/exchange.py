@@ -1,0 +1,463 @@
+"""Candles from any exchange ccxt supports: listing, validation, paging, retries, errors.
+
+ccxt is the only place this package talks to exchanges, and this module is the only
+place that imports it. Everything ccxt raises is translated here into the project's
+own errors (:mod:`forecasting.errors`), so callers never see a ccxt class.
+
+The exchange object is always injectable: functions take a ready ``ccxt.Exchange``
+so tests can hand in the real client pointed at a local server.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import hashlib
+import json
+import logging
+import random
+import re
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import ccxt
+import pandas as pd
+
+from forecasting.errors import (
+    BadCredentials,
+    ExchangeFailure,
+    ForecastingError,
+    GeoBlocked,
+    InvalidDateRange,
+    InvalidSymbol,
+    InvalidTimeframe,
+    NetworkUnreachable,
+    RateLimited,
+    UnknownExchange,
+)
+from forecasting.ohlcv import drop_unclosed, empty_ohlcv, frame_from_rows, timeframe_seconds
+
+__all__ = [
+    "DEFAULT_EXCHANGE",
+    "DEFAULT_SYMBOL",
+    "DEFAULT_TIMEFRAME",
+    "RetryPolicy",
+    "create_exchange",
+    "fetch_ohlcv",
+    "list_exchanges",
+    "list_symbols",
+    "list_timeframes",
+    "page_limit",
+    "source_key",
+    "suggest_symbols",
+]
+
+log = logging.getLogger(__name__)
+
+# Bitstamp serves BTC/USD candles back to 2011 without API keys, pages of 1000, all the
+# usual timeframes, and does not geo-block US-hosted servers (Binance answers them with
+# HTTP 451; Kraken only returns its latest 720 candles).
+DEFAULT_EXCHANGE = "bitstamp"
+DEFAULT_SYMBOL = "BTC/USD"
+DEFAULT_TIMEFRAME = "1d"
+
+# Constructor keys that carry secrets: never part of a cache key, a log line or a message.
+SECRET_KEYS = frozenset(
+    {
+        "apiKey",
+        "secret",
+        "password",
+        "uid",
+        "privateKey",
+        "walletAddress",
+        "token",
+        "login",
+        "twofa",
+    }
+)
+
+# Used when an exchange does not declare its page size: small enough for every exchange.
+FALLBACK_PAGE_LIMIT = 200
+
+ProgressCallback = Callable[[int, int], None]
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How transient failures are retried: exponential backoff with jitter.
+
+    Parameters
+    ----------
+    attempts
+        Total tries, the first included.
+    base_delay
+        Seconds before the first retry; doubled each time.
+    max_delay
+        Cap on one wait, in seconds.
+    sleep
+        The function that waits; tests pass a recorder instead of ``time.sleep``.
+    """
+
+    attempts: int = 4
+    base_delay: float = 0.5
+    max_delay: float = 8.0
+    sleep: Callable[[float], None] = field(default=time.sleep, compare=False)
+
+    def delay(self, attempt: int) -> float:
+        """Seconds to wait after failed try number ``attempt`` (1-based)."""
+        base = min(self.max_delay, self.base_delay * 2 ** (attempt - 1))
+        # Jitter so that several sessions rate-limited together do not retry in lockstep.
+        return base * (0.75 + 0.5 * random.random())
+
+
+@functools.cache
+def list_exchanges() -> list[str]:
+    """Ids of the exchanges ccxt supports that can serve OHLCV candles, sorted."""
+    ids = []
+    for exchange_id in ccxt.exchanges:
+        try:
+            has = getattr(ccxt, exchange_id)().has
+        except Exception:  # noqa: BLE001 - one broken exchange class must not hide the rest
+            log.debug("skipping exchange %s: cannot be constructed", exchange_id)
+            continue
+        if has.get("fetchOHLCV"):
+            ids.append(exchange_id)
+    return sorted(ids)
+
+
+def create_exchange(exchange_id: str, config: Mapping[str, Any] | None = None) -> ccxt.Exchange:
+    """A ccxt client for ``exchange_id`` with the rate limiter on.
+
+    Parameters
+    ----------
+    exchange_id
+        A ccxt id such as ``"bitstamp"`` or ``"binance"``.
+    config
+        Constructor settings passed to ccxt as they are (API keys, ``urls`` overrides,
+        ``options``). They override our defaults.
+
+    Raises
+    ------
+    UnknownExchange
+        When ccxt does not know the id or the exchange cannot serve candles.
+    """
+    exchange_id = (exchange_id or "").strip().lower()
+    if exchange_id not in ccxt.exchanges:
+        close = difflib.get_close_matches(exchange_id, ccxt.exchanges, n=3)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise UnknownExchange(f"'{exchange_id}' is not an exchange ccxt supports.{hint}")
+    settings: dict[str, Any] = {"enableRateLimit": True, "timeout": 15_000}
+    settings.update(dict(config or {}))
+    exchange = getattr(ccxt, exchange_id)(settings)
+    if not exchange.has.get("fetchOHLCV"):
+        raise UnknownExchange(
+            f"{exchange_id} does not serve OHLCV candles through ccxt. Choose another exchange."
+        )
+    return exchange
+
+
+def source_key(exchange_id: str, config: Mapping[str, Any] | None = None) -> str:
+    """A cache key for an exchange and the parts of its settings that change the data.
+
+    API keys are left out (the same account sees the same public candles), while URL
+    overrides and options are hashed in, so a sandbox or a test server never shares a
+    cache entry with the real exchange.
+    """
+    public = {k: v for k, v in (config or {}).items() if k not in SECRET_KEYS}
+    if not public:
+        return exchange_id
+    digest = hashlib.sha256(json.dumps(public, sort_keys=True, default=str).encode()).hexdigest()
+    return f"{exchange_id}-{digest[:10]}"
+
+
+def page_limit(exchange: ccxt.Exchange) -> int:
+    """How many candles the exchange returns per request at most."""
+    features = getattr(exchange, "features", None) or {}
+    for market_type in ("spot", "swap", "future"):
+        section = features.get(market_type) or {}
+        # Some exchanges nest per-subtype ("linear"/"inverse") sections.
+        candidates = [section] + [v for v in section.values() if isinstance(v, dict)]
+        for candidate in candidates:
+            limit = (candidate.get("fetchOHLCV") or {}).get("limit")
+            if isinstance(limit, int) and limit > 0:
+                return limit
+    return FALLBACK_PAGE_LIMIT
+
+
+def list_timeframes(exchange: ccxt.Exchange) -> list[str]:
+    """Timeframes the exchange offers, shortest first."""
+    offered = list((exchange.timeframes or {}).keys())
+
+    def length(tf: str) -> int:
+        try:
+            return timeframe_seconds(tf)
+        except ForecastingError:
+            return 1 << 62
+
+    return sorted(offered, key=length)
+
+
+def list_symbols(exchange: ccxt.Exchange, *, retry: RetryPolicy | None = None) -> list[str]:
+    """Active symbols of the exchange, sorted (loads its markets: one request or a few)."""
+    markets = _load_markets(exchange, retry or RetryPolicy())
+    return sorted(s for s, m in markets.items() if m.get("active") is not False)
+
+
+def suggest_symbols(symbol: str, symbols: list[str], n: int = 5) -> list[str]:
+    """Listed symbols that look closest to ``symbol`` (case and separators ignored)."""
+
+    def squash(s: str) -> str:
+        return re.sub(r"[^A-Z0-9]", "", s.upper())
+
+    wanted = squash(symbol)
+    exact = [s for s in symbols if squash(s) == wanted]
+    by_squash: dict[str, list[str]] = {}
+    for s in symbols:
+        by_squash.setdefault(squash(s), []).append(s)
+    close = difflib.get_close_matches(wanted, list(by_squash), n=n, cutoff=0.6)
+    ranked = exact + [s for key in close for s in by_squash[key] if s not in exact]
+    if not ranked:
+        base = symbol.split("/")[0].upper()
+        ranked = [s for s in symbols if s.split("/")[0] == base]
+    return ranked[:n]
+
+
+def validate_request(
+    exchange: ccxt.Exchange, symbol: str, timeframe: str, retry: RetryPolicy
+) -> None:
+    """Check symbol and timeframe against the exchange before asking for candles.
+
+    Raises
+    ------
+    InvalidSymbol, InvalidTimeframe
+        With the close matches or the offered timeframes in the message.
+    """
+    offered = list_timeframes(exchange)
+    if offered and timeframe not in offered:
+        raise InvalidTimeframe(
+            f"{exchange.id} does not offer the {timeframe} timeframe. "
+            f"Choose one of: {', '.join(offered)}.",
+            offered,
+        )
+    markets = _load_markets(exchange, retry)
+    if symbol not in markets:
+        suggestions = suggest_symbols(symbol, sorted(markets))
+        hint = f" Did you mean {', '.join(suggestions)}?" if suggestions else ""
+        raise InvalidSymbol(f"{exchange.id} does not list {symbol}.{hint}", suggestions)
+
+
+def fetch_ohlcv(
+    exchange: ccxt.Exchange,
+    symbol: str,
+    timeframe: str,
+    since: pd.Timestamp | None = None,
+    until: pd.Timestamp | None = None,
+    *,
+    progress: ProgressCallback | None = None,
+    now: pd.Timestamp | None = None,
+    retry: RetryPolicy | None = None,
+    validate: bool = True,
+) -> pd.DataFrame:
+    """Fetch every closed candle with open time in ``[since, until)``.
+
+    Pages through the range with our own ``since`` loop at the exchange's page size
+    (ccxt's ``paginate=True`` stops after ten pages and moves an old ``since`` forward).
+
+    Parameters
+    ----------
+    exchange
+        A ccxt client, see :func:`create_exchange`.
+    symbol, timeframe
+        Unified ccxt symbol (``"BTC/USDT"``) and timeframe (``"1h"``).
+    since, until
+        UTC bounds; ``until`` defaults to now, ``since`` to 1000 candles before ``until``.
+    progress
+        Called as ``progress(candles_so_far, candles_expected)`` after every page.
+    now
+        The current time, to drop the candle still open at ``now``; defaults to the clock.
+    retry
+        Backoff for transient failures (timeouts, HTTP 429/5xx, exchange unavailable).
+    validate
+        Check the symbol and timeframe first (loads the exchange's markets).
+
+    Returns
+    -------
+    pd.DataFrame
+        An OHLCV frame (see :mod:`forecasting.ohlcv`), possibly with gaps, possibly empty.
+
+    Raises
+    ------
+    ForecastingError
+        A subclass saying what went wrong and what to do.
+    """
+    retry = retry or RetryPolicy()
+    now = now if now is not None else pd.Timestamp.now(tz="UTC")
+    step_ms = timeframe_seconds(timeframe) * 1000
+    until = min(until, now) if until is not None else now
+    since = since if since is not None else until - pd.Timedelta(milliseconds=1000 * step_ms)
+    if since >= until:
+        raise InvalidDateRange(
+            f"The start ({since:%Y-%m-%d %H:%M}) must be before the end ({until:%Y-%m-%d %H:%M})."
+        )
+    if validate:
+        validate_request(exchange, symbol, timeframe, retry)
+
+    since_ms, until_ms = _ms(since), _ms(until)
+    limit = page_limit(exchange)
+    expected = max(1, -(-(until_ms - since_ms) // step_ms))
+    rows: list[list[float]] = []
+    cursor = since_ms
+    while cursor < until_ms:
+        page = _with_retry(
+            lambda c=cursor: _checked(
+                exchange, exchange.fetch_ohlcv(symbol, timeframe, since=c, limit=limit)
+            ),
+            exchange,
+            retry,
+            symbol=symbol,
+        )
+        if not page:
+            # Nothing from here on: either the end of the data, or a stretch before the
+            # pair was listed / an outage longer than a page. Skip a page's span ahead.
+            cursor += limit * step_ms
+            if progress:
+                progress(len(rows), expected)
+            continue
+        last = max(row[0] for row in page)
+        rows.extend(row for row in page if since_ms <= row[0] < until_ms)
+        if progress:
+            progress(len(rows), expected)
+        if last < cursor:
+            # The exchange ignored `since` and answered with older candles: no way forward.
+            break
+        if last + step_ms >= until_ms:
+            break  # the next candle would open at or after the end: nothing left to ask
+        cursor = int(last) + 1
+    frame = frame_from_rows(rows) if rows else empty_ohlcv()
+    return drop_unclosed(frame, timeframe, now)
+
+
+def _checked(exchange: ccxt.Exchange, page: list[list[Any]]) -> list[list[Any]]:
+    # ccxt passes an unparseable body on (as rows of None, or filtered down to nothing)
+    # rather than raising: refuse it here so the retry loop treats it like any other
+    # garbled answer instead of mistaking it for "no candles".
+    for row in page:
+        if len(row) < 6 or any(value is None for value in row[:5]):
+            raise ccxt.BadResponse(f"{exchange.id}: malformed candle row {row!r:.80}")
+    if not page:
+        body = getattr(exchange, "last_http_response", None)
+        if isinstance(body, str) and body.strip():
+            try:
+                json.loads(body)
+            except ValueError as exc:
+                raise ccxt.BadResponse(f"{exchange.id}: unreadable answer {body!r:.80}") from exc
+    return page
+
+
+def _ms(stamp: pd.Timestamp) -> int:
+    return int(stamp.value // 1_000_000)
+
+
+def _load_markets(exchange: ccxt.Exchange, retry: RetryPolicy) -> dict[str, Any]:
+    if exchange.markets:
+        return exchange.markets
+    return _with_retry(exchange.load_markets, exchange, retry)
+
+
+_HTTP_STATUS = re.compile(r"^\S+ (?:GET|POST|PUT|DELETE|PATCH) \S+ (\d{3})\b")
+_RETRYABLE_STATUS = {408, 418, 425, 429, 500, 502, 503, 504, 520, 521, 522, 524, 525, 526, 530}
+
+
+def _http_status(exc: Exception) -> int | None:
+    """The HTTP status in a ccxt error message (``"<id> GET <url> <status> ..."``)."""
+    match = _HTTP_STATUS.match(str(exc))
+    return int(match.group(1)) if match else None
+
+
+def _is_transient(exc: Exception) -> bool:
+    status = _http_status(exc)
+    if status is not None:
+        return status in _RETRYABLE_STATUS
+    # Unparseable answers are most often a connection cut mid-body: worth another try.
+    return isinstance(exc, ccxt.NetworkError | ccxt.BadResponse | ccxt.NullResponse)
+
+
+def _with_retry(
+    call: Callable[[], T], exchange: ccxt.Exchange, retry: RetryPolicy, *, symbol: str | None = None
+) -> T:
+    for attempt in range(1, retry.attempts + 1):
+        try:
+            return call()
+        except ccxt.BaseError as exc:
+            if attempt == retry.attempts or not _is_transient(exc):
+                raise translate_error(exc, exchange, symbol=symbol, attempts=attempt) from exc
+            wait = retry.delay(attempt)
+            log.info(
+                "%s: transient failure (%s), retry %d in %.1fs",
+                exchange.id,
+                type(exc).__name__,
+                attempt,
+                wait,
+            )
+            retry.sleep(wait)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def translate_error(
+    exc: Exception, exchange: ccxt.Exchange, *, symbol: str | None = None, attempts: int = 1
+) -> ForecastingError:
+    """The project error, with a message a user can act on, for a ccxt exception."""
+    name = exchange.id
+    status = _http_status(exc)
+    tries = f" (tried {attempts} times)" if attempts > 1 else ""
+    if status == 451:
+        return GeoBlocked(
+            f"{name} refuses requests from this server's location (HTTP 451). Binance does this "
+            "to US-hosted servers, Streamlit Community Cloud included. Choose another exchange, "
+            "such as bitstamp, kraken or coinbase."
+        )
+    if isinstance(exc, ccxt.BadSymbol):
+        symbols = sorted(exchange.markets or {})
+        suggestions = suggest_symbols(symbol or "", symbols) if symbol and symbols else []
+        hint = f" Did you mean {', '.join(suggestions)}?" if suggestions else ""
+        return InvalidSymbol(f"{name} does not list {symbol or 'that symbol'}.{hint}", suggestions)
+    if isinstance(exc, ccxt.AuthenticationError | ccxt.PermissionDenied | ccxt.AccountSuspended):
+        return BadCredentials(
+            f"{name} rejected the API keys. Check the [exchanges.{name}] table in "
+            ".streamlit/secrets.toml (or --exchange-config), or remove the keys: candles are "
+            "public."
+        )
+    if isinstance(exc, ccxt.DDoSProtection) or status in {418, 429}:
+        return RateLimited(
+            f"{name} is limiting our requests (HTTP {status or 429}){tries}. Wait a minute and "
+            "try again, or fetch a shorter range."
+        )
+    if (
+        isinstance(exc, ccxt.NetworkError)
+        and status is None
+        or isinstance(exc, ccxt.RequestTimeout)
+    ):
+        return NetworkUnreachable(
+            f"Could not reach {name}{tries}: {type(exc).__name__}. Check the network connection, "
+            "or use the offline sample or a CSV file."
+        )
+    if status is not None and status >= 500 or isinstance(exc, ccxt.ExchangeNotAvailable):
+        return NetworkUnreachable(
+            f"{name} is unavailable right now (HTTP {status or 'error'}){tries}. Try again later "
+            "or choose another exchange."
+        )
+    if isinstance(exc, ccxt.NotSupported):
+        return UnknownExchange(f"{name} cannot do that through ccxt: {exc}")
+    if isinstance(exc, ccxt.BadResponse | ccxt.NullResponse):
+        return ExchangeFailure(
+            f"{name} sent an answer that could not be read{tries}. Try again later."
+        )
+    return ExchangeFailure(f"{name} refused the request: {_short(exc)}")
+
+
+def _short(exc: Exception, limit: int = 300) -> str:
+    text = str(exc)
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -1,0 +1,177 @@
+"""Exchange candles through the local cache: fetch only what the cache lacks."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import ccxt
+import pandas as pd
+
+from forecasting.data.cache import CandleCache
+from forecasting.data.exchange import (
+    ProgressCallback,
+    RetryPolicy,
+    create_exchange,
+    fetch_ohlcv,
+    source_key,
+    validate_request,
+)
+from forecasting.errors import InvalidDateRange, NoCandles
+from forecasting.ohlcv import normalize_ohlcv, timeframe_seconds
+
+__all__ = ["load_exchange_candles"]
+
+ExchangeFactory = Callable[[], ccxt.Exchange]
+
+
+def load_exchange_candles(
+    exchange_id: str,
+    symbol: str,
+    timeframe: str,
+    since: pd.Timestamp | None = None,
+    until: pd.Timestamp | None = None,
+    *,
+    config: Mapping[str, Any] | None = None,
+    cache: CandleCache | None = None,
+    exchange: ccxt.Exchange | ExchangeFactory | None = None,
+    progress: ProgressCallback | None = None,
+    now: pd.Timestamp | None = None,
+    retry: RetryPolicy | None = None,
+) -> pd.DataFrame:
+    """Closed candles in ``[since, until)``, from the cache where it has them.
+
+    Only the parts of the range the cache has not covered are fetched: before its
+    start, after its end, or all of it. When the cache already covers the range, the
+    exchange is not contacted at all (not even to load its markets).
+
+    Parameters
+    ----------
+    exchange_id
+        The ccxt id; also names the cache folder (with a hash of URL overrides).
+    symbol, timeframe
+        Unified ccxt symbol and timeframe.
+    since, until
+        UTC bounds; ``until`` defaults to now, ``since`` to 1000 candles earlier.
+    config
+        ccxt constructor settings (API keys, ``urls``, ``options``); keys never reach
+        the cache.
+    cache
+        Where candles are kept; ``None`` uses the default folder.
+    exchange
+        A ready ccxt client, or a function making one; by default one is created from
+        ``exchange_id`` and ``config`` only if something must be fetched.
+    progress
+        ``progress(candles_so_far, candles_expected)`` while fetching.
+    now
+        The current time (tests pin it); defaults to the clock.
+    retry
+        Backoff for transient failures.
+
+    Raises
+    ------
+    ForecastingError
+        A subclass saying what went wrong; :class:`~forecasting.errors.NoCandles` when the
+        range holds no candles.
+    """
+    cache = cache or CandleCache()
+    now = now if now is not None else pd.Timestamp.now(tz="UTC")
+    step = pd.Timedelta(seconds=timeframe_seconds(timeframe))
+    until = min(until, now) if until is not None else now
+    since = since if since is not None else until - 1000 * step
+    if since >= until:
+        raise InvalidDateRange(
+            f"The start ({since:%Y-%m-%d %H:%M}) must be before the end ({until:%Y-%m-%d %H:%M})."
+        )
+    # Candles opening at or after this may still have been open: never count them covered.
+    answerable_end = min(until, now - _longest(timeframe) + pd.Timedelta(milliseconds=1))
+    key = source_key(exchange_id, config)
+
+    with cache.lock(key, symbol, timeframe):
+        cached = cache.read(key, symbol, timeframe)
+        if cached is None:
+            missing = [(since, until)]
+        else:
+            missing = []
+            if since < cached.covered_start:
+                missing.append((since, cached.covered_start))
+            last = cached.candles.index[-1] if len(cached.candles) else None
+            # The next candle after the last cached one opens at last + step: when that is
+            # not before the answerable end, no new closed candle can exist yet.
+            if answerable_end > cached.covered_end and (
+                last is None or last + step < answerable_end
+            ):
+                missing.append((cached.covered_end, until))
+        if missing:
+            client = _client(exchange, exchange_id, config)
+            validate_request(client, symbol, timeframe, retry or RetryPolicy())
+            expected = sum(max(1, int((b - a) / step)) for a, b in missing)
+            pieces = [cached.candles] if cached is not None else []
+            done = 0
+            for start, end in missing:
+                frame = fetch_ohlcv(
+                    client,
+                    symbol,
+                    timeframe,
+                    start,
+                    end,
+                    progress=_offset_progress(progress, done, expected),
+                    now=now,
+                    retry=retry,
+                    validate=False,
+                )
+                done += max(1, int((end - start) / step))
+                pieces.append(frame)
+            merged = normalize_ohlcv(pd.concat(pieces)) if len(pieces) > 1 else pieces[0]
+            start = since if cached is None else min(since, cached.covered_start)
+            end = answerable_end if cached is None else max(answerable_end, cached.covered_end)
+            cache.write(key, symbol, timeframe, merged, start, end)
+        else:
+            merged = cached.candles
+            if progress:
+                progress(1, 1)
+
+    selected = merged[(merged.index >= since) & (merged.index < until)]
+    if selected.empty:
+        raise NoCandles(
+            f"{exchange_id} has no {timeframe} candles for {symbol} between "
+            f"{since:%Y-%m-%d %H:%M} and {until:%Y-%m-%d %H:%M} UTC. The pair may have been "
+            "listed later: try a later start date or a longer range."
+        )
+    return selected.copy()
+
+
+def _longest(timeframe: str) -> pd.Timedelta:
+    # Calendar months and years vary; use their longest length so a candle is never
+    # taken for closed before it is.
+    unit = timeframe[-1]
+    amount = int(timeframe[:-1])
+    if unit == "M":
+        return pd.Timedelta(days=31 * amount)
+    if unit == "y":
+        return pd.Timedelta(days=366 * amount)
+    return pd.Timedelta(seconds=timeframe_seconds(timeframe))
+
+
+def _client(
+    exchange: ccxt.Exchange | ExchangeFactory | None,
+    exchange_id: str,
+    config: Mapping[str, Any] | None,
+) -> ccxt.Exchange:
+    if exchange is None:
+        return create_exchange(exchange_id, config)
+    if isinstance(exchange, ccxt.Exchange):
+        return exchange
+    return exchange()
+
+
+def _offset_progress(
+    progress: ProgressCallback | None, done: int, expected: int
+) -> ProgressCallback | None:
+    if progress is None:
+        return None
+
+    def report(so_far: int, _segment_expected: int) -> None:
+        progress(min(done + so_far, expected), expected)
+
+    return report

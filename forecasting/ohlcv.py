@@ -1,0 +1,175 @@
+"""The OHLCV frame every part of the package passes around, and timeframe arithmetic.
+
+An OHLCV frame has a UTC ``DatetimeIndex`` named ``timestamp`` holding each candle's
+*open* time, float columns ``open, high, low, close, volume``, sorted ascending and
+without duplicate timestamps. Gaps are allowed: they are real and are reported, never
+silently filled.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from forecasting.errors import InvalidDateRange, InvalidTimeframe
+
+__all__ = [
+    "COLUMNS",
+    "drop_unclosed",
+    "empty_ohlcv",
+    "expected_timestamps",
+    "frame_from_rows",
+    "normalize_ohlcv",
+    "parse_time",
+    "timeframe_offset",
+    "timeframe_seconds",
+]
+
+COLUMNS: tuple[str, ...] = ("open", "high", "low", "close", "volume")
+
+_TIMEFRAME = re.compile(r"^(\d+)([smhdwMy])$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def timeframe_seconds(timeframe: str) -> int:
+    """Length of one candle in seconds (months as 30 days, years as 365: approximate).
+
+    Parameters
+    ----------
+    timeframe
+        A ccxt timeframe string such as ``"1m"``, ``"4h"``, ``"1d"``, ``"1w"`` or ``"1M"``.
+
+    Raises
+    ------
+    InvalidTimeframe
+        When the string is not a timeframe.
+    """
+    match = _TIMEFRAME.match(timeframe or "")
+    if not match or int(match.group(1)) == 0:
+        raise InvalidTimeframe(
+            f"'{timeframe}' is not a timeframe. Use a number and a unit, such as 1m, 1h, 4h or 1d."
+        )
+    amount, unit = int(match.group(1)), match.group(2)
+    if unit == "M":
+        return amount * 30 * 86400
+    if unit == "y":
+        return amount * 365 * 86400
+    return amount * _UNIT_SECONDS[unit]
+
+
+def timeframe_offset(timeframe: str) -> pd.Timedelta | pd.DateOffset:
+    """The step between consecutive candle open times.
+
+    Calendar months and years are not fixed lengths, so they get a ``DateOffset``;
+    every other timeframe is an exact ``Timedelta``.
+    """
+    seconds = timeframe_seconds(timeframe)
+    amount, unit = int(timeframe[:-1]), timeframe[-1]
+    if unit == "M":
+        return pd.DateOffset(months=amount)
+    if unit == "y":
+        return pd.DateOffset(years=amount)
+    return pd.Timedelta(seconds=seconds)
+
+
+def parse_time(
+    value: str | int | float | pd.Timestamp | None, *, name: str = "time"
+) -> pd.Timestamp | None:
+    """Read a user-supplied instant as a UTC timestamp.
+
+    Accepts ISO-8601 strings (naive ones are taken as UTC), dates, epoch milliseconds
+    and ``pd.Timestamp``. ``None`` and ``""`` give ``None``.
+
+    Raises
+    ------
+    InvalidDateRange
+        When the value cannot be read as a time.
+    """
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    try:
+        if isinstance(value, int | float | np.integer | np.floating):
+            stamp = pd.Timestamp(int(value), unit="ms")
+        else:
+            stamp = pd.Timestamp(value)
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise InvalidDateRange(
+            f"{name} '{value}' is not a date. Use ISO-8601, for example 2024-01-31 or "
+            "2024-01-31T12:00:00Z."
+        ) from exc
+    if stamp is pd.NaT:
+        raise InvalidDateRange(f"{name} is empty. Use ISO-8601, for example 2024-01-31.")
+    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+
+
+def empty_ohlcv() -> pd.DataFrame:
+    """An OHLCV frame with no rows (right index type, right columns)."""
+    index = pd.DatetimeIndex([], tz="UTC", name="timestamp").as_unit("ms")
+    return pd.DataFrame({c: pd.Series(dtype="float64") for c in COLUMNS}, index=index)
+
+
+def frame_from_rows(rows: Iterable[Sequence[float]]) -> pd.DataFrame:
+    """Build an OHLCV frame from ccxt rows ``[ms, open, high, low, close, volume]``.
+
+    Duplicated timestamps keep the last row seen: when pages overlap, the later page
+    was fetched later and is the exchange's latest word on that candle.
+    """
+    rows = list(rows)
+    if not rows:
+        return empty_ohlcv()
+    array = np.asarray([r[:6] for r in rows], dtype="float64")
+    index = pd.DatetimeIndex(
+        pd.to_datetime(array[:, 0].astype("int64"), unit="ms", utc=True), name="timestamp"
+    ).as_unit("ms")
+    frame = pd.DataFrame(array[:, 1:], index=index, columns=list(COLUMNS))
+    return normalize_ohlcv(frame)
+
+
+def normalize_ohlcv(frame: pd.DataFrame) -> pd.DataFrame:
+    """Sort, drop duplicate timestamps (keeping the last) and coerce dtypes.
+
+    Returns a new frame; the input is not modified.
+    """
+    out = frame.loc[:, list(COLUMNS)].astype("float64")
+    index = pd.DatetimeIndex(out.index)
+    index = index.tz_localize("UTC") if index.tz is None else index.tz_convert("UTC")
+    out.index = index.as_unit("ms").rename("timestamp")
+    out = out[~out.index.duplicated(keep="last")]
+    return out.sort_index(kind="stable")
+
+
+def drop_unclosed(frame: pd.DataFrame, timeframe: str, now: pd.Timestamp) -> pd.DataFrame:
+    """Drop candles that had not closed yet at ``now``.
+
+    An open candle's volume and close keep changing until it closes; scoring or
+    caching it would bake a partial value into every later result.
+    """
+    if frame.empty:
+        return frame
+    closes = frame.index + timeframe_offset(timeframe)
+    return frame[closes <= now]
+
+
+def expected_timestamps(
+    start: pd.Timestamp, end: pd.Timestamp, timeframe: str, *, calendar: str = "24/7"
+) -> pd.DatetimeIndex:
+    """Every candle open time from ``start`` to ``end`` inclusive that the timeframe implies.
+
+    Parameters
+    ----------
+    start, end
+        First and last candle open times.
+    timeframe
+        A ccxt timeframe string.
+    calendar
+        ``"24/7"`` for crypto markets; ``"business"`` for markets closed at weekends
+        (daily candles only), such as the offline S&P 500 sample.
+    """
+    if calendar == "business" and timeframe == "1d":
+        return pd.bdate_range(start, end, name="timestamp").as_unit("ms")
+    return pd.date_range(start, end, freq=timeframe_offset(timeframe), name="timestamp").as_unit(
+        "ms"
+    )
