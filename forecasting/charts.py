@@ -74,17 +74,29 @@ def candlestick_chart(
             row=1,
             col=1,
         )
-    if gaps is not None:
-        for gap in gaps.itertuples():
-            figure.add_vrect(
-                x0=gap.start,
-                x1=gap.end,
-                fillcolor="#ff9800",
-                opacity=0.15,
-                line_width=0,
-                row="all",
-                col=1,
-            )
+    if gaps is not None and len(gaps):
+        # ``start`` and ``end`` are the first and last missing open times, so a one-candle
+        # gap has start == end and would shade nothing: widen each run by half a candle
+        # on both sides so it covers the slots of the missing candles.
+        half = pd.Timedelta(0)
+        if len(candles) >= 2:
+            half = pd.Series(candles.index).diff().median() / 2
+        # One layout update with every shape: add_vrect per gap re-validates the whole
+        # figure each time, which takes about a minute for a few hundred gaps.
+        shade = {
+            "type": "rect",
+            "xref": "x",
+            "yref": "paper",
+            "y0": 0,
+            "y1": 1,
+            "fillcolor": "#ff9800",
+            "opacity": 0.15,
+            "line": {"width": 0},
+            "layer": "below",
+        }
+        figure.update_layout(
+            shapes=[{**shade, "x0": g.start - half, "x1": g.end + half} for g in gaps.itertuples()]
+        )
     figure.update_layout(
         title=title,
         height=560,

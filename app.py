@@ -1,0 +1,24 @@
+"""Crypto Forecast Lab: the frame around every page.
+
+Page config, the shared data selection in the sidebar, and navigation. Each page is a
+file in ``pages/`` that reads like a description of its screen.
+"""
+
+import streamlit as st
+
+from ui import state
+
+st.set_page_config(
+    page_title="Crypto Forecast Lab",
+    page_icon=":material/query_stats:",
+    layout="wide",
+    menu_items={"About": "Crypto Forecast Lab: honest, side-by-side crypto price forecasts."},
+)
+
+page = st.navigation(
+    [
+        st.Page("pages/data.py", title="Data", icon=":material/candlestick_chart:", default=True),
+    ]
+)
+st.session_state["selection"] = state.sidebar()
+page.run()

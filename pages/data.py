@@ -1,0 +1,70 @@
+"""Data: the chosen candles, their quality, and a download."""
+
+import streamlit as st
+
+from forecasting.charts import candlestick_chart
+from ui import state
+
+dataset = state.current_dataset(st.session_state["selection"])
+candles = dataset.candles
+report = dataset.quality()
+counts = report.summary()
+
+st.title("Data")
+st.caption(
+    f"{dataset.label} · {len(candles):,} candles · "
+    f"{candles.index[0]:%Y-%m-%d %H:%M} → {candles.index[-1]:%Y-%m-%d %H:%M} UTC"
+)
+st.plotly_chart(
+    candlestick_chart(
+        candles,
+        filled=dataset.filled,
+        gaps=None if dataset.filled is not None else report.gaps.head(200),
+    ),
+    key="candles_chart",
+)
+
+st.subheader("Quality")
+columns = st.columns(6)
+columns[0].metric("Candles", f"{counts['candles']:,}", help="Real candles in the range.")
+columns[1].metric("Missing", f"{counts['missing']:,}", help=f"Of {counts['expected']:,} expected.")
+columns[2].metric("Duplicates", counts["duplicates"], help="Repeated timestamps dropped on load.")
+columns[3].metric("Zero volume", counts["zero_volume"])
+columns[4].metric(
+    "Inconsistent OHLC", counts["inconsistent_ohlc"], help="High below open/close, or low above."
+)
+columns[5].metric(
+    "Extreme moves", counts["extreme_moves"], help="Log returns beyond 8 robust std deviations."
+)
+
+if dataset.filled is not None and len(dataset.filled):
+    st.info(
+        f"{len(dataset.filled):,} missing candles were filled with flat candles at the previous "
+        "close (orange crosses). Turn off *Fill gaps* in the sidebar to leave them out."
+    )
+elif report.missing:
+    st.info(
+        "Gaps are left as they are (shaded on the chart). Turn on *Fill gaps* in the sidebar "
+        "to fill them with flat candles."
+    )
+if dataset.calendar == "business":
+    st.caption("Business-day calendar: weekends are not counted as missing; holidays are.")
+
+with st.expander(
+    f"Missing candles: {len(report.gaps):,} ranges", expanded=0 < counts["missing"] < 50
+):
+    st.dataframe(report.gaps, hide_index=True)
+with st.expander(f"Extreme moves: {counts['extreme_moves']:,}"):
+    st.dataframe(report.extreme_moves, hide_index=True)
+with st.expander(
+    f"Zero-volume or inconsistent candles: {counts['zero_volume'] + counts['inconsistent_ohlc']:,}"
+):
+    st.dataframe(candles.loc[report.zero_volume.union(report.inconsistent)])
+
+st.download_button(
+    "Download CSV",
+    data=state.csv_bytes(candles),
+    file_name=dataset.file_name,
+    mime="text/csv",
+    icon=":material/download:",
+)

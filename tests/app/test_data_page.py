@@ -1,0 +1,103 @@
+"""The Data page through Streamlit's AppTest, against a local exchange server."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+from streamlit.testing.v1 import AppTest
+
+APP = str(Path(__file__).resolve().parents[2] / "app.py")
+TIMEOUT = 60
+
+
+def run_app() -> AppTest:
+    app = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    return app.run()
+
+
+def chart_trace_types(app: AppTest) -> list[str]:
+    charts = app.get("plotly_chart")
+    assert charts, "no chart on the page"
+    spec = json.loads(charts[0].proto.spec)
+    return [trace["type"] for trace in spec["data"]]
+
+
+def test_first_open_shows_default_pair_chart(app_env):
+    app = run_app()
+    assert not app.exception
+    assert not app.error
+    assert app.title[0].value == "Data"
+    assert "binance · BTC/USDT · 1d" in app.caption[0].value
+    assert chart_trace_types(app)[:2] == ["candlestick", "bar"]
+    # Default range: about 3000 daily candles, fetched in pages from the local server.
+    assert 2900 <= int(app.metric[0].value.replace(",", "")) <= 3001
+    assert len(app_env.kline_requests()) >= 3
+
+
+def test_switching_symbol_fetches_that_symbol(app_env):
+    app = run_app()
+    app.selectbox(key="symbol").set_value("ETH/USDT").run()
+    assert not app.exception
+    assert "ETH/USDT" in app.caption[0].value
+    symbols = {r.params.get("symbol") for r in app_env.kline_requests()}
+    assert symbols == {"BTCUSDT", "ETHUSDT"}
+
+
+def test_second_visit_reads_the_cache(app_env):
+    run_app()
+    app_env.clear_requests()
+    app = run_app()
+    assert not app.exception
+    assert app_env.kline_requests() == []
+
+
+def test_bad_symbol_shows_message_and_keeps_last_data(app_env):
+    app = run_app()
+    # A symbol listed by the exchange but without candles on the server: the exchange
+    # answers "Invalid symbol", as a real exchange does for a delisted pair.
+    app.selectbox(key="symbol").set_value("BTC/EUR").run()
+    assert not app.exception
+    assert app.error, "the error is shown on the page"
+    assert "BTC/EUR" in app.error[0].value or "candles" in app.error[0].value
+    assert any("last data that loaded" in info.value for info in app.info)
+    assert "BTC/USDT" in app.caption[0].value
+    assert app.selectbox(key="symbol").value == "BTC/EUR", "the user's choice is kept"
+
+
+def test_unreachable_exchange_falls_back_to_sample(app_env, monkeypatch):
+    monkeypatch.setenv(
+        "CFL_EXCHANGES",
+        '{"binance": {"urls": {"api": {"public": "http://127.0.0.1:9/api/v3"}},'
+        ' "options": {"fetchMarkets": {"types": ["spot"]}}, "timeout": 500}}',
+    )
+    app = run_app()
+    assert not app.exception
+    assert any("offline sample" in w.value for w in app.warning)
+    assert "S&P 500" in app.caption[0].value
+    assert chart_trace_types(app)[0] == "candlestick"
+
+
+def test_csv_upload_is_charted(app_env, tmp_path):
+    frame = pd.DataFrame(
+        {
+            "Date": pd.date_range("2024-01-01", periods=60, freq="D").strftime("%Y-%m-%d"),
+            "Open": range(100, 160),
+            "High": range(102, 162),
+            "Low": range(99, 159),
+            "Close": range(101, 161),
+            "Volume": [10.0] * 60,
+            "Note": ["x"] * 60,
+        }
+    )
+    app = run_app()
+    app.radio(key="source").set_value("csv").run()
+    assert any("Upload a CSV" in e.value for e in app.error)
+    app.file_uploader(key="csv_file").upload("candles.csv", frame.to_csv(index=False).encode())
+    app.date_input(key="date_range").set_value(
+        (pd.Timestamp("2024-01-01").date(), pd.Timestamp("2024-03-31").date())
+    ).run()
+    assert not app.exception
+    assert "candles.csv" in app.caption[0].value
+    assert app.metric[0].value == "60"

@@ -1,0 +1,31 @@
+"""The Data page in a real browser: the first open shows the candlestick chart."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.e2e.conftest import ROOT
+
+pytestmark = pytest.mark.e2e
+
+PLOT = ".js-plotly-plot"
+
+
+def test_first_page_shows_candlestick_chart(browser_page, streamlit_url):
+    page = browser_page
+    page.goto(streamlit_url)
+    page.wait_for_selector(PLOT, timeout=60_000)
+    page.wait_for_function(
+        f"document.querySelector('{PLOT}').data && document.querySelector('{PLOT}').data.length",
+        timeout=30_000,
+    )
+    traces = page.evaluate(f"Array.from(document.querySelector('{PLOT}').data, t => t.type)")
+    assert traces[:2] == ["candlestick", "bar"]
+    candles = page.evaluate(f"document.querySelector('{PLOT}')._fullData[0].close.length")
+    assert 2900 <= candles <= 3001
+    assert page.get_by_text("binance · BTC/USDT · 1d").first.is_visible()
+    assert page.locator("[data-testid='stException']").count() == 0
+    page.wait_for_timeout(500)
+    shots = ROOT / "test-artifacts"
+    shots.mkdir(exist_ok=True)
+    page.screenshot(path=str(shots / "data-page.png"), full_page=True)

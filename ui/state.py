@@ -1,0 +1,391 @@
+"""The Streamlit glue every page shares: the sidebar selection, cached loaders, errors.
+
+Pages import this module and :mod:`forecasting`; nothing here computes on data. The
+selection lives in widget state owned by the frame (``app.py`` draws the sidebar on
+every run), so it survives moving between pages.
+
+Test and deployment hooks (environment variables, all optional):
+
+``CFL_DEFAULT_EXCHANGE``, ``CFL_DEFAULT_SYMBOL``, ``CFL_DEFAULT_TIMEFRAME``
+    The selection on first open.
+``CFL_EXCHANGES``
+    JSON ``{"<ccxt id>": {constructor settings}}``, merged under the
+    ``[exchanges.<id>]`` tables of ``.streamlit/secrets.toml`` (secrets win).
+``CFL_CACHE_DIR``
+    The candle cache folder.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+import forecasting as fc
+from forecasting.data.sample import SAMPLE_CALENDAR, SAMPLE_TIMEFRAME
+from forecasting.ohlcv import timeframe_seconds
+
+SOURCES = {"exchange": "Exchange", "csv": "CSV file", "sample": "Offline sample"}
+# Fetches beyond this are refused with a message: a slip of the timeframe picker should
+# not start hours of paging (three years of 1h candles is about 26,000).
+MAX_CANDLES = 300_000
+DEFAULT_CANDLES = 3000
+FALLBACK_SYMBOLS = ("BTC/USDT", "BTC/USD", "BTC/USDC", "ETH/USDT", "ETH/USD")
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What the sidebar says the user wants to look at."""
+
+    source: str
+    exchange: str
+    symbol: str
+    timeframe: str
+    start: dt.date
+    end: dt.date
+    fill_gaps: bool = False
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Candles ready for the pages, with what they are and where they came from."""
+
+    candles: pd.DataFrame
+    label: str
+    timeframe: str
+    calendar: str
+    source: str
+    duplicates: int = 0
+    filled: pd.DatetimeIndex | None = None
+
+    @property
+    def traded(self) -> pd.DataFrame:
+        """The candles without the ones inserted to fill gaps."""
+        if self.filled is None or not len(self.filled):
+            return self.candles
+        return self.candles.drop(self.filled)
+
+    @property
+    def file_name(self) -> str:
+        """A file name for downloads of this dataset."""
+        stem = "_".join(part.strip() for part in self.label.split("·"))
+        return "".join(c if c.isalnum() or c in "-_." else "_" for c in stem)[:80] + ".csv"
+
+    def quality(self) -> fc.QualityReport:
+        """The quality report of the traded candles."""
+        return fc.quality_report(
+            self.traded, self.timeframe, calendar=self.calendar, duplicates=self.duplicates
+        )
+
+
+# --- settings ---------------------------------------------------------------------------
+
+
+def defaults() -> tuple[str, str, str]:
+    """Default exchange, symbol and timeframe (environment overrides the library's)."""
+    return (
+        os.environ.get("CFL_DEFAULT_EXCHANGE", fc.DEFAULT_EXCHANGE),
+        os.environ.get("CFL_DEFAULT_SYMBOL", fc.DEFAULT_SYMBOL),
+        os.environ.get("CFL_DEFAULT_TIMEFRAME", fc.DEFAULT_TIMEFRAME),
+    )
+
+
+def exchange_config(exchange_id: str) -> dict[str, Any]:
+    """ccxt constructor settings for one exchange, from secrets and ``CFL_EXCHANGES``.
+
+    Never displayed or logged: it may hold API keys.
+    """
+    config: dict[str, Any] = {}
+    if os.environ.get("CFL_EXCHANGES"):
+        try:
+            config.update(json.loads(os.environ["CFL_EXCHANGES"]).get(exchange_id) or {})
+        except (ValueError, AttributeError):
+            st.warning("CFL_EXCHANGES is not a JSON object of exchange settings; ignored.")
+    try:
+        tables = st.secrets.get("exchanges", {})
+        secret = tables.get(exchange_id)
+    except Exception:  # noqa: BLE001 - no secrets file, or an unreadable one: run without keys
+        secret = None
+    if secret:
+        config.update(_plain(secret))
+    return config
+
+
+def _plain(value: Any) -> Any:
+    # Secrets come as read-only AttrDicts; ccxt wants ordinary (mutable) dicts.
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def default_start(timeframe: str, end: dt.date) -> dt.date:
+    """About ``DEFAULT_CANDLES`` candles before ``end``, at least a day."""
+    days = max(1, DEFAULT_CANDLES * timeframe_seconds(timeframe) // 86400)
+    return end - dt.timedelta(days=int(days))
+
+
+def utc_today() -> dt.date:
+    """Today's date in UTC, which is what exchanges count candles in."""
+    return pd.Timestamp.now(tz="UTC").date()
+
+
+# --- cached look-ups ---------------------------------------------------------------------
+
+
+@st.cache_data(ttl=24 * 3600, show_spinner=False)
+def exchanges() -> list[str]:
+    """Exchange ids that serve candles (no network)."""
+    return fc.list_exchanges()
+
+
+@st.cache_data(ttl=3600, show_spinner="Loading the exchange's markets…", max_entries=32)
+def symbols(exchange_id: str) -> list[str]:
+    """Symbols listed on an exchange (one request, cached for an hour)."""
+    return fc.list_symbols(fc.create_exchange(exchange_id, exchange_config(exchange_id)))
+
+
+@st.cache_data(ttl=24 * 3600, show_spinner=False, max_entries=64)
+def timeframes(exchange_id: str) -> list[str]:
+    """Timeframes an exchange offers (no network)."""
+    return fc.list_timeframes(fc.create_exchange(exchange_id, exchange_config(exchange_id)))
+
+
+@st.cache_data(show_spinner="Reading the CSV file…", max_entries=8)
+def parse_csv(data: bytes) -> fc.CsvData:
+    """Parse an uploaded CSV (cached per file content)."""
+    return fc.read_ohlcv_csv(data)
+
+
+# --- the sidebar -------------------------------------------------------------------------
+
+
+def sidebar() -> Selection:
+    """Draw the shared data pickers in the sidebar and return the selection."""
+    default_exchange, default_symbol, default_timeframe = defaults()
+    state = st.session_state
+    state.setdefault("source", "exchange")
+    state.setdefault("exchange", default_exchange)
+    state.setdefault("timeframe", default_timeframe)
+    today = utc_today()
+    state.setdefault("date_range", (default_start(default_timeframe, today), today))
+
+    with st.sidebar:
+        st.header("Data")
+        source = st.radio(
+            "Source", list(SOURCES), format_func=SOURCES.get, key="source", horizontal=True
+        )
+        if source == "exchange":
+            exchange, symbol, timeframe = _exchange_pickers(default_symbol)
+        elif source == "csv":
+            exchange, symbol, timeframe = "", "", ""
+            st.file_uploader(
+                "OHLCV file (CSV)",
+                type=["csv", "txt"],
+                key="csv_file",
+                help="A header row with timestamp (or date), open, high, low, close, volume. "
+                "ISO dates or epoch seconds/milliseconds; other columns are ignored. "
+                "10 MB at most.",
+            )
+        else:
+            exchange, symbol, timeframe = "", "", SAMPLE_TIMEFRAME
+            st.caption(fc.SAMPLE_LABEL)
+
+        start, end = _date_range_picker(today)
+        fill = st.toggle(
+            "Fill gaps",
+            key="fill_gaps",
+            help="Insert flat, zero-volume candles at the previous close where candles are "
+            "missing. Off: gaps stay gaps. Either way they are listed on the Data page.",
+        )
+    return Selection(source, exchange, symbol, timeframe, start, end, bool(fill))
+
+
+def _exchange_pickers(default_symbol: str) -> tuple[str, str, str]:
+    state = st.session_state
+    options = exchanges()
+    if state["exchange"] not in options:
+        state["exchange"] = fc.DEFAULT_EXCHANGE if fc.DEFAULT_EXCHANGE in options else options[0]
+    exchange = st.selectbox(
+        "Exchange",
+        options,
+        key="exchange",
+        help="Any exchange ccxt supports that serves candles. Binance refuses US-hosted "
+        "servers (HTTP 451), Streamlit Community Cloud included.",
+    )
+    try:
+        listed = symbols(exchange)
+    except fc.ForecastingError as exc:
+        st.warning(f"Could not list the symbols of {exchange}: {exc}")
+        listed = []
+    if listed:
+        if state.get("symbol") not in listed:
+            preferred = [default_symbol, *FALLBACK_SYMBOLS]
+            state["symbol"] = next((s for s in preferred if s in listed), listed[0])
+        symbol = st.selectbox(
+            "Symbol",
+            listed,
+            key="symbol",
+            help=f"{len(listed):,} listed on {exchange}. Type to search.",
+        )
+    else:
+        state.setdefault("symbol", default_symbol)
+        symbol = st.text_input("Symbol", key="symbol", help="Unified ccxt symbol, e.g. BTC/USDT.")
+    offered = timeframes(exchange) or [state["timeframe"]]
+    if state["timeframe"] not in offered:
+        state["timeframe"] = "1d" if "1d" in offered else offered[-1]
+    timeframe = st.selectbox(
+        "Timeframe", offered, key="timeframe", on_change=_reset_start_for_timeframe
+    )
+    return exchange, symbol.strip(), timeframe
+
+
+def _reset_start_for_timeframe() -> None:
+    # A new timeframe gets its own default span, so 1d -> 1m does not ask for millions
+    # of candles; the end date the user chose stays.
+    state = st.session_state
+    end = state["date_range"][-1] if state.get("date_range") else utc_today()
+    state["date_range"] = (default_start(state["timeframe"], end), end)
+
+
+def _date_range_picker(today: dt.date) -> tuple[dt.date, dt.date]:
+    state = st.session_state
+    picked = st.date_input(
+        "Date range (UTC)",
+        key="date_range",
+        max_value=today,
+        help="Candles opening from the first day through the last day, in UTC.",
+    )
+    if isinstance(picked, tuple | list) and len(picked) == 2:
+        state["_last_range"] = (picked[0], picked[1])
+    # While the user is between the two clicks of a range, keep the last complete one.
+    return state.get("_last_range", (default_start(state["timeframe"], today), today))
+
+
+# --- loading -----------------------------------------------------------------------------
+
+
+def load_dataset(selection: Selection, *, progress: Any = None) -> Dataset:
+    """Candles for a selection (exchange through the Parquet cache, CSV, or sample).
+
+    Raises
+    ------
+    ForecastingError
+        Whatever stopped the data from loading, with a message for the user.
+    """
+    if selection.source == "sample":
+        dataset = Dataset(
+            candles=fc.load_sample(),
+            label=fc.SAMPLE_LABEL,
+            timeframe=SAMPLE_TIMEFRAME,
+            calendar=SAMPLE_CALENDAR,
+            source="sample",
+        )
+        return _clip_and_fill(dataset, selection)
+    if selection.source == "csv":
+        upload = st.session_state.get("csv_file")
+        if upload is None:
+            raise fc.DataFormatError("Upload a CSV file in the sidebar to use it as data.")
+        parsed = parse_csv(upload.getvalue())
+        dataset = Dataset(
+            candles=parsed.candles,
+            label=f"{upload.name} (uploaded CSV, {parsed.timeframe})",
+            timeframe=parsed.timeframe,
+            calendar=parsed.calendar,
+            source="csv",
+            duplicates=parsed.duplicates,
+        )
+        return _clip_and_fill(dataset, selection)
+
+    since = pd.Timestamp(selection.start, tz="UTC")
+    until = pd.Timestamp(selection.end, tz="UTC") + pd.Timedelta(days=1)
+    if since >= until:
+        raise fc.InvalidDateRange("The start date must not be after the end date.")
+    expected = int((until - since).total_seconds() // timeframe_seconds(selection.timeframe))
+    if expected > MAX_CANDLES:
+        raise fc.ConfigurationError(
+            f"That range holds about {expected:,} {selection.timeframe} candles; the limit is "
+            f"{MAX_CANDLES:,}. Shorten the date range or choose a longer timeframe."
+        )
+    candles = fc.load_exchange_candles(
+        selection.exchange,
+        selection.symbol,
+        selection.timeframe,
+        since,
+        until,
+        config=exchange_config(selection.exchange),
+        progress=progress,
+    )
+    dataset = Dataset(
+        candles=candles,
+        label=f"{selection.exchange} · {selection.symbol} · {selection.timeframe}",
+        timeframe=selection.timeframe,
+        calendar="24/7",
+        source="exchange",
+    )
+    return _clip_and_fill(dataset, selection, clip=False)
+
+
+def _clip_and_fill(dataset: Dataset, selection: Selection, *, clip: bool = True) -> Dataset:
+    candles = dataset.candles
+    if clip:
+        since = pd.Timestamp(selection.start, tz="UTC")
+        until = pd.Timestamp(selection.end, tz="UTC") + pd.Timedelta(days=1)
+        clipped = candles[(candles.index >= since) & (candles.index < until)]
+        if clipped.empty:
+            first, last = candles.index[0].date(), candles.index[-1].date()
+            raise fc.NoCandles(
+                f"The data runs from {first} to {last}: nothing in the chosen date range. "
+                "Change the date range in the sidebar."
+            )
+        candles = clipped
+    filled = None
+    if selection.fill_gaps:
+        candles, filled = fc.fill_gaps(candles, dataset.timeframe, calendar=dataset.calendar)
+    return replace(dataset, candles=candles, filled=filled)
+
+
+def current_dataset(selection: Selection) -> Dataset:
+    """The dataset for the page, with progress while fetching and errors shown.
+
+    On an error the message is shown and the last dataset that loaded stays on screen;
+    on first open, with nothing loaded yet, the offline sample stands in, labelled.
+    """
+    bar = st.empty()
+
+    def progress(done: int, expected: int) -> None:
+        bar.progress(
+            min(1.0, done / max(expected, 1)), text=f"Fetching candles: {done:,} of ~{expected:,}"
+        )
+
+    try:
+        dataset = load_dataset(selection, progress=progress)
+    except fc.ForecastingError as exc:
+        bar.empty()
+        st.error(str(exc), icon=":material/error:")
+        last = st.session_state.get("_last_dataset")
+        if last is not None:
+            st.info(f"Still showing the last data that loaded: {last.label}.")
+            return last
+        sample = _clip_and_fill(
+            Dataset(fc.load_sample(), fc.SAMPLE_LABEL, SAMPLE_TIMEFRAME, SAMPLE_CALENDAR, "sample"),
+            replace(selection, start=dt.date(1999, 1, 1), end=dt.date(2018, 12, 31)),
+        )
+        st.warning(f"Showing the offline sample instead: {fc.SAMPLE_LABEL}.")
+        return sample
+    bar.empty()
+    st.session_state["_last_dataset"] = dataset
+    return dataset
+
+
+def csv_bytes(candles: pd.DataFrame) -> bytes:
+    """The candles as the CSV the command line writes."""
+    buffer = io.StringIO()
+    fc.write_ohlcv_csv(candles, buffer)
+    return buffer.getvalue().encode()
