@@ -14,10 +14,15 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from forecasting.errors import InvalidDateRange, InvalidTimeframe
+from forecasting.errors import InsufficientHistory, InvalidDateRange, InvalidTimeframe
 
 __all__ = [
     "COLUMNS",
+    "future_timestamps",
+    "infer_calendar",
+    "infer_timeframe",
+    "season_length",
+    "timeframe_from_seconds",
     "drop_unclosed",
     "empty_ohlcv",
     "expected_timestamps",
@@ -30,7 +35,8 @@ __all__ = [
 
 COLUMNS: tuple[str, ...] = ("open", "high", "low", "close", "volume")
 
-_TIMEFRAME = re.compile(r"^(\d+)([smhdwMy])$")
+# ASCII digits only, and fullmatch (not ``$``, which also matches before a trailing newline).
+_TIMEFRAME = re.compile(r"(\d+)([smhdwMy])", re.ASCII)
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
@@ -47,7 +53,7 @@ def timeframe_seconds(timeframe: str) -> int:
     InvalidTimeframe
         When the string is not a timeframe.
     """
-    match = _TIMEFRAME.match(timeframe or "")
+    match = _TIMEFRAME.fullmatch(timeframe) if isinstance(timeframe, str) else None
     if not match or int(match.group(1)) == 0:
         raise InvalidTimeframe(
             f"'{timeframe}' is not a timeframe. Use a number and a unit, such as 1m, 1h, 4h or 1d."
@@ -90,6 +96,9 @@ def parse_time(
     """
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
+    if isinstance(value, bool | np.bool_):
+        # bool is an int subclass, but True is no epoch time anyone means.
+        raise InvalidDateRange(f"{name} '{value}' is not a date. Use ISO-8601, e.g. 2024-01-31.")
     try:
         if isinstance(value, int | float | np.integer | np.floating):
             stamp = pd.Timestamp(int(value), unit="ms")
@@ -169,7 +178,75 @@ def expected_timestamps(
         (daily candles only), such as the offline S&P 500 sample.
     """
     if calendar == "business" and timeframe == "1d":
-        return pd.bdate_range(start, end, name="timestamp").as_unit("ms")
+        # normalize=False: candles stamped at a close time (21:00 UTC) stay on their grid.
+        return pd.bdate_range(start, end, name="timestamp", normalize=False).as_unit("ms")
     return pd.date_range(start, end, freq=timeframe_offset(timeframe), name="timestamp").as_unit(
         "ms"
     )
+
+
+def timeframe_from_seconds(seconds: int) -> str:
+    """The ccxt timeframe string for a candle length, e.g. 14400 -> ``"4h"``."""
+    if 28 * 86400 <= seconds <= 31 * 86400:
+        return "1M"
+    for unit, length in (("w", 604800), ("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds % length == 0:
+            return f"{seconds // length}{unit}"
+    return f"{seconds}s"
+
+
+def infer_timeframe(index: pd.DatetimeIndex) -> str:
+    """The timeframe of candles: their median spacing, as a ccxt timeframe string.
+
+    The median, so gaps and an odd duplicate do not change the answer.
+
+    Raises
+    ------
+    InsufficientHistory
+        With fewer than two candles, or candles less than a second apart.
+    """
+    if len(index) < 2:
+        raise InsufficientHistory("At least two candles are needed to tell the timeframe.")
+    spacing = pd.Series(index).diff().dropna().median().total_seconds()
+    if not spacing >= 1:
+        raise InsufficientHistory("The candles are not at least a second apart, in order.")
+    return timeframe_from_seconds(round(spacing))
+
+
+def infer_calendar(index: pd.DatetimeIndex, timeframe: str) -> str:
+    """``"business"`` for daily candles with no weekend rows (stock markets), else ``"24/7"``."""
+    if timeframe == "1d" and len(index) >= 10 and not (index.day_of_week >= 5).any():
+        return "business"
+    return "24/7"
+
+
+def future_timestamps(
+    last: pd.Timestamp, horizon: int, timeframe: str, *, calendar: str = "24/7"
+) -> pd.DatetimeIndex:
+    """Open times of the ``horizon`` candles after the one opening at ``last``."""
+    if calendar == "business" and timeframe == "1d":
+        stamps = [last + pd.offsets.BDay(k) for k in range(1, horizon + 1)]
+    else:
+        step = timeframe_offset(timeframe)
+        stamps = [last + step * k for k in range(1, horizon + 1)]
+    return pd.DatetimeIndex(stamps, name="timestamp")
+
+
+def season_length(timeframe: str, calendar: str = "24/7") -> int:
+    """Candles in one natural season: a week of days, a day of intraday candles.
+
+    5 for business days, 7 for 1d, 24 for 1h, 6 for 4h, 96 for 15m, 52 for 1w,
+    12 for 1M; 1 where no season fits.
+    """
+    if calendar == "business" and timeframe == "1d":
+        return 5
+    if timeframe.endswith("M"):
+        return 12
+    seconds = timeframe_seconds(timeframe)
+    if seconds == 86400:
+        return 7
+    if seconds == 604800:
+        return 52
+    if seconds < 86400 and 86400 % seconds == 0:
+        return 86400 // seconds
+    return 1

@@ -1,9 +1,10 @@
 """OHLCV from CSV files as people export them, validated, and back out to CSV.
 
 Accepted: a header row in any case and with the usual names (``Date``, ``Timestamp``,
-``Open time``, ``Open``, ``Vol`` ...), ISO-8601 dates or epoch seconds, milliseconds or
-microseconds, extra columns (ignored). The file is parsed as text only: nothing in it
-is executed or unpickled. Errors name the line (the header is line 1) and the column.
+``Open time``, ``Open``, ``Vol`` ...), ISO-8601 dates (also the basic ``20240131``) or
+epoch seconds, milliseconds or microseconds, extra columns (ignored). The file is parsed
+as text only: nothing in it is executed or unpickled. Errors name the line (the header
+is line 1) and the column.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from forecasting.errors import DataFormatError
-from forecasting.ohlcv import COLUMNS, normalize_ohlcv
+from forecasting.ohlcv import COLUMNS, infer_calendar, normalize_ohlcv, timeframe_from_seconds
 
 __all__ = ["MAX_CSV_BYTES", "CsvData", "infer_timeframe", "read_ohlcv_csv", "write_ohlcv_csv"]
 
@@ -92,30 +93,41 @@ def read_ohlcv_csv(
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
+        # ``exc.object`` is what the codec saw (after any BOM), so its newlines count lines.
+        line = exc.object[: exc.start].count(b"\n") + 1
         raise DataFormatError(
-            "The file is not UTF-8 text. Export it as CSV (UTF-8) and upload it again."
+            f"The file is not UTF-8 text (line {line} holds a byte that is not). Export it as "
+            "CSV (UTF-8) and upload it again.",
+            row=line,
         ) from exc
     if not text.strip():
         raise DataFormatError("The file is empty. Upload a CSV with a header row and candles.")
 
-    rows = list(csv.reader(io.StringIO(text)))
-    header = [h.strip() for h in rows[0]]
-    mapping = _map_columns(header)
+    rows = _split_rows(text)
+    # Blank lines (before the header too, as pandas allows) carry nothing.
+    rows = [(line, row) for line, row in rows if any(cell.strip() for cell in row)]
+    if not rows:
+        raise DataFormatError("The file is empty. Upload a CSV with a header row and candles.")
+    header_line, header_row = rows[0]
+    header = [h.strip() for h in header_row]
+    mapping = _map_columns(header, header_line)
     body = rows[1:]
-    if not any(any(cell.strip() for cell in row) for row in body):
-        raise DataFormatError("The file has a header but no candles.", row=2)
+    if not body:
+        raise DataFormatError(
+            "The file has a header but no candles. Add one row per candle below the header.",
+            row=header_line + 1,
+        )
 
     records: dict[str, list[str]] = {name: [] for name in mapping}
     lines: list[int] = []
-    for offset, row in enumerate(body):
-        line = offset + 2
-        if not any(cell.strip() for cell in row):
-            continue
+    for line, row in body:
+        # A short row is refused even when the fields it lacks are ignored ones: a field
+        # missing in the middle would shift every value after it into the wrong column.
         if len(row) < len(header):
             missing = header[len(row)]
             raise DataFormatError(
                 f"Line {line} has {len(row)} fields but the header has {len(header)} "
-                f"(no value for '{missing}').",
+                f"(no value for '{missing}'). Every row needs a value in every column.",
                 row=line,
                 column=missing,
             )
@@ -128,13 +140,11 @@ def read_ohlcv_csv(
     for name in COLUMNS:
         values[name] = _parse_numbers(records[name], lines, header[mapping[name]])
     frame = pd.DataFrame(values, index=index)
-    duplicates = int(frame.index.duplicated(keep="last").sum())
     candles = normalize_ohlcv(frame)
+    # Counted after normalising: timestamps that differ below a millisecond become one.
+    duplicates = len(frame) - len(candles)
     timeframe = infer_timeframe(candles.index)
-    calendar = "24/7"
-    if timeframe == "1d" and len(candles) >= 10 and not (candles.index.dayofweek >= 5).any():
-        calendar = "business"
-    return CsvData(candles, timeframe, calendar, duplicates)
+    return CsvData(candles, timeframe, infer_calendar(candles.index, timeframe), duplicates)
 
 
 def write_ohlcv_csv(candles: pd.DataFrame, target: str | os.PathLike[str] | io.TextIOBase) -> None:
@@ -144,24 +154,43 @@ def write_ohlcv_csv(candles: pd.DataFrame, target: str | os.PathLike[str] | io.T
     file back gives the same numbers.
     """
     out = candles.loc[:, list(COLUMNS)].copy()
-    out.index = out.index.strftime("%Y-%m-%dT%H:%M:%SZ")
-    out.index.name = "timestamp"
+    index = pd.DatetimeIndex(out.index)
+    index = index.tz_localize("UTC") if index.tz is None else index.tz_convert("UTC")
+    # Whole seconds keep the usual short form; finer stamps would be truncated by it,
+    # so those files get milliseconds (the unit every OHLCV frame holds).
+    if (index.as_unit("ns").asi8 % 1_000_000_000).any():
+        stamps = index.strftime("%Y-%m-%dT%H:%M:%S.%f").str[:-3] + "Z"
+    else:
+        stamps = index.strftime("%Y-%m-%dT%H:%M:%SZ")
+    out.index = pd.Index(stamps, name="timestamp")
     out.to_csv(target, float_format=None, lineterminator="\n")
 
 
 def infer_timeframe(index: pd.DatetimeIndex) -> str:
-    """The most common spacing of the timestamps as a ccxt timeframe string."""
+    """The most common spacing of the timestamps as a ccxt timeframe string.
+
+    Raises
+    ------
+    DataFormatError
+        When there are fewer than two distinct timestamps, or they do not increase by
+        at least one second.
+    """
     if len(index) < 2:
-        raise DataFormatError("At least two candles are needed to tell the timeframe.")
-    seconds = int(pd.Series(index).diff().dropna().dt.total_seconds().median())
-    if seconds <= 0:
-        raise DataFormatError("The timestamps do not increase: cannot tell the timeframe.")
-    if 28 * 86400 <= seconds <= 31 * 86400:
-        return "1M"
-    for unit, length in (("w", 604800), ("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds % length == 0:
-            return f"{seconds // length}{unit}"
-    return f"{seconds}s"
+        raise DataFormatError(
+            f"The file has {len(index)} distinct candle time{'s' if len(index) != 1 else ''}: "
+            "at least two are needed to tell the timeframe. Upload a longer range."
+        )
+    spacing = pd.Series(index).diff().dropna().median().total_seconds()
+    if spacing <= 0:
+        raise DataFormatError(
+            "The timestamps do not increase: cannot tell the timeframe. Sort the rows by time."
+        )
+    if spacing < 1:
+        raise DataFormatError(
+            "The candles are less than a second apart: that is tick data, not candles. "
+            "Resample it to a timeframe of one second or more."
+        )
+    return timeframe_from_seconds(round(spacing))
 
 
 def _read_bytes(source: bytes | str | os.PathLike[str] | BinaryIO, max_bytes: int) -> bytes:
@@ -169,25 +198,56 @@ def _read_bytes(source: bytes | str | os.PathLike[str] | BinaryIO, max_bytes: in
         raw = source
     elif isinstance(source, str | os.PathLike):
         path = Path(source)
-        if path.stat().st_size > max_bytes:
-            raise DataFormatError(_too_large(path.stat().st_size, max_bytes))
+        size = path.stat().st_size
+        if size > max_bytes:
+            raise DataFormatError(_too_large(size, max_bytes, exact=True))
         raw = path.read_bytes()
     else:
+        # One byte past the limit is enough to know it is too large, without reading it all.
         raw = source.read(max_bytes + 1)
+        if len(raw) > max_bytes:
+            raise DataFormatError(_too_large(len(raw), max_bytes, exact=False))
     if len(raw) > max_bytes:
-        raise DataFormatError(_too_large(len(raw), max_bytes))
+        raise DataFormatError(_too_large(len(raw), max_bytes, exact=True))
     return raw
 
 
-def _too_large(size: int, limit: int) -> str:
-    shown = f"{size / 1_048_576:.1f} MB" if size <= limit + 1 else "too large"
+def _too_large(size: int, limit: int, *, exact: bool) -> str:
+    # A stream is read only up to one byte past the limit, so its real size is unknown.
+    shown = _format_size(size) if exact else f"more than {_format_size(limit)}"
     return (
-        f"The file is larger than the {limit / 1_048_576:.0f} MB limit ({shown}). Upload a "
+        f"The file is larger than the {_format_size(limit)} limit ({shown}). Upload a "
         "shorter range or a longer timeframe."
     )
 
 
-def _map_columns(header: list[str]) -> dict[str, int]:
+def _format_size(size: int) -> str:
+    for unit, length in (("MB", 1_048_576), ("KB", 1024)):
+        if size >= length:
+            return f"{size / length:.1f} {unit}".replace(".0 ", " ")
+    return f"{size} bytes"
+
+
+def _split_rows(text: str) -> list[tuple[int, list[str]]]:
+    """CSV rows, each with the line it starts on (the header is line 1)."""
+    # Old Mac exports end lines with a bare CR, which the csv module refuses mid-line.
+    reader = csv.reader(io.StringIO(text.replace("\r\n", "\n").replace("\r", "\n")))
+    rows: list[tuple[int, list[str]]] = []
+    line = 1
+    try:
+        for row in reader:
+            rows.append((line, row))
+            line = reader.line_num + 1
+    except csv.Error as exc:  # e.g. a field over the csv module's size limit
+        raise DataFormatError(
+            f"Line {line} cannot be read as CSV ({exc}). Export the data again as plain "
+            "comma-separated values.",
+            row=line,
+        ) from exc
+    return rows
+
+
+def _map_columns(header: list[str], line: int = 1) -> dict[str, int]:
     lowered = [h.lower().strip().strip('"') for h in header]
     mapping: dict[str, int] = {}
     for name, aliases in _ALIASES.items():
@@ -199,63 +259,94 @@ def _map_columns(header: list[str]) -> dict[str, int]:
         mapping["timestamp"] = 0
     missing = [name for name in _ALIASES if name not in mapping]
     if missing:
-        found = ", ".join(h for h in header if h) or "nothing"
+        found = ", ".join(_shown(h) for h in header if h) or "nothing"
         raise DataFormatError(
             f"Missing column{'s' if len(missing) > 1 else ''}: {', '.join(missing)}. "
             f"The header has {found}. Name the columns timestamp (or date), open, high, low, "
             "close and volume.",
-            row=1,
+            row=line,
             column=missing[0],
         )
     return mapping
 
 
+def _shown(value: str, limit: int = 40) -> str:
+    """A cell as quoted in a message: empty ones said so, long ones cut short."""
+    if not value:
+        return "an empty value"
+    return repr(value if len(value) <= limit else value[:limit] + "…")
+
+
 def _parse_timestamps(values: list[str], lines: list[int], column: str) -> pd.DatetimeIndex:
     numbers = pd.to_numeric(pd.Series(values, dtype="object"), errors="coerce")
-    if numbers.notna().all():
-        array = numbers.to_numpy(dtype="float64")
-        if not np.isfinite(array).all() or (array < 0).any():
-            bad = int(np.argmax(~np.isfinite(array) | (array < 0)))
-            raise DataFormatError(
-                f"Line {lines[bad]}, column '{column}': '{values[bad]}' is not a valid time.",
-                row=lines[bad],
-                column=column,
-            )
-        # Epoch numbers: tell the unit by magnitude (seconds reach 1e11 only in year 5138).
-        peak = array.max()
-        unit = "s" if peak < 1e11 else "ms" if peak < 1e14 else "us" if peak < 1e17 else "ns"
-        try:
-            parsed = pd.to_datetime(array.astype("int64"), unit=unit, utc=True)
-        except (OverflowError, ValueError, pd.errors.OutOfBoundsDatetime) as exc:
-            raise DataFormatError(
-                f"Column '{column}' holds numbers that are not epoch times.",
-                column=column,
-                row=lines[0],
-            ) from exc
-        return pd.DatetimeIndex(parsed, name="timestamp")
+    is_number = numbers.notna().to_numpy()
+    # The column is epoch numbers or dates, whichever most cells are (the first cell breaks
+    # a tie), so the error names the odd cell out rather than the first row.
+    votes = int(is_number.sum()) * 2 - len(values)
+    if votes > 0 or (votes == 0 and is_number[0]):
+        return _parse_epochs(numbers, values, lines, column)
     parsed = pd.to_datetime(pd.Series(values), errors="coerce", utc=True, format="ISO8601")
     if parsed.isna().any():
         bad = int(np.flatnonzero(parsed.isna().to_numpy())[0])
         raise DataFormatError(
-            f"Line {lines[bad]}, column '{column}': '{values[bad]}' is not a date. Use ISO-8601 "
-            "(2024-01-31 or 2024-01-31T12:00:00Z) or epoch seconds or milliseconds.",
+            f"Line {lines[bad]}, column '{column}': {_shown(values[bad])} is not a date. Use "
+            "ISO-8601 (2024-01-31 or 2024-01-31T12:00:00Z) or epoch seconds or milliseconds.",
             row=lines[bad],
             column=column,
         )
     return pd.DatetimeIndex(parsed, name="timestamp")
 
 
+def _parse_epochs(
+    numbers: pd.Series, values: list[str], lines: list[int], column: str
+) -> pd.DatetimeIndex:
+    array = numbers.to_numpy(dtype="float64", na_value=np.nan)
+    # Past 2**63 nanoseconds a number is no epoch time in any unit (and would wrap to a
+    # negative int64 silently).
+    bad_mask = ~np.isfinite(array) | (array < 0) | (array >= 2.0**63)
+    if bad_mask.any():
+        bad = int(np.flatnonzero(bad_mask)[0])
+        raise DataFormatError(
+            f"Line {lines[bad]}, column '{column}': {_shown(values[bad])} is not a valid time. "
+            "Use epoch seconds or milliseconds since 1970 (such as 1704067200) or ISO-8601 "
+            "dates, the same in every row.",
+            row=lines[bad],
+            column=column,
+        )
+    if numbers.dtype.kind in "iu" and ((array >= 1e7) & (array < 1e8)).all():
+        # Basic ISO-8601 dates (20240131) are numbers too. As epoch seconds they would all
+        # fall in 1970-1973, which no candle export means, so they are read as dates.
+        dates = pd.to_datetime(pd.Series(values), format="%Y%m%d", errors="coerce", utc=True)
+        if dates.notna().all():
+            return pd.DatetimeIndex(dates, name="timestamp")
+    # Epoch numbers: tell the unit by magnitude (seconds reach 1e11 only in year 5138).
+    peak = array.max()
+    unit = "s" if peak < 1e11 else "ms" if peak < 1e14 else "us" if peak < 1e17 else "ns"
+    # Whole numbers stay integers: a float64 cannot hold every nanosecond epoch exactly.
+    epochs = numbers.to_numpy(dtype="int64") if numbers.dtype.kind in "iu" else array
+    try:
+        parsed = pd.to_datetime(epochs, unit=unit, utc=True)
+    except (OverflowError, ValueError, pd.errors.OutOfBoundsDatetime) as exc:
+        bad = int(np.argmax(array))
+        raise DataFormatError(
+            f"Line {lines[bad]}, column '{column}': {_shown(values[bad])} is out of range for "
+            "an epoch time. Use epoch seconds or milliseconds, or ISO-8601 dates.",
+            row=lines[bad],
+            column=column,
+        ) from exc
+    return pd.DatetimeIndex(parsed, name="timestamp")
+
+
 def _parse_numbers(values: list[str], lines: list[int], column: str) -> np.ndarray:
     numbers = pd.to_numeric(pd.Series(values, dtype="object"), errors="coerce")
-    array = numbers.to_numpy(dtype="float64")
+    array = numbers.to_numpy(dtype="float64", na_value=np.nan)
     bad_mask = ~np.isfinite(array) | (array < 0)
     if bad_mask.any():
         bad = int(np.flatnonzero(bad_mask)[0])
-        shown = values[bad] if values[bad] else "an empty value"
         reason = "a negative number" if np.isfinite(array[bad]) else "not a number"
         raise DataFormatError(
-            f"Line {lines[bad]}, column '{column}': '{shown}' is {reason}. Prices and volumes "
-            "must be plain non-negative numbers such as 42123.5.",
+            f"Line {lines[bad]}, column '{column}': {_shown(values[bad])} is {reason}. Prices "
+            "and volumes must be plain non-negative numbers such as 42123.5.",
             row=lines[bad],
             column=column,
         )

@@ -63,7 +63,11 @@ class QualityReport:
 
     @property
     def is_clean(self) -> bool:
-        """True when nothing at all was found."""
+        """True when no data problem was found.
+
+        Extreme moves are listed but do not count: they are real market events (a crash
+        is not a data error), and a long crypto series almost always has some.
+        """
         return not (
             self.missing or self.duplicates or len(self.zero_volume) or len(self.inconsistent)
         )

@@ -1,0 +1,332 @@
+"""Technical features computed with ``ta``, each known at its candle's close.
+
+Every feature's value at a candle depends only on that candle and earlier ones:
+computed on a prefix of the data it equals the value computed on the whole.
+:func:`lookahead_audit` checks this on any data, and the test suite checks it for every
+feature here. ``ta`` is always called with ``fillna=False`` (its filling back-fills,
+which leaks the future), and warm-up rows are reported as NaN and dropped, never filled:
+``ta``'s ATR and ADX write zeros into their warm-up, which we mask as NaN.
+
+A feature is named by a spec string ``kind[:param[:param...]]``, e.g. ``rsi:14``,
+``macd:12:26:9``, ``sma:50``, ``log_return``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from forecasting.errors import ConfigurationError, InsufficientHistory
+
+__all__ = [
+    "DEFAULT_FEATURES",
+    "FEATURE_KINDS",
+    "FeatureSpec",
+    "compute_features",
+    "lookahead_audit",
+    "parse_features",
+    "warmup_length",
+]
+
+
+@dataclass(frozen=True)
+class FeatureKind:
+    """One kind of feature: its parameters, columns and computation."""
+
+    kind: str
+    title: str
+    param_names: tuple[str, ...]
+    defaults: tuple[int | float, ...]
+    compute: Callable[[pd.DataFrame, tuple], pd.DataFrame]
+    warmup: Callable[[tuple], int]
+    description: str
+
+
+@dataclass(frozen=True, order=True)
+class FeatureSpec:
+    """A feature and its parameters, such as ``FeatureSpec("rsi", (14,))``."""
+
+    kind: str
+    params: tuple[int | float, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.kind not in FEATURE_KINDS:
+            raise ConfigurationError(
+                f"Unknown feature '{self.kind}'. Choose from: {', '.join(FEATURE_KINDS)}."
+            )
+        info = FEATURE_KINDS[self.kind]
+        params = tuple(self.params) or info.defaults
+        if len(params) != len(info.defaults):
+            names = ":".join(info.param_names)
+            raise ConfigurationError(
+                f"Feature '{self.kind}' takes {len(info.defaults)} parameter(s)"
+                f"{f' ({names})' if names else ''}, got {len(params)}."
+            )
+        for name, value in zip(info.param_names, params, strict=True):
+            if not value > 0:
+                raise ConfigurationError(f"Feature '{self.kind}': {name} must be positive.")
+        if self.kind == "macd" and not params[0] < params[1]:
+            raise ConfigurationError("MACD: the fast window must be shorter than the slow one.")
+        object.__setattr__(self, "params", params)
+
+    def __str__(self) -> str:
+        return ":".join([self.kind, *(_fmt(p) for p in self.params)])
+
+    @property
+    def title(self) -> str:
+        """A label for screens, e.g. ``RSI(14)``."""
+        info = FEATURE_KINDS[self.kind]
+        args = ", ".join(_fmt(p) for p in self.params)
+        return f"{info.title}({args})" if args else info.title
+
+    def compute(self, candles: pd.DataFrame) -> pd.DataFrame:
+        """This feature's columns for ``candles`` (warm-up rows NaN)."""
+        frame = FEATURE_KINDS[self.kind].compute(candles, self.params)
+        suffix = "_".join(_fmt(p) for p in self.params)
+        frame.columns = [f"{c}_{suffix}" if suffix else c for c in frame.columns]
+        return frame
+
+    @property
+    def warmup(self) -> int:
+        """Rows at the start that have no value yet."""
+        return FEATURE_KINDS[self.kind].warmup(self.params)
+
+
+def _fmt(value: int | float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+def _ta():
+    import ta  # imported on first use: the data pages never pay for it
+
+    return ta
+
+
+def _rsi(c: pd.DataFrame, p: tuple) -> pd.DataFrame:
+    return pd.DataFrame({"rsi": _ta().momentum.RSIIndicator(c["close"], int(p[0])).rsi()})
+
+
+def _macd(c: pd.DataFrame, p: tuple) -> pd.DataFrame:
+    macd = _ta().trend.MACD(
+        c["close"], window_slow=int(p[1]), window_fast=int(p[0]), window_sign=int(p[2])
+    )
+    return pd.DataFrame(
+        {"macd": macd.macd(), "macd_signal": macd.macd_signal(), "macd_hist": macd.macd_diff()}
+    )
+
+
+def _sma(c: pd.DataFrame, p: tuple) -> pd.DataFrame:
+    sma = _ta().trend.SMAIndicator(c["close"], int(p[0])).sma_indicator()
+    # Relative to the close, so the feature is comparable across price levels.
+    return pd.DataFrame({"sma_ratio": c["close"] / sma - 1.0})
+
+
+def _ema(c: pd.DataFrame, p: tuple) -> pd.DataFrame:
+    ema = _ta().trend.EMAIndicator(c["close"], int(p[0])).ema_indicator()
+    return pd.DataFrame({"ema_ratio": c["close"] / ema - 1.0})
+
+
+def _bollinger(c: pd.DataFrame, p: tuple) -> pd.DataFrame:
+    bands = _ta().volatility.BollingerBands(c["close"], int(p[0]), float(p[1]))
+    return pd.DataFrame({"bb_pctb": bands.bollinger_pband(), "bb_width": bands.bollinger_wband()})
+
+
+def _atr(c: pd.DataFrame, p: tuple) -> pd.DataFrame:
+    window = int(p[0])
+    if len(c) < window:  # ta indexes past the end of shorter data
+        return pd.DataFrame({"atr_ratio": np.full(len(c), np.nan)}, index=c.index)
+    atr = _ta().volatility.AverageTrueRange(c["high"], c["low"], c["close"], window)
+    values = atr.average_true_range().astype("float64")
+    # ta writes 0.0 for the warm-up instead of NaN: a zero there is not a value.
+    values.iloc[: window - 1] = np.nan
+    return pd.DataFrame({"atr_ratio": values / c["close"]})
+
+
+def _log_return(c: pd.DataFrame, p: tuple) -> pd.DataFrame:
+    return pd.DataFrame({"log_return": np.log(c["close"]).diff()})
+
+
+def _volume_change(c: pd.DataFrame, p: tuple) -> pd.DataFrame:
+    # log(1 + v) keeps zero-volume candles (real: outages, flat candles) finite.
+    return pd.DataFrame({"volume_change": np.log1p(c["volume"]).diff()})
+
+
+FEATURE_KINDS: dict[str, FeatureKind] = {
+    k.kind: k
+    for k in [
+        FeatureKind("rsi", "RSI", ("window",), (14,), _rsi, lambda p: int(p[0]),
+                    "Relative strength index (0-100) of closes."),
+        FeatureKind("macd", "MACD", ("fast", "slow", "signal"), (12, 26, 9), _macd,
+                    lambda p: int(p[1]) + int(p[2]) - 2,
+                    "MACD line, signal line and histogram of closes."),
+        FeatureKind("sma", "SMA", ("window",), (20,), _sma, lambda p: int(p[0]) - 1,
+                    "Close relative to its simple moving average, minus 1."),
+        FeatureKind("ema", "EMA", ("window",), (20,), _ema, lambda p: int(p[0]) - 1,
+                    "Close relative to its exponential moving average, minus 1."),
+        FeatureKind("bollinger", "Bollinger", ("window", "std"), (20, 2), _bollinger,
+                    lambda p: int(p[0]) - 1, "Bollinger %B and band width."),
+        FeatureKind("atr", "ATR", ("window",), (14,), _atr, lambda p: int(p[0]) - 1,
+                    "Average true range relative to the close."),
+        FeatureKind("log_return", "Log return", (), (), _log_return, lambda p: 1,
+                    "log(close / previous close)."),
+        FeatureKind("volume_change", "Volume change", (), (), _volume_change, lambda p: 1,
+                    "log(1 + volume) minus its previous value."),
+    ]
+}  # fmt: skip
+
+DEFAULT_FEATURES: tuple[FeatureSpec, ...] = (
+    FeatureSpec("rsi", (14,)),
+    FeatureSpec("macd", (12, 26, 9)),
+    FeatureSpec("log_return"),
+)
+
+
+def parse_features(text: str | Iterable[str] | None) -> tuple[FeatureSpec, ...]:
+    """Feature specs from ``"rsi:14,macd:12:26:9,log_return"`` (or a list of such strings).
+
+    ``None`` or an empty string gives :data:`DEFAULT_FEATURES`.
+
+    Raises
+    ------
+    ConfigurationError
+        Naming the spec that could not be read.
+    """
+    if text is None:
+        return DEFAULT_FEATURES
+    items = text.split(",") if isinstance(text, str) else list(text)
+    items = [item.strip() for item in items if item and item.strip()]
+    if not items:
+        return DEFAULT_FEATURES
+    specs = []
+    for item in items:
+        kind, *raw = item.split(":")
+        try:
+            params = tuple(float(v) if "." in v else int(v) for v in raw)
+        except ValueError as exc:
+            raise ConfigurationError(
+                f"Feature '{item}': parameters must be numbers, as in rsi:14 or macd:12:26:9."
+            ) from exc
+        specs.append(FeatureSpec(kind.strip().lower(), params))
+    return tuple(dict.fromkeys(specs))
+
+
+def warmup_length(specs: Sequence[FeatureSpec]) -> int:
+    """Rows without a value at the start, for the slowest of ``specs``."""
+    return max((s.warmup for s in specs), default=0)
+
+
+def compute_features(
+    candles: pd.DataFrame,
+    specs: Sequence[FeatureSpec] = DEFAULT_FEATURES,
+    *,
+    drop_warmup: bool = True,
+) -> pd.DataFrame:
+    """Every feature column of ``specs`` for ``candles``.
+
+    Parameters
+    ----------
+    candles
+        An OHLCV frame; not modified.
+    specs
+        Which features; see :func:`parse_features`.
+    drop_warmup
+        Drop the leading rows where any feature has no value yet (never fill them).
+
+    Returns
+    -------
+    pd.DataFrame
+        Feature columns on the candles' index (from the first row with every value).
+
+    Raises
+    ------
+    InsufficientHistory
+        When there are not more candles than the warm-up needs.
+    """
+    if not specs:
+        return pd.DataFrame(index=candles.index)
+    frames = [spec.compute(candles) for spec in specs]
+    features = pd.concat(frames, axis=1).astype("float64")
+    features = features.replace([np.inf, -np.inf], np.nan)
+    features.index = candles.index
+    if drop_warmup:
+        complete = features.notna().all(axis=1).to_numpy()
+        if not complete.any():
+            raise InsufficientHistory(
+                f"{len(candles)} candles are too few for these features: the slowest needs "
+                f"{warmup_length(specs) + 1}. Choose a longer date range or shorter windows."
+            )
+        features = features.iloc[int(np.argmax(complete)) :]
+    return features
+
+
+def lookahead_audit(
+    candles: pd.DataFrame,
+    specs: Sequence[FeatureSpec] = DEFAULT_FEATURES,
+    *,
+    checks: int = 6,
+    compute: Callable[[pd.DataFrame, Sequence[FeatureSpec]], pd.DataFrame] | None = None,
+    tolerance: float = 1e-9,
+) -> pd.DataFrame:
+    """Check that every feature computed on prefixes of the data equals the full computation.
+
+    A feature that uses later candles (a centred window, a back-fill, a normalisation
+    over the whole series) changes when rows are appended; one that does not, doesn't.
+
+    Parameters
+    ----------
+    candles
+        The data to audit on.
+    specs
+        The features.
+    checks
+        How many prefixes, spread evenly over the data.
+    compute
+        The function under audit (``compute_features`` by default; tests plant others).
+    tolerance
+        Relative difference allowed for floating-point noise.
+
+    Returns
+    -------
+    pd.DataFrame
+        One row per feature column: ``column``, ``passed``, ``max_difference`` (relative),
+        ``first_difference`` (the first timestamp whose value changed), ``prefixes``.
+    """
+    compute = compute or (lambda data, s: compute_features(data, s, drop_warmup=False))
+    full = compute(candles, specs)
+    # Every short prefix through the warm-up (a back-fill leaks only there), then prefixes
+    # spread over the rest of the data.
+    early = min(warmup_length(specs) + 3, 60, len(candles) - 1)
+    spread = np.linspace(early + 1, len(candles) - 1, checks)
+    lengths = sorted({*range(1, early + 1), *(int(n) for n in spread if early < n < len(candles))})
+    worst = {c: 0.0 for c in full.columns}
+    first: dict[str, pd.Timestamp | None] = {c: None for c in full.columns}
+    for length in lengths:
+        prefix = compute(candles.iloc[:length], specs)
+        for column in full.columns:
+            a = full[column].iloc[:length].to_numpy(dtype="float64")
+            b = (
+                prefix[column].to_numpy(dtype="float64")
+                if column in prefix
+                else np.full(length, np.nan)
+            )
+            same_nan = np.isnan(a) & np.isnan(b)
+            scale = np.maximum(np.abs(a), 1.0)
+            diff = np.where(same_nan, 0.0, np.abs(a - b) / scale)
+            diff = np.where(np.isnan(diff), np.inf, diff)  # NaN on one side only
+            if diff.max(initial=0.0) > worst[column]:
+                worst[column] = float(diff.max())
+            bad = np.flatnonzero(diff > tolerance)
+            if bad.size and (first[column] is None or full.index[bad[0]] < first[column]):
+                first[column] = full.index[bad[0]]
+    return pd.DataFrame(
+        {
+            "column": list(full.columns),
+            "passed": [worst[c] <= tolerance for c in full.columns],
+            "max_difference": [worst[c] for c in full.columns],
+            "first_difference": [first[c] for c in full.columns],
+            "prefixes": len(lengths),
+        }
+    )
