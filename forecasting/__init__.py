@@ -27,6 +27,7 @@ from forecasting.data import (
 )
 from forecasting.errors import (
     BadCredentials,
+    Cancelled,
     ConfigurationError,
     DataFormatError,
     DataUnavailable,
@@ -49,6 +50,7 @@ __all__ = [
     "DEFAULT_TIMEFRAME",
     "SAMPLE_LABEL",
     "BadCredentials",
+    "Cancelled",
     "CandleCache",
     "ConfigurationError",
     "CsvData",

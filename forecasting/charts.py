@@ -6,7 +6,14 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-__all__ = ["candlestick_chart"]
+__all__ = [
+    "MODEL_COLORS",
+    "candlestick_chart",
+    "correlation_heatmap",
+    "feature_chart",
+    "forecast_chart",
+    "loss_chart",
+]
 
 UP_COLOR = "#26a69a"
 DOWN_COLOR = "#ef5350"
@@ -108,4 +115,177 @@ def candlestick_chart(
     figure.update_xaxes(rangeslider={"visible": True, "thickness": 0.06}, row=2, col=1)
     figure.update_yaxes(title_text="price", row=1, col=1)
     figure.update_yaxes(title_text="volume", row=2, col=1)
+    return figure
+
+
+# Colours per model, stable across every chart so a model keeps its colour.
+MODEL_COLORS = {
+    "actual": "#e0e0e0",
+    "naive": "#9e9e9e",
+    "drift": "#bcaaa4",
+    "seasonal_naive": "#90a4ae",
+    "moving_average": "#ce93d8",
+    "prophet": "#42a5f5",
+    "lstm": "#ffb300",
+}
+
+
+def _color(name: str) -> str:
+    return MODEL_COLORS.get(name, "#66bb6a")
+
+
+def feature_chart(candles: pd.DataFrame, features: pd.DataFrame, *, title: str = "") -> go.Figure:
+    """Close price on top, then one panel per feature group (MACD's three lines share one).
+
+    Parameters
+    ----------
+    candles
+        The OHLCV frame.
+    features
+        Feature columns as :func:`forecasting.features.compute_features` names them.
+    title
+        Figure title.
+    """
+    groups: dict[str, list[str]] = {}
+    for column in features.columns:
+        key = "macd" if column.startswith("macd") else "bb" if column.startswith("bb_") else column
+        groups.setdefault(key, []).append(column)
+    rows = 1 + len(groups)
+    figure = make_subplots(
+        rows=rows,
+        cols=1,
+        shared_xaxes=True,
+        vertical_spacing=0.02,
+        row_heights=[3.0] + [1.0] * len(groups),
+    )
+    figure.add_trace(
+        go.Scatter(x=candles.index, y=candles["close"], name="close", line={"width": 1.2}),
+        row=1,
+        col=1,
+    )
+    for row, (key, columns) in enumerate(groups.items(), start=2):
+        for column in columns:
+            kind = "bar" if column.startswith("macd_hist") else "line"
+            trace = (
+                go.Bar(x=features.index, y=features[column], name=column)
+                if kind == "bar"
+                else go.Scatter(x=features.index, y=features[column], name=column, mode="lines",
+                                line={"width": 1})
+            )  # fmt: skip
+            figure.add_trace(trace, row=row, col=1)
+        figure.update_yaxes(title_text=key, row=row, col=1)
+    figure.update_layout(
+        title=title,
+        height=300 + 140 * len(groups),
+        margin={"l": 10, "r": 10, "t": 50 if title else 20, "b": 10},
+        legend={"orientation": "h", "y": 1.02, "x": 0},
+        hovermode="x unified",
+    )
+    return figure
+
+
+def correlation_heatmap(frame: pd.DataFrame, *, title: str = "") -> go.Figure:
+    """Pearson correlations between the columns of ``frame``, annotated."""
+    corr = frame.corr()
+    figure = go.Figure(
+        go.Heatmap(
+            z=corr.to_numpy(),
+            x=list(corr.columns),
+            y=list(corr.index),
+            zmin=-1,
+            zmax=1,
+            colorscale="RdBu",
+            reversescale=True,
+            text=corr.round(2).to_numpy(),
+            texttemplate="%{text}",
+        )
+    )
+    figure.update_layout(
+        title=title, height=120 + 34 * len(corr), margin={"l": 10, "r": 10, "t": 50, "b": 10}
+    )
+    return figure
+
+
+def forecast_chart(
+    candles: pd.DataFrame, forecasts: list, *, last: int = 120, title: str = ""
+) -> go.Figure:
+    """The last ``last`` closes and every model's forecast, with its interval shaded.
+
+    Parameters
+    ----------
+    candles
+        The OHLCV frame the forecasts start after.
+    forecasts
+        :class:`forecasting.models.Forecast` objects, one per model.
+    last
+        How many recent candles to show for context.
+    title
+        Figure title.
+    """
+    recent = candles.iloc[-last:]
+    figure = go.Figure(
+        go.Scatter(
+            x=recent.index,
+            y=recent["close"],
+            name="actual",
+            mode="lines",
+            line={"color": _color("actual"), "width": 1.5},
+        )
+    )
+    for forecast in forecasts:
+        color = _color(forecast.model)
+        x = [recent.index[-1], *forecast.timestamps]
+        y = [float(recent["close"].iloc[-1]), *forecast.mean]
+        if forecast.lower is not None:
+            figure.add_trace(
+                go.Scatter(
+                    x=[*forecast.timestamps, *forecast.timestamps[::-1]],
+                    y=[*forecast.upper, *forecast.lower[::-1]],
+                    fill="toself",
+                    fillcolor=color,
+                    opacity=0.15,
+                    line={"width": 0},
+                    name=f"{forecast.model} {int(round((forecast.level or 0) * 100))}% interval",
+                    legendgroup=forecast.model,
+                    showlegend=False,
+                    hoverinfo="skip",
+                )
+            )
+        figure.add_trace(
+            go.Scatter(
+                x=x,
+                y=y,
+                name=forecast.model,
+                mode="lines+markers",
+                legendgroup=forecast.model,
+                line={"color": color, "width": 2},
+                marker={"size": 4},
+            )
+        )
+    figure.update_layout(
+        title=title,
+        height=480,
+        margin={"l": 10, "r": 10, "t": 50 if title else 20, "b": 10},
+        legend={"orientation": "h", "y": 1.02, "x": 0},
+        hovermode="x unified",
+        yaxis_title="close",
+    )
+    return figure
+
+
+def loss_chart(loss_history: dict[str, list[float]], *, title: str = "Training loss") -> go.Figure:
+    """Training and validation loss per epoch."""
+    figure = go.Figure()
+    for name, values in loss_history.items():
+        figure.add_trace(
+            go.Scatter(x=list(range(1, len(values) + 1)), y=values, name=name, mode="lines+markers")
+        )
+    figure.update_layout(
+        title=title,
+        height=300,
+        xaxis_title="epoch",
+        yaxis_title="MSE (scaled)",
+        margin={"l": 10, "r": 10, "t": 50, "b": 10},
+        legend={"orientation": "h", "y": 1.1, "x": 0},
+    )
     return figure

@@ -59,17 +59,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.progress = _Progress(enabled=not getattr(args, "quiet", True) and _is_terminal())
     try:
         return args.handler(args)
     except ForecastingError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        _fail(args.progress, str(exc))
         return EXIT_ERROR
     except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
+        _fail(args.progress, "interrupted")
         return 130
     except OSError as exc:
-        print(f"error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
+        _fail(args.progress, f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": "))
         return EXIT_ERROR
+
+
+def _fail(progress: _Progress, message: str) -> None:
+    # One line, whatever the message holds, and on a line of its own after the progress.
+    progress.finish()
+    print("error: " + " ".join(message.split()), file=sys.stderr)
+
+
+def _is_terminal() -> bool:
+    # Progress redraws one line with "\r": only a terminal shows that as one line; in a
+    # log or a pipe it would be noise, and break "failures print one line on stderr".
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
 
 
 def _fetch(args: argparse.Namespace) -> int:
@@ -77,7 +93,6 @@ def _fetch(args: argparse.Namespace) -> int:
     from forecasting.ohlcv import parse_time
 
     config = _exchange_config(args.exchange_config)
-    progress = None if args.quiet else _stderr_progress()
     candles = load_exchange_candles(
         args.exchange,
         args.symbol,
@@ -86,10 +101,9 @@ def _fetch(args: argparse.Namespace) -> int:
         parse_time(args.until, name="--until"),
         config=config,
         cache=CandleCache(args.cache_dir) if args.cache_dir else None,
-        progress=progress,
+        progress=args.progress if args.progress.enabled else None,
     )
-    if progress:
-        print(file=sys.stderr)
+    args.progress.finish()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write_ohlcv_csv(candles, args.out)
     return EXIT_OK
@@ -99,7 +113,12 @@ def _exchange_config(text: str | None) -> dict[str, Any] | None:
     if not text:
         return None
     if text.startswith("@"):
-        text = Path(text[1:]).read_text(encoding="utf-8")
+        source = Path(text[1:])
+        try:
+            text = source.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            # Not an OSError, so main() would not catch it: a traceback instead of a line.
+            raise _UsageError(f"--exchange-config file {source} is not UTF-8 text") from exc
     try:
         config = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -115,8 +134,27 @@ class _UsageError(ForecastingError):
     pass
 
 
-def _stderr_progress():
-    def report(done: int, expected: int) -> None:
-        print(f"\rfetched {done} of ~{expected} candles", end="", file=sys.stderr, flush=True)
+class _Progress:
+    """``fetched N of ~M candles`` redrawn in place on stderr.
 
-    return report
+    Parameters
+    ----------
+    enabled
+        Draw at all; when False every call does nothing.
+    """
+
+    def __init__(self, *, enabled: bool) -> None:
+        self.enabled = enabled
+        self._drawn = False
+
+    def __call__(self, done: int, expected: int) -> None:
+        if not self.enabled:
+            return
+        print(f"\rfetched {done} of ~{expected} candles", end="", file=sys.stderr, flush=True)
+        self._drawn = True
+
+    def finish(self) -> None:
+        """End the progress line, if one was drawn, so what follows starts a new line."""
+        if self._drawn:
+            print(file=sys.stderr)
+            self._drawn = False

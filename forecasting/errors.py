@@ -16,7 +16,8 @@
     │   ├── GeoBlocked               HTTP 451: the exchange refuses this server's country
     │   └── ExchangeFailure          anything else the exchange said
     ├── DataFormatError              an uploaded file is not usable OHLCV (names row/column)
-    └── InsufficientHistory          too few candles for what was asked
+    ├── InsufficientHistory          too few candles for what was asked
+    └── Cancelled                    the user stopped a long run (training, backtest)
 
 Errors raised at a boundary (ccxt, pyarrow, csv) are chained with ``raise ... from exc``
 so the original cause stays in tracebacks and logs, while the message itself is written
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 __all__ = [
     "BadCredentials",
+    "Cancelled",
     "ConfigurationError",
     "DataFormatError",
     "DataUnavailable",
@@ -141,3 +143,7 @@ class DataFormatError(ForecastingError):
 
 class InsufficientHistory(ForecastingError):
     """There are too few candles for what was asked."""
+
+
+class Cancelled(ForecastingError):
+    """The user stopped a long run (training, a backtest) before it finished."""

@@ -18,9 +18,12 @@ Test and deployment hooks (environment variables, all optional):
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import io
 import json
 import os
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -29,7 +32,9 @@ import pandas as pd
 import streamlit as st
 
 import forecasting as fc
+from forecasting import features as fc_features
 from forecasting.data.sample import SAMPLE_CALENDAR, SAMPLE_TIMEFRAME
+from forecasting.models import make_model
 from forecasting.ohlcv import timeframe_seconds
 
 SOURCES = {"exchange": "Exchange", "csv": "CSV file", "sample": "Offline sample"}
@@ -389,3 +394,170 @@ def csv_bytes(candles: pd.DataFrame) -> bytes:
     buffer = io.StringIO()
     fc.write_ohlcv_csv(candles, buffer)
     return buffer.getvalue().encode()
+
+
+# --- settings that outlive their page --------------------------------------------------
+#
+# Streamlit drops a widget's value when a run does not draw it (the user is on another
+# page). Widgets that hold experiment settings therefore use keys from `remember`, and
+# `keep_widgets` copies their values into a store that no page draws, from which they
+# are restored when the page is drawn again.
+
+_KEPT = "_kept_settings"
+
+
+def remember(name: str, default: Any) -> str:
+    """The widget key for setting ``name``, restored to its last value (or ``default``)."""
+    key = f"w:{name}"
+    store = st.session_state.setdefault(_KEPT, {})
+    if key not in st.session_state:
+        st.session_state[key] = store.get(name, default)
+    return key
+
+
+def setting(name: str, default: Any = None) -> Any:
+    """The current value of a remembered setting (drawn on this page or not)."""
+    key = f"w:{name}"
+    if key in st.session_state:
+        return st.session_state[key]
+    return st.session_state.get(_KEPT, {}).get(name, default)
+
+
+def keep_widgets() -> None:
+    """Copy every remembered widget's value into the store (call at the end of a page)."""
+    store = st.session_state.setdefault(_KEPT, {})
+    for key, value in st.session_state.items():
+        if isinstance(key, str) and key.startswith("w:"):
+            store[key[2:]] = value
+
+
+# --- features ------------------------------------------------------------------------------
+
+
+def feature_picker() -> tuple[fc_features.FeatureSpec, ...]:
+    """Draw the indicator pickers with their parameters; return the chosen specs."""
+    kinds = fc_features.FEATURE_KINDS
+    default_kinds = [spec.kind for spec in fc_features.DEFAULT_FEATURES]
+    chosen = st.multiselect(
+        "Indicators",
+        list(kinds),
+        key=remember("features.kinds", default_kinds),
+        format_func=lambda k: kinds[k].title,
+        help="Each is computed with the ta library from candles up to that candle only.",
+    )
+    specs = []
+    with_params = [k for k in chosen if kinds[k].param_names]
+    if with_params:
+        columns = st.columns(len(with_params))
+        for column, kind in zip(columns, with_params, strict=True):
+            info = kinds[kind]
+            with column:
+                st.markdown(f"**{info.title}**", help=info.description)
+                params = []
+                for name, default in zip(info.param_names, info.defaults, strict=True):
+                    is_int = isinstance(default, int)
+                    value = st.number_input(
+                        name,
+                        min_value=1 if is_int else 0.1,
+                        max_value=500 if is_int else 10.0,
+                        step=1 if is_int else 0.5,
+                        key=remember(f"features.{kind}.{name}", default),
+                    )
+                    params.append(int(value) if is_int else float(value))
+            specs.append((kind, tuple(params)))
+    specs += [(k, ()) for k in chosen if not kinds[k].param_names]
+    try:
+        return tuple(fc_features.FeatureSpec(kind, params) for kind, params in specs)
+    except fc.ForecastingError as exc:
+        st.error(str(exc))
+        return fc_features.DEFAULT_FEATURES
+
+
+def feature_specs() -> str:
+    """The chosen features as a spec string (``"rsi:14,macd:12:26:9"``), from any page."""
+    kinds = setting("features.kinds", [s.kind for s in fc_features.DEFAULT_FEATURES])
+    parts = []
+    for kind in kinds:
+        info = fc_features.FEATURE_KINDS[kind]
+        values = [
+            setting(f"features.{kind}.{name}", default)
+            for name, default in zip(info.param_names, info.defaults, strict=True)
+        ]
+        parts.append(":".join([kind, *(str(v) for v in values)]))
+    return ",".join(parts)
+
+
+@st.cache_data(max_entries=16, show_spinner="Computing features…")
+def features_for(candles: pd.DataFrame, specs: str) -> pd.DataFrame:
+    """Feature columns for the candles (warm-up dropped), cached per data and specs."""
+    return fc_features.compute_features(candles, fc_features.parse_features(specs))
+
+
+@st.cache_data(max_entries=16, show_spinner="Auditing features for look-ahead…")
+def audit_for(candles: pd.DataFrame, specs: str) -> pd.DataFrame:
+    """The look-ahead audit of the features on these candles."""
+    return fc_features.lookahead_audit(candles, fc_features.parse_features(specs))
+
+
+# --- models ----------------------------------------------------------------------------------
+
+
+def fingerprint(candles: pd.DataFrame) -> str:
+    """A short hash of the candles' values and timestamps."""
+    hashed = pd.util.hash_pandas_object(candles, index=True).to_numpy()
+    return hashlib.sha256(hashed.tobytes()).hexdigest()[:16]
+
+
+class _ModelStore:
+    """Fitted models by (data, model, settings), shared by sessions, least recent dropped.
+
+    Sharing is safe: a key names everything the model was fitted on, models are never
+    mutated after fitting (predict does not change them), and a refit makes a new one.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._models: OrderedDict[tuple, Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple) -> Any:
+        with self._lock:
+            model = self._models.pop(key, None)
+            if model is not None:
+                self._models[key] = model
+            return model
+
+    def put(self, key: tuple, model: Any) -> None:
+        with self._lock:
+            self._models.pop(key, None)
+            self._models[key] = model
+            while len(self._models) > self.size:
+                self._models.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._models)
+
+
+MODELS = _ModelStore(size=24)
+
+
+def model_key(candles: pd.DataFrame, alias: str, settings: Mapping[str, Any]) -> tuple:
+    """The store key of a model fitted on ``candles`` with ``settings``."""
+    return (fingerprint(candles), alias, json.dumps(settings, sort_keys=True, default=str))
+
+
+def fitted_model(
+    candles: pd.DataFrame,
+    alias: str,
+    settings: Mapping[str, Any],
+    *,
+    progress: Any = None,
+    train: bool = True,
+) -> Any:
+    """A model fitted on ``candles``: from the store when there, else fitted (if ``train``)."""
+    key = model_key(candles, alias, settings)
+    model = MODELS.get(key)
+    if model is None and train:
+        model = make_model(alias, **settings).fit(candles, progress=progress)
+        MODELS.put(key, model)
+    return model

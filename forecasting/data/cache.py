@@ -96,6 +96,9 @@ class CandleCache:
 
     def path(self, source: str, symbol: str, timeframe: str) -> Path:
         """The file for one series (names made safe for every file system)."""
+        # "1M" (months) becomes "1mo": macOS and Windows ignore case in file names, where
+        # "1M" and "1m" (minutes) would otherwise be one file holding two series.
+        timeframe = re.sub(r"M$", "mo", timeframe)
         parts = [_SAFE.sub("_", p).strip("._") or "_" for p in (source, symbol, timeframe)]
         return self.root / parts[0] / parts[1] / f"{parts[2]}.parquet"
 

@@ -166,6 +166,8 @@ def source_key(exchange_id: str, config: Mapping[str, Any] | None = None) -> str
     overrides and options are hashed in, so a sandbox or a test server never shares a
     cache entry with the real exchange.
     """
+    # Spelled as create_exchange reads it, so " Binance" and "binance" share one cache.
+    exchange_id = (exchange_id or "").strip().lower()
     public = {k: v for k, v in (config or {}).items() if k not in SECRET_KEYS}
     if not public:
         return exchange_id
@@ -364,10 +366,22 @@ def _ms(stamp: pd.Timestamp) -> int:
 def _load_markets(exchange: ccxt.Exchange, retry: RetryPolicy) -> dict[str, Any]:
     if exchange.markets:
         return exchange.markets
-    return _with_retry(exchange.load_markets, exchange, retry)
+    return _with_retry(lambda: _checked_markets(exchange), exchange, retry)
 
 
-_HTTP_STATUS = re.compile(r"^\S+ (?:GET|POST|PUT|DELETE|PATCH) \S+ (\d{3})\b")
+def _checked_markets(exchange: ccxt.Exchange) -> dict[str, Any]:
+    # ccxt turns an unparseable market list into no markets without raising; every
+    # exchange lists something, so an empty answer is garbled, not "nothing is listed"
+    # (which would blame the user's symbol).
+    markets = exchange.load_markets(reload=True)
+    if not markets:
+        raise ccxt.BadResponse(f"{exchange.id}: the market list is empty or unreadable")
+    return markets
+
+
+# ccxt writes "<id> GET <url> <status> <reason> <body>" when it maps the HTTP status, and
+# "<id> <status> <reason> <body>" when the exchange's own handler raises (Binance's 418/429).
+_HTTP_STATUS = re.compile(r"^\S+ (?:(?:GET|POST|PUT|DELETE|PATCH) \S+ )?(\d{3})\b")
 _RETRYABLE_STATUS = {408, 418, 425, 429, 500, 502, 503, 504, 520, 521, 522, 524, 525, 526, 530}
 
 
@@ -420,7 +434,9 @@ def translate_error(
             "such as bitstamp, kraken or coinbase."
         )
     if isinstance(exc, ccxt.BadSymbol):
-        symbols = sorted(exchange.markets or {})
+        # The client's market list may still name a symbol the exchange has dropped:
+        # never offer the rejected symbol itself as the fix.
+        symbols = sorted(s for s in exchange.markets or {} if s != symbol)
         suggestions = suggest_symbols(symbol or "", symbols) if symbol and symbols else []
         hint = f" Did you mean {', '.join(suggestions)}?" if suggestions else ""
         return InvalidSymbol(f"{name} does not list {symbol or 'that symbol'}.{hint}", suggestions)
@@ -450,14 +466,27 @@ def translate_error(
             "or choose another exchange."
         )
     if isinstance(exc, ccxt.NotSupported):
-        return UnknownExchange(f"{name} cannot do that through ccxt: {exc}")
+        return UnknownExchange(
+            f"{name} cannot do that through ccxt: {_short(_redacted(str(exc), exchange))}"
+        )
     if isinstance(exc, ccxt.BadResponse | ccxt.NullResponse):
         return ExchangeFailure(
             f"{name} sent an answer that could not be read{tries}. Try again later."
         )
-    return ExchangeFailure(f"{name} refused the request: {_short(exc)}")
+    return ExchangeFailure(f"{name} refused the request: {_short(_redacted(str(exc), exchange))}")
 
 
-def _short(exc: Exception, limit: int = 300) -> str:
-    text = str(exc)
+def _redacted(text: str, exchange: ccxt.Exchange) -> str:
+    # ccxt messages quote the request URL, and exchanges that take the key as a query
+    # parameter would put it on the screen and in logs: blank out every credential.
+    for key in SECRET_KEYS:
+        value = getattr(exchange, key, None)
+        if isinstance(value, str) and len(value) >= 4:
+            text = text.replace(value, "***")
+    return text
+
+
+def _short(text: str, limit: int = 300) -> str:
+    # One line, whatever the exchange sent (HTML error pages span many).
+    text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 1] + "…"

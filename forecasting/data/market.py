@@ -18,7 +18,7 @@ from forecasting.data.exchange import (
     validate_request,
 )
 from forecasting.errors import InvalidDateRange, NoCandles
-from forecasting.ohlcv import normalize_ohlcv, timeframe_seconds
+from forecasting.ohlcv import normalize_ohlcv, timeframe_offset, timeframe_seconds
 
 __all__ = ["load_exchange_candles"]
 
@@ -96,10 +96,13 @@ def load_exchange_candles(
             if since < cached.covered_start:
                 missing.append((since, cached.covered_start))
             last = cached.candles.index[-1] if len(cached.candles) else None
-            # The next candle after the last cached one opens at last + step: when that is
-            # not before the answerable end, no new closed candle can exist yet.
+            # Only ask when a candle could have closed since: the first open time on the
+            # candle grid at or after the covered end must be before `until` and closed by
+            # `now`. Anchoring the grid at the last cached candle (not at last + step)
+            # keeps a series that ends in a gap (no trades, delisted) from asking again
+            # on every rerun within the same candle.
             if answerable_end > cached.covered_end and (
-                last is None or last + step < answerable_end
+                last is None or _closed_in(last, cached.covered_end, until, timeframe, now)
             ):
                 missing.append((cached.covered_end, until))
         if missing:
@@ -139,6 +142,26 @@ def load_exchange_candles(
             "listed later: try a later start date or a longer range."
         )
     return selected.copy()
+
+
+def _closed_in(
+    last: pd.Timestamp,
+    start: pd.Timestamp,
+    until: pd.Timestamp,
+    timeframe: str,
+    now: pd.Timestamp,
+) -> bool:
+    """Whether a candle on ``last``'s grid opens in ``[start, until)`` and is closed at ``now``."""
+    offset = timeframe_offset(timeframe)
+    if isinstance(offset, pd.Timedelta):
+        periods = max(1, -(-(start - last) // offset))
+        candidate = last + periods * offset
+    else:
+        # Calendar months and years: step through them (few, even over decades).
+        candidate = last + offset
+        while candidate < start:
+            candidate += offset
+    return candidate < until and candidate + offset <= now
 
 
 def _longest(timeframe: str) -> pd.Timedelta:

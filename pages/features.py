@@ -1,0 +1,51 @@
+"""Features: choose indicators, see them under the price, their correlations, and the audit."""
+
+import streamlit as st
+
+from forecasting.charts import correlation_heatmap, feature_chart
+from ui import state
+
+dataset = state.current_dataset(st.session_state["selection"])
+
+st.title("Features")
+st.caption(f"{dataset.label} · {len(dataset.candles):,} candles")
+
+specs = state.feature_picker()
+spec_text = ",".join(str(s) for s in specs)
+if not specs:
+    st.info("Choose at least one indicator.")
+    state.keep_widgets()
+    st.stop()
+
+try:
+    features = state.features_for(dataset.candles, spec_text)
+except state.fc.ForecastingError as exc:
+    st.error(str(exc))
+    state.keep_widgets()
+    st.stop()
+
+st.caption(
+    f"{len(features.columns)} columns · {len(dataset.candles) - len(features):,} warm-up "
+    "candles dropped (never back-filled)"
+)
+st.plotly_chart(feature_chart(dataset.candles.loc[features.index], features), key="features")
+
+left, right = st.columns([3, 2])
+with left:
+    st.subheader("Correlations")
+    st.plotly_chart(correlation_heatmap(features), key="correlations")
+with right:
+    st.subheader("Look-ahead audit")
+    st.caption(
+        "Each feature is recomputed on shorter prefixes of the data; a feature that uses "
+        "later candles changes when rows are appended. Passing means every value equals "
+        "the one computed on the whole data."
+    )
+    audit = state.audit_for(dataset.candles, spec_text)
+    if audit["passed"].all():
+        st.success(f"All {len(audit)} columns pass ({int(audit['prefixes'].iloc[0])} prefixes).")
+    else:
+        st.error("Some columns change when later candles arrive: they leak the future.")
+    st.dataframe(audit, hide_index=True)
+
+state.keep_widgets()

@@ -1,0 +1,517 @@
+"""Fetching candles through the real ccxt client against the local fake Binance.
+
+Covers paging, retries with backoff, the errors a user sees (and that what cannot succeed
+is never retried), and the cache key of an exchange configuration.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import ccxt
+import pandas as pd
+import pytest
+
+from forecasting.data import load_exchange_candles
+from forecasting.data.exchange import (
+    RetryPolicy,
+    create_exchange,
+    fetch_ohlcv,
+    list_symbols,
+    source_key,
+    suggest_symbols,
+)
+from forecasting.errors import (
+    BadCredentials,
+    ExchangeFailure,
+    GeoBlocked,
+    InvalidDateRange,
+    InvalidSymbol,
+    InvalidTimeframe,
+    NetworkUnreachable,
+    NoCandles,
+    RateLimited,
+    UnknownExchange,
+)
+
+HOUR = pd.Timedelta(hours=1)
+SYMBOL = "BTC/USDT"
+N = 3500
+START = pd.Timestamp("2024-01-01", tz="UTC")
+
+
+def at(i: int) -> pd.Timestamp:
+    """Open time of served candle number ``i`` (negative counts from the end)."""
+    return START + (i % N) * HOUR
+
+
+# The last served candle is still open at NOW: it must be dropped.
+NOW = at(-1) + pd.Timedelta(minutes=30)
+
+
+@pytest.fixture(scope="module")
+def candles(hourly_candles) -> pd.DataFrame:
+    """The ``N`` hourly candles the fake exchange serves, from ``START``."""
+    return hourly_candles(N, START)
+
+
+def _ms(stamp: pd.Timestamp) -> int:
+    return int(stamp.value // 1_000_000)
+
+
+@pytest.fixture
+def fake(fake_binance, candles):
+    """The fake exchange serving ``candles`` as BTC/USDT 1h."""
+    fake_binance.set_candles(SYMBOL, "1h", candles)
+    return fake_binance
+
+
+def _start_times(fake) -> list[int]:
+    return [int(r.params["startTime"]) for r in fake.kline_requests()]
+
+
+def _exchange_info_requests(fake) -> int:
+    return sum(r.path.endswith("/exchangeInfo") for r in fake.requests)
+
+
+def _assert_ohlcv_frame(frame: pd.DataFrame) -> None:
+    assert isinstance(frame.index, pd.DatetimeIndex)
+    assert str(frame.index.tz) == "UTC"
+    assert frame.index.name == "timestamp"
+    assert list(frame.columns) == ["open", "high", "low", "close", "volume"]
+    assert all(dtype == "float64" for dtype in frame.dtypes)
+    assert frame.index.is_monotonic_increasing
+    assert frame.index.is_unique
+
+
+# ----------------------------------------------------------------------------- paging
+
+
+@pytest.mark.parametrize(
+    ("max_limit", "pages"),
+    [
+        (1000, 4),  # Binance's real page size: 3 full pages and a partial one
+        (300, 12),  # a small server cap forces many pages, each shorter than asked
+    ],
+)
+def test_many_pages_come_back_exactly(candles, fake, no_sleep_retry, max_limit, pages):
+    fake.max_limit = max_limit
+    client = fake.client()
+
+    frame = fetch_ohlcv(client, SYMBOL, "1h", since=at(0), now=NOW, retry=no_sleep_retry)
+
+    _assert_ohlcv_frame(frame)
+    pd.testing.assert_frame_equal(frame, candles.iloc[:-1], check_exact=True)
+    starts = _start_times(fake)
+    assert len(starts) == pages
+    # Each page asks from just after the last candle of the previous one: nothing
+    # skipped, nothing asked twice.
+    expected_starts = [_ms(at(0))] + [_ms(at(i * max_limit - 1)) + 1 for i in range(1, pages)]
+    assert starts == expected_starts
+    assert no_sleep_retry.sleep.waits == []
+
+
+@pytest.mark.parametrize(
+    ("since", "until", "first", "stop"),
+    [
+        # whole hours: half-open [since, until)
+        (at(10), at(20), 10, 20),
+        # since between two opens: the candle that opened before it is not included
+        (at(10) + pd.Timedelta(minutes=1), at(20), 11, 20),
+        # until between two opens: the candle opening before it is included
+        (at(10), at(20) + pd.Timedelta(minutes=1), 10, 21),
+        # a range across a page boundary
+        (at(900), at(2100), 900, 2100),
+    ],
+)
+def test_range_bounds_are_half_open(candles, fake, since, until, first, stop):
+    frame = fetch_ohlcv(fake.client(), SYMBOL, "1h", since, until, now=NOW)
+    pd.testing.assert_frame_equal(frame, candles.iloc[first:stop], check_exact=True)
+
+
+def test_candle_open_at_now_is_dropped_and_closed_one_kept(fake):
+    client = fake.client()
+    last_closed = at(-1)
+    # At exactly its close time the candle is complete.
+    closed = fetch_ohlcv(client, SYMBOL, "1h", at(-5), now=last_closed + HOUR)
+    still_open = fetch_ohlcv(
+        client, SYMBOL, "1h", at(-5), now=last_closed + HOUR - pd.Timedelta("1ms")
+    )
+    assert closed.index[-1] == last_closed
+    assert still_open.index[-1] == last_closed - HOUR
+
+
+def test_progress_reaches_the_number_of_candles(fake):
+    calls: list[tuple[int, int]] = []
+    frame = fetch_ohlcv(
+        fake.client(),
+        SYMBOL,
+        "1h",
+        at(0),
+        at(2500),
+        now=NOW,
+        progress=lambda done, expected: calls.append((done, expected)),
+    )
+    assert len(calls) == 3  # one per page
+    assert [done for done, _ in calls] == [1000, 2000, 2500]
+    assert {expected for _, expected in calls} == {2500}
+    assert len(frame) == 2500
+
+
+# ---------------------------------------------------------------------------- retries
+
+
+def _assert_backoff_grows(waits: list[float], policy: RetryPolicy) -> None:
+    for attempt, wait in enumerate(waits, start=1):
+        base = min(policy.max_delay, policy.base_delay * 2 ** (attempt - 1))
+        assert 0.75 * base <= wait <= 1.25 * base
+    # The jitter bands of consecutive tries do not overlap: each wait is longer.
+    assert all(earlier < later for earlier, later in zip(waits, waits[1:], strict=False))
+
+
+@pytest.mark.parametrize(
+    ("fault", "times"),
+    [
+        ("500", 1),  # gateway error once
+        ("502", 2),  # twice in a row
+        ("503", 1),
+        ("429", 2),  # rate limited, then let through
+        ("timeout", 1),  # the answer comes after the client gave up
+        ("reset", 2),  # connection reset by peer
+        ("malformed", 2),  # a body cut mid-JSON, which ccxt passes on silently
+    ],
+)
+def test_transient_failure_is_retried_then_succeeds(candles, fake, no_sleep_retry, fault, times):
+    fake.timeout_seconds = 1.0
+    client = fake.client(timeout=500)
+    client.load_markets()
+    fake.inject(fault, times=times)
+
+    frame = fetch_ohlcv(client, SYMBOL, "1h", at(0), at(1500), now=NOW, retry=no_sleep_retry)
+
+    pd.testing.assert_frame_equal(frame, candles.iloc[:1500], check_exact=True)
+    # The failed first page is asked again from the same place; then the second page.
+    first = _ms(at(0))
+    assert _start_times(fake) == [first] * (times + 1) + [_ms(at(999)) + 1]
+    assert len(no_sleep_retry.sleep.waits) == times
+    _assert_backoff_grows(no_sleep_retry.sleep.waits, no_sleep_retry)
+
+
+@pytest.mark.parametrize(
+    ("fault", "error", "phrases"),
+    [
+        ("500", NetworkUnreachable, ["unavailable", "HTTP 500", "Try again later"]),
+        ("503", NetworkUnreachable, ["unavailable", "HTTP 503", "another exchange"]),
+        ("timeout", NetworkUnreachable, ["Could not reach binance", "network connection"]),
+        ("reset", NetworkUnreachable, ["Could not reach binance", "network connection"]),
+        ("429", RateLimited, ["HTTP 429", "Wait a minute"]),
+        ("418", RateLimited, ["HTTP 418", "Wait a minute"]),  # Binance's IP ban
+        ("malformed", ExchangeFailure, ["could not be read", "Try again later"]),
+    ],
+)
+def test_transient_failure_that_never_stops_gives_up(fake, no_sleep_retry, fault, error, phrases):
+    fake.timeout_seconds = 1.0
+    client = fake.client(timeout=500)
+    client.load_markets()
+    fake.inject(fault, times=10)
+    policy = dataclasses.replace(no_sleep_retry, attempts=3)
+
+    with pytest.raises(error) as caught:
+        fetch_ohlcv(client, SYMBOL, "1h", at(0), at(10), retry=policy)
+
+    message = str(caught.value)
+    for phrase in phrases:
+        assert phrase in message
+    assert "tried 3 times" in message
+    assert isinstance(caught.value.__cause__, ccxt.BaseError)  # the cause stays in the chain
+    assert len(fake.kline_requests()) == 3
+    assert len(policy.sleep.waits) == 2
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        "503",  # the market list is unavailable for a moment
+        "reset",
+        "malformed",  # ccxt reads a garbled list as "no markets": must not blame the symbol
+    ],
+)
+def test_market_list_failures_are_retried(fake, no_sleep_retry, fault):
+    fake.inject(fault, times=2, endpoint="exchangeInfo")
+    symbols = list_symbols(fake.client(), retry=no_sleep_retry)
+    assert symbols == [SYMBOL]
+    assert len(no_sleep_retry.sleep.waits) == 2
+
+
+def test_market_list_that_stays_garbled_is_an_exchange_failure(fake, no_sleep_retry):
+    fake.inject("malformed", times=10, endpoint="exchangeInfo")
+    with pytest.raises(ExchangeFailure, match="could not be read"):
+        fetch_ohlcv(fake.client(), SYMBOL, "1h", now=NOW, retry=no_sleep_retry)
+    assert _exchange_info_requests(fake) == no_sleep_retry.attempts
+    assert fake.kline_requests() == []
+
+
+# ------------------------------------------------------------ failures never retried
+
+
+@pytest.mark.parametrize(
+    ("symbol", "suggested"),
+    [
+        ("BTC/USDX", "BTC/USDT"),  # a typo in the quote currency
+        ("btcusdt", "BTC/USDT"),  # the exchange's own spelling, lower case
+        ("ETH-BTC", "ETH/BTC"),  # another separator
+    ],
+)
+def test_unknown_symbol_suggests_listed_ones(fake, no_sleep_retry, symbol, suggested):
+    fake.add_symbol("ETH/BTC")
+    fake.add_symbol("ETH/USDT")
+
+    with pytest.raises(InvalidSymbol) as caught:
+        fetch_ohlcv(fake.client(), symbol, "1h", retry=no_sleep_retry)
+
+    assert caught.value.suggestions[0] == suggested
+    assert f"Did you mean {suggested}" in str(caught.value)
+    assert fake.kline_requests() == []
+    assert _exchange_info_requests(fake) == 1
+    assert no_sleep_retry.sleep.waits == []
+
+
+def test_symbol_the_exchange_rejects_is_not_retried(fake, no_sleep_retry):
+    # The client's market list says XRP/USDT exists, the exchange says -1121 Invalid symbol
+    # (a stale market list): the answer is final, asking again cannot help.
+    client = fake.client()
+    client.load_markets()
+    client.markets["XRP/USDT"] = {**client.markets[SYMBOL], "symbol": "XRP/USDT", "id": "XRPUSDT"}
+    client.markets_by_id["XRPUSDT"] = [client.markets["XRP/USDT"]]
+
+    with pytest.raises(InvalidSymbol, match="does not list XRP/USDT") as caught:
+        fetch_ohlcv(client, "XRP/USDT", "1h", retry=no_sleep_retry, validate=False)
+
+    assert "XRP/USDT" not in caught.value.suggestions  # not the rejected symbol again
+
+    assert len(fake.kline_requests()) == 1
+    assert no_sleep_retry.sleep.waits == []
+
+
+@pytest.mark.parametrize(
+    ("fault", "endpoint"),
+    [
+        ("451", "klines"),  # blocked once the markets are known
+        ("451", "exchangeInfo"),  # blocked on the very first request, as Binance does
+    ],
+)
+def test_geo_block_is_reported_once_with_a_way_out(fake, no_sleep_retry, fault, endpoint):
+    fake.inject(fault, times=no_sleep_retry.attempts, endpoint=endpoint)
+
+    with pytest.raises(GeoBlocked) as caught:
+        fetch_ohlcv(fake.client(), SYMBOL, "1h", retry=no_sleep_retry)
+
+    message = str(caught.value)
+    assert "location" in message
+    assert "451" in message
+    assert "US-hosted" in message
+    assert "Streamlit Community Cloud" in message
+    assert "Choose another exchange" in message
+    asked = len(fake.kline_requests()) if endpoint == "klines" else _exchange_info_requests(fake)
+    assert asked == 1
+    assert no_sleep_retry.sleep.waits == []
+
+
+def test_bad_request_is_an_exchange_failure_asked_once(fake, no_sleep_retry):
+    fake.inject("400", times=no_sleep_retry.attempts)
+
+    with pytest.raises(ExchangeFailure, match="binance refused the request") as caught:
+        fetch_ohlcv(fake.client(), SYMBOL, "1h", retry=no_sleep_retry)
+
+    assert "Illegal characters" in str(caught.value)  # the exchange's own words
+    assert len(fake.kline_requests()) == 1
+    assert no_sleep_retry.sleep.waits == []
+
+
+API_KEY = "k3y-VALUE-0123456789abcdef"
+API_SECRET = "s3cr3t-VALUE-fedcba9876543210"
+
+
+@pytest.mark.parametrize(
+    ("raised", "error"),
+    [
+        # Binance's answer to a wrong key
+        (
+            ccxt.AuthenticationError(
+                'binance {"code":-2015,"msg":"Invalid API-key, IP, or permissions for action."}'
+            ),
+            BadCredentials,
+        ),
+        (ccxt.PermissionDenied(f"binance key {API_KEY} lacks permission"), BadCredentials),
+        # an exchange that puts the key in the query string echoes it back in the URL
+        (
+            ccxt.ExchangeError(
+                f"binance GET https://x.test/klines?apiKey={API_KEY}&secret={API_SECRET} "
+                "400 Bad Request"
+            ),
+            ExchangeFailure,
+        ),
+    ],
+)
+def test_credentials_never_appear_in_messages(fake, no_sleep_retry, raised, error):
+    client = fake.client(
+        apiKey=API_KEY,
+        secret=API_SECRET,
+        # With keys, ccxt would also ask the (real) margin and currency endpoints.
+        options={"fetchCurrencies": False, "fetchMargins": False},
+    )
+    calls = []
+
+    def rejected(*args, **kwargs):
+        calls.append(args)
+        raise raised
+
+    client.fetch_ohlcv = rejected
+
+    with pytest.raises(error) as caught:
+        fetch_ohlcv(client, SYMBOL, "1h", retry=no_sleep_retry)
+
+    message = str(caught.value)
+    assert API_KEY not in message
+    assert API_SECRET not in message
+    if error is BadCredentials:
+        assert "rejected the API keys" in message
+        assert "secrets.toml" in message
+    assert len(calls) == 1
+    assert no_sleep_retry.sleep.waits == []
+
+
+# ------------------------------------------------------------- requests that are wrong
+
+
+@pytest.mark.parametrize(
+    "timeframe",
+    [
+        "7h",  # a valid timeframe that Binance does not offer
+        "2w",  # the same for weeks
+    ],
+)
+def test_timeframe_not_offered_lists_the_offered_ones(fake, timeframe):
+    with pytest.raises(InvalidTimeframe) as caught:
+        fetch_ohlcv(fake.client(), SYMBOL, timeframe, now=NOW)
+    offered = caught.value.offered
+    assert {"1m", "1h", "4h", "1d", "1w", "1M"} <= set(offered)
+    assert offered.index("1m") < offered.index("1h") < offered.index("1d")  # shortest first
+    assert "1h, 2h, 4h" in str(caught.value)
+    assert fake.requests == []  # known without asking the exchange
+
+
+def test_timeframe_that_is_not_a_timeframe(fake):
+    with pytest.raises(InvalidTimeframe, match="not a timeframe"):
+        fetch_ohlcv(fake.client(), SYMBOL, "hourly", now=NOW)
+
+
+@pytest.mark.parametrize(
+    ("exchange_id", "hint"),
+    [
+        ("binanse", "Did you mean binance"),  # a typo
+        ("krakn", "Did you mean kraken"),
+        ("zzqqxx", None),  # nothing close: no hint
+        ("", None),  # nothing at all
+    ],
+)
+def test_unknown_exchange(exchange_id, hint):
+    with pytest.raises(UnknownExchange, match="is not an exchange ccxt supports") as caught:
+        create_exchange(exchange_id)
+    if hint:
+        assert hint in str(caught.value)
+    else:
+        assert "Did you mean" not in str(caught.value)
+
+
+def test_exchange_id_is_forgiving_about_case_and_spaces():
+    assert create_exchange("  Bitstamp ").id == "bitstamp"
+
+
+def test_unknown_exchange_through_load_exchange_candles(tmp_cache):
+    with pytest.raises(UnknownExchange, match="Did you mean binance"):
+        load_exchange_candles("binanse", SYMBOL, "1h", at(0), at(10), cache=tmp_cache, now=NOW)
+
+
+@pytest.mark.parametrize(
+    ("since", "until"),
+    [
+        (at(10), at(10)),  # empty range
+        (at(10), at(5)),  # reversed
+        (NOW + HOUR, None),  # starts in the future: until defaults to now
+    ],
+)
+def test_empty_or_reversed_range(fake, tmp_cache, since, until):
+    client = fake.client()
+    with pytest.raises(InvalidDateRange, match="must be before the end"):
+        fetch_ohlcv(client, SYMBOL, "1h", since, until, now=NOW)
+    with pytest.raises(InvalidDateRange, match="must be before the end"):
+        load_exchange_candles(
+            "binance", SYMBOL, "1h", since, until, cache=tmp_cache, exchange=client, now=NOW
+        )
+    assert fake.requests == []
+
+
+@pytest.mark.parametrize(
+    ("symbol", "since", "until"),
+    [
+        # before the pair's first candle
+        (SYMBOL, at(0) - 50 * HOUR, at(0) - 10 * HOUR),
+        # a listed pair without any trading
+        ("ETH/BTC", at(0), at(100)),
+    ],
+)
+def test_range_without_candles(fake, tmp_cache, symbol, since, until):
+    fake.add_symbol("ETH/BTC")
+    with pytest.raises(NoCandles, match="has no 1h candles"):
+        load_exchange_candles(
+            "binance",
+            symbol,
+            "1h",
+            since,
+            until,
+            cache=tmp_cache,
+            exchange=fake.client(),
+            now=NOW,
+        )
+
+
+def test_suggestions_fall_back_to_the_same_base():
+    symbols = ["BTC/EUR", "BTC/USDT", "ETH/USDT"]
+    assert suggest_symbols("BTC/XYZABC", symbols) == ["BTC/EUR", "BTC/USDT"]
+    assert suggest_symbols("DOGE/USDT", ["BTC/EUR"]) == []
+
+
+# ----------------------------------------------------------------------------- source_key
+
+
+URLS = {"urls": {"api": {"public": "http://127.0.0.1:1/api/v3"}}}
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "same"),
+    [
+        # keys only: the same public candles as no config at all
+        ({"apiKey": "a", "secret": "b"}, None, True),
+        # different accounts see the same candles
+        ({"apiKey": "a", "secret": "b"}, {"apiKey": "c", "secret": "d", "password": "e"}, True),
+        # a test server must never share the real exchange's cache
+        (URLS, None, False),
+        ({**URLS, "apiKey": "a"}, URLS, True),
+        (URLS, {"urls": {"api": {"public": "http://127.0.0.1:2/api/v3"}}}, False),
+        ({"options": {"defaultType": "spot"}}, {"options": {"defaultType": "swap"}}, False),
+        # key order does not matter
+        ({"options": {"a": 1, "b": 2}}, {"options": {"b": 2, "a": 1}}, True),
+    ],
+)
+def test_source_key(a, b, same):
+    assert (source_key("binance", a) == source_key("binance", b)) is same
+
+
+def test_source_key_never_contains_secrets():
+    key = source_key("binance", {**URLS, "apiKey": API_KEY, "secret": API_SECRET})
+    assert key.startswith("binance-")
+    assert API_KEY not in key
+    assert API_SECRET not in key
+    assert source_key("binance") == "binance"
+    assert source_key(" Binance ") == "binance"  # the same exchange whatever the spelling
