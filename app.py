@@ -18,6 +18,8 @@ st.set_page_config(
 page = st.navigation(
     [
         st.Page("pages/data.py", title="Data", icon=":material/candlestick_chart:", default=True),
+        st.Page("pages/features.py", title="Features", icon=":material/insights:"),
+        st.Page("pages/models.py", title="Models", icon=":material/model_training:"),
     ]
 )
 st.session_state["selection"] = state.sidebar()

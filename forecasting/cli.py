@@ -1,8 +1,9 @@
 """The command line: the library, headless, for scripts.
 
-``python -m forecasting fetch ...`` writes candles as CSV. Flags and output formats
-are a contract that scripts rely on: add to them, never change them. Failures print
-one line on stderr and exit non-zero, never a traceback.
+``python -m forecasting fetch ...`` writes candles as CSV, ``features`` adds feature
+columns, ``forecast`` prints one model's forecast. Flags and output formats are a
+contract that scripts rely on: add to them, never change them. Failures print one line
+on stderr and exit non-zero, never a traceback.
 """
 
 from __future__ import annotations
@@ -52,7 +53,34 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("--out", required=True, type=Path, help="CSV file to write")
     fetch.add_argument("--quiet", action="store_true", help="no progress on stderr")
     fetch.set_defaults(handler=_fetch)
+
+    features = commands.add_parser(
+        "features", help="add feature columns (known at each candle's close) to a candle CSV"
+    )
+    features.add_argument("--data", required=True, type=Path, help="OHLCV CSV file")
+    features.add_argument(
+        "--features",
+        metavar="LIST",
+        help="comma-separated specs, e.g. rsi:14,macd:12:26:9,sma:50,log_return "
+        "(default: rsi:14,macd:12:26:9,log_return)",
+    )
+    features.add_argument("--out", required=True, type=Path, help="CSV file to write")
+    features.set_defaults(handler=_features)
+
+    forecast = commands.add_parser("forecast", help="fit one model on a candle CSV and forecast")
+    forecast.add_argument("--data", required=True, type=Path, help="OHLCV CSV file")
+    forecast.add_argument("--model", required=True, help=f"one of: {', '.join(_MODEL_NAMES)}")
+    forecast.add_argument("--horizon", required=True, type=int, help="candles ahead")
+    forecast.add_argument("--seed", type=int, help="random seed (LSTM, Prophet)")
+    forecast.add_argument(
+        "--settings", metavar="JSON", help="model settings as JSON, e.g. '{\"epochs\": 20}'"
+    )
+    forecast.add_argument("--json", action="store_true", help="print JSON instead of CSV")
+    forecast.set_defaults(handler=_forecast)
     return parser
+
+
+_MODEL_NAMES = ("naive", "drift", "seasonal_naive", "moving_average", "prophet", "lstm")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -107,6 +135,64 @@ def _fetch(args: argparse.Namespace) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write_ohlcv_csv(candles, args.out)
     return EXIT_OK
+
+
+def _features(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from forecasting.data import read_ohlcv_csv
+    from forecasting.features import compute_features, parse_features
+
+    data = read_ohlcv_csv(args.data)
+    columns = compute_features(data.candles, parse_features(args.features))
+    table = pd.concat([data.candles.loc[columns.index], columns], axis=1)
+    table.index = table.index.strftime("%Y-%m-%dT%H:%M:%SZ")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(args.out, index_label="timestamp", lineterminator="\n")
+    return EXIT_OK
+
+
+def _forecast(args: argparse.Namespace) -> int:
+    from forecasting.data import read_ohlcv_csv
+    from forecasting.models import MODELS, make_model
+
+    settings = _json_object(args.settings, "--settings") or {}
+    cls = MODELS.get(args.model)
+    if cls is None:
+        raise _UsageError(f"--model must be one of: {', '.join(_MODEL_NAMES)}")
+    params = cls().get_params()
+    if "horizon" in params:
+        settings.setdefault("horizon", args.horizon)
+    if args.seed is not None and "seed" in params:
+        settings["seed"] = args.seed
+    model = make_model(args.model, **settings)
+    data = read_ohlcv_csv(args.data)
+    forecast = model.fit(data.candles).predict(args.horizon)
+    if args.json:
+        document = {
+            "model": args.model,
+            "horizon": args.horizon,
+            "settings": model.get_params(),
+            "forecast": forecast.to_records(),
+        }
+        print(json.dumps(document, indent=2))
+    else:
+        frame = forecast.to_frame()
+        frame.index = frame.index.strftime("%Y-%m-%dT%H:%M:%SZ")
+        sys.stdout.write(frame.to_csv(index_label="timestamp", lineterminator="\n"))
+    return EXIT_OK
+
+
+def _json_object(text: str | None, flag: str) -> dict[str, Any] | None:
+    if not text:
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise _UsageError(f"{flag} is not valid JSON: {exc.msg} at column {exc.colno}") from exc
+    if not isinstance(value, dict):
+        raise _UsageError(f"{flag} must be a JSON object")
+    return value
 
 
 def _exchange_config(text: str | None) -> dict[str, Any] | None:

@@ -561,3 +561,147 @@ def fitted_model(
         model = make_model(alias, **settings).fit(candles, progress=progress)
         MODELS.put(key, model)
     return model
+
+
+# --- training ------------------------------------------------------------------------------
+
+BASELINE_SETTINGS: dict[str, dict[str, Any]] = {
+    "naive": {},
+    "drift": {},
+    "seasonal_naive": {},
+    "moving_average": {"window": 7},
+}
+
+
+def model_settings() -> dict[str, Any]:
+    """Every model's settings from the (last submitted) Models form, ready for ``make_model``."""
+    horizon, seed, level = (
+        int(setting("horizon", 7)),
+        int(setting("seed", 42)),
+        setting("level", 0.9),
+    )
+    features = feature_specs()
+    models: dict[str, dict[str, Any]] = {
+        alias: {**params, "level": level} for alias, params in BASELINE_SETTINGS.items()
+    }
+    if setting("prophet.enabled", True):
+        models["prophet"] = {
+            "changepoint_prior_scale": setting("prophet.changepoint_prior_scale", 0.05),
+            "weekly_seasonality": setting("prophet.weekly", "auto"),
+            "yearly_seasonality": setting("prophet.yearly", "auto"),
+            "seasonality_mode": setting("prophet.seasonality_mode", "additive"),
+            "max_train_candles": int(setting("prophet.max_train_candles", 3000)),
+            "regressors": features if setting("prophet.regressors", False) else "",
+            "horizon": horizon,
+            "level": level,
+            "seed": seed,
+        }
+    if setting("lstm.enabled", True):
+        models["lstm"] = {
+            "lookback": int(setting("lstm.lookback", 30)),
+            "horizon": horizon,
+            "layers": int(setting("lstm.layers", 1)),
+            "units": int(setting("lstm.units", 32)),
+            "dropout": float(setting("lstm.dropout", 0.1)),
+            "epochs": int(setting("lstm.epochs", 30)),
+            "batch_size": int(setting("lstm.batch_size", 64)),
+            "learning_rate": float(setting("lstm.learning_rate", 1e-3)),
+            "patience": int(setting("lstm.patience", 5)),
+            "target": setting("lstm.target", "log_return"),
+            "interval": setting("lstm.interval", "conformal"),
+            "features": features if setting("lstm.use_features", True) else "",
+            "level": level,
+            "seed": seed,
+        }
+    return {"horizon": horizon, "seed": seed, "level": level, "models": models}
+
+
+def model_aliases(settings: Mapping[str, Any]) -> list[str]:
+    """The models a settings dict asks for, baselines first."""
+    return list(settings["models"])
+
+
+class TrainingDisplay:
+    """A progress bar and a live loss chart, updated from the models' progress callbacks."""
+
+    def __init__(self) -> None:
+        from forecasting.charts import loss_chart
+
+        self._loss_chart = loss_chart
+        self.bar = st.progress(0.0, text="Starting…")
+        self.chart = st.empty()
+        self.losses: dict[str, list[float]] = {"loss": [], "val_loss": []}
+
+    def callback(self, alias: str, position: int, total: int):
+        """The progress callback for one model (``position`` of ``total``)."""
+
+        def report(stage: str, fraction: float, details: Mapping[str, Any]) -> None:
+            done = (position + min(max(fraction, 0.0), 1.0)) / total
+            if stage == "epoch":
+                self.losses["loss"].append(details["loss"])
+                self.losses["val_loss"].append(details["val_loss"])
+                text = (
+                    f"{alias}: epoch {details['epoch']}/{details['epochs']} · "
+                    f"loss {details['loss']:.4f} · val_loss {details['val_loss']:.4f}"
+                )
+                self.chart.plotly_chart(
+                    self._loss_chart(self.losses), key=f"live_loss_{alias}_{details['epoch']}"
+                )
+            else:
+                text = f"{alias}: fitting on {details.get('candles', '?'):,} candles…"
+            self.bar.progress(done, text=text)
+
+        return report
+
+    def done(self) -> None:
+        """Remove the progress widgets."""
+        self.bar.empty()
+        self.chart.empty()
+
+
+def train_all(
+    candles: pd.DataFrame,
+    settings: Mapping[str, Any],
+    display: TrainingDisplay | None,
+    *,
+    train: bool = True,
+) -> dict[str, Any]:
+    """Fitted models by alias: from the store, or fitted now (baselines always, the rest if
+    ``train``). Errors of one model are shown and do not stop the others."""
+    aliases = model_aliases(settings)
+    models: dict[str, Any] = {}
+    for position, alias in enumerate(aliases):
+        progress = display.callback(alias, position, len(aliases)) if display else None
+        try:
+            model = fitted_model(
+                candles,
+                alias,
+                settings["models"][alias],
+                progress=progress,
+                train=train or alias in BASELINE_SETTINGS,
+            )
+        except fc.ForecastingError as exc:
+            st.error(f"{alias}: {exc}")
+            continue
+        if model is not None:
+            models[alias] = model
+    if display:
+        display.done()
+    return models
+
+
+def forecasts(models: Mapping[str, Any], horizon: int) -> list[Any]:
+    """Each model's forecast of the next ``horizon`` candles."""
+    out = []
+    for alias, model in models.items():
+        try:
+            out.append(model.predict(horizon))
+        except fc.ForecastingError as exc:
+            st.error(f"{alias}: {exc}")
+    return out
+
+
+def forecast_table(items: list[Any]) -> pd.DataFrame:
+    """Forecast means (and intervals) side by side, one column group per model."""
+    frames = {f.model: f.to_frame() for f in items}
+    return pd.concat(frames, axis=1)

@@ -1,0 +1,119 @@
+"""Models: settings in forms, train with live progress, every model's forecast on one chart."""
+
+import streamlit as st
+
+from forecasting.charts import forecast_chart, loss_chart
+from ui import state
+
+dataset = state.current_dataset(st.session_state["selection"])
+
+st.title("Models")
+st.caption(
+    f"{dataset.label} · {len(dataset.candles):,} candles · the naive baselines are always "
+    "trained beside the LSTM and Prophet"
+)
+
+with st.form("model_settings"):
+    top = st.columns(3)
+    top[0].number_input("Horizon (candles ahead)", 1, 60, key=state.remember("horizon", 7))
+    top[1].number_input("Seed", 0, 2**31 - 1, key=state.remember("seed", 42))
+    top[2].select_slider("Interval level", [0.5, 0.8, 0.9, 0.95], key=state.remember("level", 0.9))
+    lstm_column, prophet_column = st.columns(2)
+    with lstm_column:
+        st.subheader("LSTM")
+        st.toggle("Train the LSTM", key=state.remember("lstm.enabled", True))
+        a, b = st.columns(2)
+        a.number_input("Lookback (candles)", 5, 365, key=state.remember("lstm.lookback", 30))
+        b.number_input("Layers", 1, 3, key=state.remember("lstm.layers", 1))
+        a.number_input("Units per layer", 4, 256, key=state.remember("lstm.units", 32))
+        b.slider("Dropout", 0.0, 0.5, step=0.05, key=state.remember("lstm.dropout", 0.1))
+        a.number_input("Epochs (most)", 1, 500, key=state.remember("lstm.epochs", 30))
+        b.number_input("Batch size", 8, 1024, key=state.remember("lstm.batch_size", 64))
+        a.select_slider(
+            "Learning rate",
+            [1e-4, 3e-4, 1e-3, 3e-3, 1e-2],
+            key=state.remember("lstm.learning_rate", 1e-3),
+        )
+        b.number_input("Early-stop patience", 1, 50, key=state.remember("lstm.patience", 5))
+        a.radio(
+            "Target",
+            ["log_return", "price"],
+            key=state.remember("lstm.target", "log_return"),
+            help="Log returns by default: a price target mostly learns to copy the last price.",
+        )
+        b.radio(
+            "Interval",
+            ["conformal", "mc_dropout"],
+            key=state.remember("lstm.interval", "conformal"),
+            help="Conformal: from errors on the validation tail. MC dropout: from 50 passes "
+            "with dropout on.",
+        )
+        st.toggle(
+            "Use the Features page's indicators as inputs",
+            key=state.remember("lstm.use_features", True),
+        )
+    with prophet_column:
+        st.subheader("Prophet")
+        st.toggle("Train Prophet", key=state.remember("prophet.enabled", True))
+        st.select_slider(
+            "Changepoint prior scale",
+            [0.001, 0.01, 0.05, 0.1, 0.5],
+            key=state.remember("prophet.changepoint_prior_scale", 0.05),
+        )
+        c, d = st.columns(2)
+        c.selectbox(
+            "Weekly seasonality",
+            ["auto", True, False],
+            key=state.remember("prophet.weekly", "auto"),
+        )
+        d.selectbox(
+            "Yearly seasonality",
+            ["auto", True, False],
+            key=state.remember("prophet.yearly", "auto"),
+        )
+        c.radio(
+            "Seasonality mode",
+            ["additive", "multiplicative"],
+            key=state.remember("prophet.seasonality_mode", "additive"),
+        )
+        d.number_input(
+            "Training window (candles)",
+            100,
+            20_000,
+            step=100,
+            key=state.remember("prophet.max_train_candles", 3000),
+            help="Prophet slows down on long intraday histories, so it is fitted on the most "
+            "recent candles only.",
+        )
+        st.toggle(
+            "Features as extra regressors (lagged by the horizon)",
+            key=state.remember("prophet.regressors", False),
+        )
+    train = st.form_submit_button("Train", type="primary", icon=":material/model_training:")
+state.keep_widgets()
+
+settings = state.model_settings()
+status = st.empty()
+if train:
+    st.button("Cancel", icon=":material/stop_circle:", key="cancel_training")
+    models = state.train_all(dataset.candles, settings, state.TrainingDisplay())
+    status.success(f"Trained {len(models)} models.")
+else:
+    models = state.train_all(dataset.candles, settings, None, train=False)
+    if st.session_state.pop("cancel_training", False):
+        status.warning("Training was cancelled. Press Train to start again.")
+    elif len(models) < len(state.model_aliases(settings)):
+        status.info("Press **Train** to fit the LSTM and Prophet with these settings.")
+
+forecasts = state.forecasts(models, settings["horizon"])
+st.plotly_chart(forecast_chart(dataset.candles, forecasts), key="forecast_chart")
+if forecasts:
+    st.dataframe(state.forecast_table(forecasts), hide_index=False)
+if "lstm" in models:
+    st.plotly_chart(loss_chart(models["lstm"].loss_history_), key="loss_chart")
+    st.caption(f"LSTM trained for {models['lstm'].epochs_trained_} epochs (early stopping).")
+if "prophet" in models and models["prophet"].train_candles_ < len(dataset.candles):
+    st.caption(
+        f"Prophet was fitted on the last {models['prophet'].train_candles_:,} candles of "
+        f"{len(dataset.candles):,} (its training window setting)."
+    )
