@@ -20,6 +20,7 @@ page = st.navigation(
         st.Page("pages/data.py", title="Data", icon=":material/candlestick_chart:", default=True),
         st.Page("pages/features.py", title="Features", icon=":material/insights:"),
         st.Page("pages/models.py", title="Models", icon=":material/model_training:"),
+        st.Page("pages/compare.py", title="Compare", icon=":material/leaderboard:"),
     ]
 )
 st.session_state["selection"] = state.sidebar()

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 __all__ = [
     "MODEL_COLORS",
+    "backtest_chart",
     "candlestick_chart",
     "correlation_heatmap",
     "feature_chart",
     "forecast_chart",
+    "horizon_error_chart",
     "loss_chart",
+    "residual_acf_chart",
+    "residual_histogram",
 ]
 
 UP_COLOR = "#26a69a"
@@ -285,6 +290,161 @@ def loss_chart(loss_history: dict[str, list[float]], *, title: str = "Training l
         height=300,
         xaxis_title="epoch",
         yaxis_title="MSE (scaled)",
+        margin={"l": 10, "r": 10, "t": 50, "b": 10},
+        legend={"orientation": "h", "y": 1.1, "x": 0},
+    )
+    return figure
+
+
+def backtest_chart(forecasts: pd.DataFrame, *, step: int = 1, title: str = "") -> go.Figure:
+    """Actual closes over the test folds and every model's ``step``-ahead forecasts.
+
+    Parameters
+    ----------
+    forecasts
+        A backtest's forecast rows (``timestamp, step, model, y, yhat, lower, upper,
+        fold, cutoff``).
+    step
+        Which horizon step to draw (1 = one candle ahead).
+    title
+        Figure title.
+    """
+    rows = forecasts[forecasts["step"] == step]
+    actual = rows.drop_duplicates("timestamp").sort_values("timestamp")
+    figure = go.Figure(
+        go.Scatter(
+            x=actual["timestamp"],
+            y=actual["y"],
+            name="actual",
+            mode="lines",
+            line={"color": _color("actual"), "width": 2},
+        )
+    )
+    for model, group in rows.groupby("model", sort=False):
+        group = group.sort_values("timestamp")
+        color = _color(model)
+        if group["lower"].notna().all():
+            figure.add_trace(
+                go.Scatter(
+                    x=[*group["timestamp"], *group["timestamp"][::-1]],
+                    y=[*group["upper"], *group["lower"][::-1]],
+                    fill="toself",
+                    fillcolor=color,
+                    opacity=0.12,
+                    line={"width": 0},
+                    legendgroup=model,
+                    showlegend=False,
+                    hoverinfo="skip",
+                    name=f"{model} interval",
+                )
+            )
+        figure.add_trace(
+            go.Scatter(
+                x=group["timestamp"],
+                y=group["yhat"],
+                name=model,
+                legendgroup=model,
+                mode="lines",
+                line={"color": color, "width": 1.3},
+            )
+        )
+    for cutoff in forecasts["cutoff"].drop_duplicates():
+        figure.add_vline(x=cutoff, line={"dash": "dot", "width": 1, "color": "#888"})
+    figure.update_layout(
+        title=title or f"Actual and {step}-step-ahead forecasts over the test folds",
+        height=480,
+        margin={"l": 10, "r": 10, "t": 50, "b": 10},
+        legend={"orientation": "h", "y": 1.02, "x": 0},
+        hovermode="x unified",
+        yaxis_title="close",
+    )
+    return figure
+
+
+def horizon_error_chart(
+    by_horizon: pd.DataFrame, *, metric: str = "mae", title: str = ""
+) -> go.Figure:
+    """One line per model: ``metric`` at each horizon step (index ``model, step``)."""
+    figure = go.Figure()
+    for model, group in by_horizon[metric].groupby(level="model", sort=False):
+        steps = group.index.get_level_values("step")
+        figure.add_trace(
+            go.Scatter(
+                x=steps,
+                y=group.to_numpy(),
+                name=model,
+                mode="lines+markers",
+                line={"color": _color(model)},
+            )
+        )
+    figure.update_layout(
+        title=title or f"{metric.upper()} by horizon step",
+        height=360,
+        xaxis_title="steps ahead",
+        yaxis_title=metric,
+        margin={"l": 10, "r": 10, "t": 50, "b": 10},
+        legend={"orientation": "h", "y": 1.1, "x": 0},
+    )
+    return figure
+
+
+def residual_histogram(forecasts: pd.DataFrame, *, step: int = 1, title: str = "") -> go.Figure:
+    """Overlaid histograms of ``y - yhat`` per model at one horizon step."""
+    rows = forecasts[forecasts["step"] == step]
+    figure = go.Figure()
+    for model, group in rows.groupby("model", sort=False):
+        figure.add_trace(
+            go.Histogram(
+                x=group["y"] - group["yhat"],
+                name=model,
+                opacity=0.55,
+                marker_color=_color(model),
+                nbinsx=40,
+            )
+        )
+    figure.update_layout(
+        barmode="overlay",
+        title=title or f"Residuals (actual − forecast), {step} step ahead",
+        height=360,
+        xaxis_title="residual",
+        margin={"l": 10, "r": 10, "t": 50, "b": 10},
+        legend={"orientation": "h", "y": 1.1, "x": 0},
+    )
+    return figure
+
+
+def residual_acf_chart(
+    forecasts: pd.DataFrame, *, step: int = 1, lags: int = 20, title: str = ""
+) -> go.Figure:
+    """Autocorrelation of each model's residuals at one step, with ±1.96/√n bands.
+
+    Residual autocorrelation outside the band means the model leaves predictable
+    structure unused.
+    """
+    rows = forecasts[forecasts["step"] == step]
+    figure = go.Figure()
+    n = 0
+    for model, group in rows.groupby("model", sort=False):
+        residual = group.sort_values("timestamp")["y"] - group.sort_values("timestamp")["yhat"]
+        values = residual.to_numpy(dtype="float64")
+        values = values - values.mean()
+        n = max(n, len(values))
+        denominator = float(np.dot(values, values)) or 1.0
+        acf = [float(np.dot(values[k:], values[: len(values) - k]) / denominator)
+               for k in range(1, min(lags, len(values) - 1) + 1)]  # fmt: skip
+        figure.add_trace(
+            go.Bar(x=list(range(1, len(acf) + 1)), y=acf, name=model, marker_color=_color(model))
+        )
+    if n:
+        band = 1.96 / np.sqrt(n)
+        for y in (band, -band):
+            figure.add_hline(y=y, line={"dash": "dash", "width": 1, "color": "#888"})
+    figure.update_layout(
+        barmode="group",
+        title=title or f"Residual autocorrelation, {step} step ahead",
+        height=360,
+        xaxis_title="lag",
+        yaxis_title="autocorrelation",
         margin={"l": 10, "r": 10, "t": 50, "b": 10},
         legend={"orientation": "h", "y": 1.1, "x": 0},
     )

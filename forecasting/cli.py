@@ -77,6 +77,41 @@ def build_parser() -> argparse.ArgumentParser:
     )
     forecast.add_argument("--json", action="store_true", help="print JSON instead of CSV")
     forecast.set_defaults(handler=_forecast)
+
+    compare = commands.add_parser(
+        "compare", help="walk-forward backtest of several models on the same folds"
+    )
+    source = compare.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data", type=Path, help="OHLCV CSV file")
+    source.add_argument("--exchange", help="ccxt exchange id (with --symbol and --timeframe)")
+    compare.add_argument("--symbol", help="unified symbol, e.g. BTC/USD")
+    compare.add_argument("--timeframe", help="e.g. 1h, 4h, 1d")
+    compare.add_argument("--since", help="first candle, ISO-8601 UTC (exchange data)")
+    compare.add_argument("--until", help="end, exclusive, ISO-8601 UTC (exchange data)")
+    compare.add_argument("--exchange-config", metavar="JSON", help="as for fetch")
+    compare.add_argument("--cache-dir", type=Path, help="candle cache folder")
+    compare.add_argument("--models", help=f"comma-separated, default all: {','.join(_MODEL_NAMES)}")
+    compare.add_argument("--horizon", type=int, default=7, help="candles ahead (default 7)")
+    compare.add_argument("--folds", type=int, default=3, help="folds (default 3)")
+    compare.add_argument(
+        "--test-size", type=int, default=120, help="candles in the test period (default 120)"
+    )
+    compare.add_argument("--stride", type=int, default=1, help="candles between origins")
+    compare.add_argument(
+        "--window", type=int, help="rolling training window in candles (default: expanding)"
+    )
+    compare.add_argument("--seed", type=int, default=42, help="seed for LSTM and Prophet")
+    compare.add_argument(
+        "--settings",
+        metavar="JSON",
+        help='per-model settings, e.g. \'{"lstm": {"epochs": 10}, "prophet": {}}\'',
+    )
+    compare.add_argument("--json", action="store_true", help="print the JSON report")
+    compare.add_argument(
+        "--forecasts-out", type=Path, metavar="FILE.csv", help="write every forecast row"
+    )
+    compare.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    compare.set_defaults(handler=_compare)
     return parser
 
 
@@ -180,6 +215,64 @@ def _forecast(args: argparse.Namespace) -> int:
         frame = forecast.to_frame()
         frame.index = frame.index.strftime("%Y-%m-%dT%H:%M:%SZ")
         sys.stdout.write(frame.to_csv(index_label="timestamp", lineterminator="\n"))
+    return EXIT_OK
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from forecasting.data import CandleCache, load_exchange_candles, read_ohlcv_csv
+    from forecasting.evaluation import BacktestSettings
+    from forecasting.experiment import ExperimentSettings, dumps, parse_models, run_experiment
+    from forecasting.ohlcv import parse_time
+
+    if args.data is not None:
+        candles = read_ohlcv_csv(args.data).candles
+        source = {"source": "csv", "file": args.data.name}
+    else:
+        if not args.symbol or not args.timeframe:
+            raise _UsageError("--exchange needs --symbol and --timeframe")
+        candles = load_exchange_candles(
+            args.exchange,
+            args.symbol,
+            args.timeframe,
+            parse_time(args.since, name="--since"),
+            parse_time(args.until, name="--until"),
+            config=_exchange_config(args.exchange_config),
+            cache=CandleCache(args.cache_dir) if args.cache_dir else None,
+        )
+        source = {
+            "source": "exchange",
+            "exchange": args.exchange,
+            "symbol": args.symbol,
+            "timeframe": args.timeframe,
+        }
+    model_settings = _json_object(args.settings, "--settings") or {}
+    settings = ExperimentSettings(
+        models=parse_models(args.models),
+        model_settings=model_settings,
+        backtest=BacktestSettings(
+            horizon=args.horizon,
+            folds=args.folds,
+            test_size=args.test_size,
+            stride=args.stride,
+            window=args.window,
+        ),
+        seed=args.seed,
+    )
+
+    def progress(fraction: float, message: str) -> None:
+        if args.progress.enabled:
+            print(f"\r{fraction:4.0%} {message:<50}", end="", file=sys.stderr, flush=True)
+            args.progress._drawn = True
+
+    result = run_experiment(candles, settings, source=source, progress=progress)
+    args.progress.finish()
+    if args.forecasts_out:
+        args.forecasts_out.parent.mkdir(parents=True, exist_ok=True)
+        result.forecasts_table().to_csv(args.forecasts_out, index=False, lineterminator="\n")
+    if args.json:
+        print(dumps(result.to_json()))
+    else:
+        sys.stdout.write(result.metrics.to_csv(lineterminator="\n"))
     return EXIT_OK
 
 

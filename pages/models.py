@@ -13,84 +13,96 @@ st.caption(
     "trained beside the LSTM and Prophet"
 )
 
-with st.form("model_settings"):
+FORM = "model_settings"
+with st.form(FORM):
     top = st.columns(3)
-    top[0].number_input("Horizon (candles ahead)", 1, 60, key=state.remember("horizon", 7))
-    top[1].number_input("Seed", 0, 2**31 - 1, key=state.remember("seed", 42))
-    top[2].select_slider("Interval level", [0.5, 0.8, 0.9, 0.95], key=state.remember("level", 0.9))
+    state.horizon_input(top[0], FORM)
+    state.seed_input(top[1], FORM)
+    top[2].select_slider(
+        "Interval level", [0.5, 0.8, 0.9, 0.95], key=state.remember("level", 0.9, form=FORM)
+    )
     lstm_column, prophet_column = st.columns(2)
     with lstm_column:
         st.subheader("LSTM")
-        st.toggle("Train the LSTM", key=state.remember("lstm.enabled", True))
+        st.toggle("Train the LSTM", key=state.remember("lstm.enabled", True, form=FORM))
         a, b = st.columns(2)
-        a.number_input("Lookback (candles)", 5, 365, key=state.remember("lstm.lookback", 30))
-        b.number_input("Layers", 1, 3, key=state.remember("lstm.layers", 1))
-        a.number_input("Units per layer", 4, 256, key=state.remember("lstm.units", 32))
-        b.slider("Dropout", 0.0, 0.5, step=0.05, key=state.remember("lstm.dropout", 0.1))
-        a.number_input("Epochs (most)", 1, 500, key=state.remember("lstm.epochs", 30))
-        b.number_input("Batch size", 8, 1024, key=state.remember("lstm.batch_size", 64))
+        a.number_input(
+            "Lookback (candles)", 5, 365, key=state.remember("lstm.lookback", 30, form=FORM)
+        )
+        b.number_input("Layers", 1, 3, key=state.remember("lstm.layers", 1, form=FORM))
+        a.number_input("Units per layer", 4, 256, key=state.remember("lstm.units", 32, form=FORM))
+        b.slider("Dropout", 0.0, 0.5, step=0.05, key=state.remember("lstm.dropout", 0.1, form=FORM))
+        a.number_input("Epochs (most)", 1, 500, key=state.remember("lstm.epochs", 30, form=FORM))
+        b.number_input("Batch size", 8, 1024, key=state.remember("lstm.batch_size", 64, form=FORM))
         a.select_slider(
             "Learning rate",
             [1e-4, 3e-4, 1e-3, 3e-3, 1e-2],
-            key=state.remember("lstm.learning_rate", 1e-3),
+            key=state.remember("lstm.learning_rate", 1e-3, form=FORM),
         )
-        b.number_input("Early-stop patience", 1, 50, key=state.remember("lstm.patience", 5))
+        b.number_input(
+            "Early-stop patience", 1, 50, key=state.remember("lstm.patience", 5, form=FORM)
+        )
         a.radio(
             "Target",
             ["log_return", "price"],
-            key=state.remember("lstm.target", "log_return"),
+            key=state.remember("lstm.target", "log_return", form=FORM),
             help="Log returns by default: a price target mostly learns to copy the last price.",
         )
         b.radio(
             "Interval",
             ["conformal", "mc_dropout"],
-            key=state.remember("lstm.interval", "conformal"),
+            key=state.remember("lstm.interval", "conformal", form=FORM),
             help="Conformal: from errors on the validation tail. MC dropout: from 50 passes "
             "with dropout on.",
         )
         st.toggle(
             "Use the Features page's indicators as inputs",
-            key=state.remember("lstm.use_features", True),
+            key=state.remember("lstm.use_features", True, form=FORM),
         )
     with prophet_column:
         st.subheader("Prophet")
-        st.toggle("Train Prophet", key=state.remember("prophet.enabled", True))
+        st.toggle("Train Prophet", key=state.remember("prophet.enabled", True, form=FORM))
         st.select_slider(
             "Changepoint prior scale",
             [0.001, 0.01, 0.05, 0.1, 0.5],
-            key=state.remember("prophet.changepoint_prior_scale", 0.05),
+            key=state.remember("prophet.changepoint_prior_scale", 0.05, form=FORM),
         )
         c, d = st.columns(2)
         c.selectbox(
             "Weekly seasonality",
             ["auto", True, False],
-            key=state.remember("prophet.weekly", "auto"),
+            key=state.remember("prophet.weekly", "auto", form=FORM),
         )
         d.selectbox(
             "Yearly seasonality",
             ["auto", True, False],
-            key=state.remember("prophet.yearly", "auto"),
+            key=state.remember("prophet.yearly", "auto", form=FORM),
         )
         c.radio(
             "Seasonality mode",
             ["additive", "multiplicative"],
-            key=state.remember("prophet.seasonality_mode", "additive"),
+            key=state.remember("prophet.seasonality_mode", "additive", form=FORM),
         )
         d.number_input(
             "Training window (candles)",
             100,
             20_000,
             step=100,
-            key=state.remember("prophet.max_train_candles", 3000),
+            key=state.remember("prophet.max_train_candles", 3000, form=FORM),
             help="Prophet slows down on long intraday histories, so it is fitted on the most "
             "recent candles only.",
         )
         st.toggle(
             "Features as extra regressors (lagged by the horizon)",
-            key=state.remember("prophet.regressors", False),
+            key=state.remember("prophet.regressors", False, form=FORM),
         )
-    train = st.form_submit_button("Train", type="primary", icon=":material/model_training:")
-state.keep_widgets()
+    train = st.form_submit_button(
+        "Train",
+        type="primary",
+        icon=":material/model_training:",
+        on_click=state.keep_form,
+        args=(FORM,),
+    )
 
 settings = state.model_settings()
 status = st.empty()

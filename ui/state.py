@@ -34,6 +34,8 @@ import streamlit as st
 import forecasting as fc
 from forecasting import features as fc_features
 from forecasting.data.sample import SAMPLE_CALENDAR, SAMPLE_TIMEFRAME
+from forecasting.evaluation import BacktestSettings
+from forecasting.experiment import DEFAULT_MODELS, ExperimentSettings, run_experiment
 from forecasting.models import make_model
 from forecasting.ohlcv import timeframe_seconds
 
@@ -400,15 +402,17 @@ def csv_bytes(candles: pd.DataFrame) -> bytes:
 #
 # Streamlit drops a widget's value when a run does not draw it (the user is on another
 # page). Widgets that hold experiment settings therefore use keys from `remember`, and
-# `keep_widgets` copies their values into a store that no page draws, from which they
-# are restored when the page is drawn again.
+# their values are copied into a store that no page draws, from which they are restored
+# when the page is drawn again. Widgets in a form get the form's name in their key
+# (`w:horizon@compare`): one setting shown in two forms is two widgets to Streamlit,
+# and the form's submit callback (`keep_form`) copies the submitted values.
 
 _KEPT = "_kept_settings"
 
 
-def remember(name: str, default: Any) -> str:
+def remember(name: str, default: Any, *, form: str | None = None) -> str:
     """The widget key for setting ``name``, restored to its last value (or ``default``)."""
-    key = f"w:{name}"
+    key = f"w:{name}" if form is None else f"w:{name}@{form}"
     store = st.session_state.setdefault(_KEPT, {})
     if key not in st.session_state:
         st.session_state[key] = store.get(name, default)
@@ -424,11 +428,32 @@ def setting(name: str, default: Any = None) -> Any:
 
 
 def keep_widgets() -> None:
-    """Copy every remembered widget's value into the store (call at the end of a page)."""
+    """Copy the values of remembered widgets outside forms into the store (end of a page)."""
     store = st.session_state.setdefault(_KEPT, {})
     for key, value in st.session_state.items():
-        if isinstance(key, str) and key.startswith("w:"):
+        if isinstance(key, str) and key.startswith("w:") and "@" not in key:
             store[key[2:]] = value
+
+
+def keep_form(form: str) -> None:
+    """Submit callback: copy a form's submitted widget values into the store."""
+    store = st.session_state.setdefault(_KEPT, {})
+    suffix = f"@{form}"
+    for key, value in list(st.session_state.items()):
+        if isinstance(key, str) and key.startswith("w:") and key.endswith(suffix):
+            store[key[2 : -len(suffix)]] = value
+
+
+def horizon_input(container: Any, form: str) -> int:
+    """The horizon picker, shared by the forms that show it."""
+    key = remember("horizon", 7, form=form)
+    return int(container.number_input("Horizon (candles ahead)", 1, 60, key=key, step=1))
+
+
+def seed_input(container: Any, form: str) -> int:
+    """The seed picker, shared by the forms that show it."""
+    key = remember("seed", 42, form=form)
+    return int(container.number_input("Seed", 0, 2**31 - 1, key=key, step=1))
 
 
 # --- features ------------------------------------------------------------------------------
@@ -508,8 +533,8 @@ def fingerprint(candles: pd.DataFrame) -> str:
     return hashlib.sha256(hashed.tobytes()).hexdigest()[:16]
 
 
-class _ModelStore:
-    """Fitted models by (data, model, settings), shared by sessions, least recent dropped.
+class _Store:
+    """Fitted models or experiment results by key, shared by sessions, least recent dropped.
 
     Sharing is safe: a key names everything the model was fitted on, models are never
     mutated after fitting (predict does not change them), and a refit makes a new one.
@@ -538,7 +563,8 @@ class _ModelStore:
         return len(self._models)
 
 
-MODELS = _ModelStore(size=24)
+MODELS = _Store(size=24)
+EXPERIMENTS = _Store(size=8)
 
 
 def model_key(candles: pd.DataFrame, alias: str, settings: Mapping[str, Any]) -> tuple:
@@ -705,3 +731,66 @@ def forecast_table(items: list[Any]) -> pd.DataFrame:
     """Forecast means (and intervals) side by side, one column group per model."""
     frames = {f.model: f.to_frame() for f in items}
     return pd.concat(frames, axis=1)
+
+
+# --- comparison ------------------------------------------------------------------------------
+
+
+def compare_settings() -> ExperimentSettings:
+    """The experiment the Compare form describes, with the Models page's model settings."""
+    chosen = setting("compare.models", list(DEFAULT_MODELS))
+    per_model = model_settings()["models"]
+    window = int(setting("compare.window", 0)) or None
+    return ExperimentSettings(
+        models=tuple(chosen),
+        model_settings={alias: per_model.get(alias, {}) for alias in chosen},
+        backtest=BacktestSettings(
+            horizon=int(setting("horizon", 7)),
+            folds=int(setting("compare.folds", 3)),
+            test_size=int(setting("compare.test_size", 120)),
+            stride=int(setting("compare.stride", 1)),
+            window=window,
+        ),
+        seed=int(setting("seed", 42)),
+    )
+
+
+def experiment_key(candles: pd.DataFrame, settings: ExperimentSettings) -> tuple:
+    """The store key of an experiment: the data and every setting."""
+    return (fingerprint(candles), json.dumps(settings.to_dict(), sort_keys=True, default=str))
+
+
+def stored_experiment(candles: pd.DataFrame, settings: ExperimentSettings) -> Any:
+    """A finished experiment with these data and settings, or ``None``."""
+    return EXPERIMENTS.get(experiment_key(candles, settings))
+
+
+def run_comparison(dataset: Dataset, settings: ExperimentSettings) -> Any:
+    """Run (or fetch from the store) an experiment, with a progress bar while it runs."""
+    key = experiment_key(dataset.candles, settings)
+    result = EXPERIMENTS.get(key)
+    if result is not None:
+        return result
+    bar = st.progress(0.0, text="Starting the walk-forward backtest…")
+
+    def progress(fraction: float, message: str) -> None:
+        bar.progress(min(max(fraction, 0.0), 1.0), text=message)
+
+    source = {"label": dataset.label, "source": dataset.source, "timeframe": dataset.timeframe}
+    result = run_experiment(dataset.candles, settings, source=source, progress=progress)
+    bar.empty()
+    EXPERIMENTS.put(key, result)
+    return result
+
+
+def metrics_view(metrics: pd.DataFrame) -> Any:
+    """The metrics table for display: best per column highlighted, MASE read against naive."""
+    table = metrics.drop(columns=["direction_calls"]).copy()
+    table.insert(0, "beats naive (MASE < 1)", table["mase"] < 1)
+    lower_is_better = ["mae", "rmse", "mape", "smape", "mase", "width"]
+    styled = table.style.format(precision=4, na_rep="—")
+    styled = styled.highlight_min(subset=lower_is_better, props="font-weight: bold; color: #26a69a")
+    styled = styled.highlight_max(
+        subset=["directional_accuracy"], props="font-weight: bold; color: #26a69a"
+    )
+    return styled

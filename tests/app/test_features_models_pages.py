@@ -59,9 +59,9 @@ def test_models_page_shows_baselines_before_training(app_env):
 @pytest.mark.slow
 def test_models_page_trains_lstm_and_prophet_and_keeps_them(app_env):
     app = open_page("pages/models.py")
-    app.number_input(key="w:lstm.epochs").set_value(2)
-    app.number_input(key="w:lstm.units").set_value(8)
-    app.number_input(key="w:horizon").set_value(5)
+    app.number_input(key="w:lstm.epochs@model_settings").set_value(2)
+    app.number_input(key="w:lstm.units@model_settings").set_value(8)
+    app.number_input(key="w:horizon@model_settings").set_value(5)
     app.get("form_submit_button")[0].click().run()
     assert not app.exception
     assert not app.error
@@ -79,4 +79,4 @@ def test_models_page_trains_lstm_and_prophet_and_keeps_them(app_env):
     names = {trace.get("name") for trace in chart_specs(app)[0]["data"]}
     assert {"lstm", "prophet"} <= names
     assert not any("Press **Train**" in i.value for i in app.info)
-    assert app.number_input(key="w:lstm.epochs").value == 2
+    assert app.number_input(key="w:lstm.epochs@model_settings").value == 2

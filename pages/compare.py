@@ -1,0 +1,147 @@
+"""Compare: every model on the same walk-forward folds, scored and tested against naive."""
+
+import streamlit as st
+
+from forecasting.bundle import experiment_bundle
+from forecasting.charts import (
+    backtest_chart,
+    forecast_chart,
+    horizon_error_chart,
+    residual_acf_chart,
+    residual_histogram,
+)
+from forecasting.experiment import DEFAULT_MODELS
+from ui import state
+
+dataset = state.current_dataset(st.session_state["selection"])
+
+st.title("Compare")
+st.caption(
+    f"{dataset.label} · {len(dataset.candles):,} candles · every model is fitted per fold on "
+    "the candles before the fold only and forecasts from the same origins"
+)
+
+FORM = "compare_settings"
+with st.form(FORM):
+    st.multiselect(
+        "Models",
+        list(DEFAULT_MODELS),
+        key=state.remember("compare.models", list(DEFAULT_MODELS), form=FORM),
+        help="Naive is always included: it is what every model has to beat. LSTM and Prophet "
+        "use the settings of the Models page.",
+    )
+    columns = st.columns(6)
+    state.horizon_input(columns[0], FORM)
+    columns[1].number_input("Folds", 1, 10, key=state.remember("compare.folds", 3, form=FORM))
+    columns[2].number_input(
+        "Test candles", 10, 5000, step=10, key=state.remember("compare.test_size", 120, form=FORM)
+    )
+    columns[3].number_input(
+        "Stride",
+        1,
+        100,
+        key=state.remember("compare.stride", 1, form=FORM),
+        help="Candles between origins.",
+    )
+    columns[4].number_input(
+        "Rolling window",
+        0,
+        100_000,
+        step=100,
+        key=state.remember("compare.window", 0, form=FORM),
+        help="0: expanding (train on all earlier candles); otherwise the last N candles.",
+    )
+    state.seed_input(columns[5], FORM)
+    run = st.form_submit_button(
+        "Run comparison",
+        type="primary",
+        icon=":material/play_arrow:",
+        on_click=state.keep_form,
+        args=(FORM,),
+    )
+
+settings = state.compare_settings()
+try:
+    if run:
+        st.button("Cancel", icon=":material/stop_circle:", key="cancel_compare")
+        result = state.run_comparison(dataset, settings)
+    else:
+        result = state.stored_experiment(dataset.candles, settings)
+except state.fc.ForecastingError as exc:
+    st.error(str(exc))
+    st.stop()
+if result is None:
+    st.info("Press **Run comparison** to backtest the models with these settings.")
+    st.stop()
+
+horizon = settings.backtest.horizon
+step = st.slider("Steps ahead shown", 1, horizon, 1, key="compare_step") if horizon > 1 else 1
+figures = {
+    "backtest": backtest_chart(result.backtest.forecasts, step=step),
+    "error_by_horizon": horizon_error_chart(result.by_horizon),
+    "residuals": residual_histogram(result.backtest.forecasts, step=step),
+    "residual_acf": residual_acf_chart(result.backtest.forecasts, step=step),
+    "future": forecast_chart(
+        dataset.candles,
+        list(result.future.values()),
+        title=f"Next {settings.backtest.horizon} candles, every model refitted on all data",
+    ),
+}
+st.plotly_chart(figures["backtest"], key="backtest_chart")
+
+st.subheader("Metrics")
+st.caption(
+    "Pooled over every fold and step. MASE divides the error by the in-sample one-step naive "
+    "error: below 1 reads as beating naive. Best per column in bold."
+)
+st.dataframe(state.metrics_view(result.metrics))
+for model, row in result.copy.iterrows():
+    if row["copies_last"] and model != "naive":
+        st.warning(
+            f"**{model}** mostly repeats the last price: its forecasts move "
+            f"{row['relative_move']:.0%} as much as the price does. Its accuracy is naive's."
+        )
+
+st.subheader("Is it really better than naive?")
+st.caption("Diebold-Mariano tests (squared error, Harvey-Leybourne-Newbold correction), per step.")
+dm = result.dm_tests
+if dm.empty:
+    st.info("Too few forecasts for significance tests: lengthen the test period.")
+else:
+    for verdict in dm[dm["step"] == step]["verdict"]:
+        st.markdown(f"- {verdict}.")
+    with st.expander("All tests"):
+        st.dataframe(
+            dm[["step", "model", "against", "statistic", "pvalue", "n", "loss", "verdict"]],
+            hide_index=True,
+        )
+
+left, right = st.columns(2)
+left.plotly_chart(figures["error_by_horizon"], key="horizon_chart")
+right.plotly_chart(figures["residuals"], key="residual_histogram")
+left.plotly_chart(figures["residual_acf"], key="residual_acf")
+with right:
+    st.subheader("Copies the last price?")
+    st.dataframe(result.copy, column_config={"copies_last": "copies last"})
+
+st.subheader("The future")
+st.plotly_chart(figures["future"], key="future_chart")
+
+downloads = st.columns(3)
+downloads[0].download_button(
+    "Metrics CSV", result.metrics.to_csv(), "metrics.csv", "text/csv", icon=":material/download:"
+)
+downloads[1].download_button(
+    "Forecasts CSV",
+    result.forecasts_table().to_csv(index=False),
+    "forecasts.csv",
+    "text/csv",
+    icon=":material/download:",
+)
+downloads[2].download_button(
+    "Experiment bundle (zip)",
+    lambda: experiment_bundle(result, figures),
+    "experiment.zip",
+    "application/zip",
+    icon=":material/folder_zip:",
+)

@@ -1,0 +1,88 @@
+"""The Compare page through AppTest: a small walk-forward run end to end."""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+APP = str(Path(__file__).resolve().parents[2] / "app.py")
+FORM = "compare_settings"
+
+
+def open_compare() -> AppTest:
+    app = AppTest.from_file(APP, default_timeout=300).run()
+    return app.switch_page("pages/compare.py").run()
+
+
+def test_compare_page_waits_for_run(app_env):
+    app = open_compare()
+    assert not app.exception
+    assert app.title[0].value == "Compare"
+    assert any("Run comparison" in i.value for i in app.info)
+
+
+@pytest.mark.slow
+def test_compare_page_runs_and_reports(app_env):
+    app = open_compare()
+    app.multiselect(key=f"w:compare.models@{FORM}").set_value(["naive", "drift", "lstm"])
+    app.number_input(key=f"w:compare.test_size@{FORM}").set_value(30)
+    app.number_input(key=f"w:horizon@{FORM}").set_value(3)
+    app.get("form_submit_button")[0].click().run()
+    assert not app.exception
+    assert not app.error
+    metrics = app.dataframe[0].value
+    assert list(metrics.index) == ["naive", "drift", "lstm"]
+    assert "beats naive (MASE < 1)" in metrics.columns
+    assert metrics.loc["naive", "n"] == 3 * 30 - 3  # 30 origins x 3 steps, minus the end
+    verdicts = [m.value for m in app.markdown if "at the 5 % level" in m.value]
+    assert any("than naive" in v or "from naive" in v for v in verdicts)
+    charts = [json.loads(c.proto.spec) for c in app.get("plotly_chart")]
+    assert len(charts) == 5
+    names = {t.get("name") for t in charts[0]["data"]}
+    assert {"actual", "naive", "drift", "lstm"} <= names
+    # Revisit: the result is kept per (data, settings); nothing reruns.
+    app.switch_page("pages/data.py").run()
+    app.switch_page("pages/compare.py").run()
+    assert not any("Run comparison" in i.value for i in app.info)
+    assert list(app.dataframe[0].value.index) == ["naive", "drift", "lstm"]
+    # The experiment bundle holds settings, data hash, metrics, forecasts and charts.
+    bundle = next(b for b in app.get("download_button") if "bundle" in b.proto.label)
+    assert bundle.proto.label == "Experiment bundle (zip)"
+
+
+def test_bundle_contents(app_env):
+    from forecasting.bundle import experiment_bundle
+    from forecasting.charts import backtest_chart
+    from forecasting.evaluation import BacktestSettings
+    from forecasting.experiment import ExperimentSettings, run_experiment
+    from tests.app.conftest import daily_candles
+
+    candles = daily_candles(300)
+    settings = ExperimentSettings(
+        models=("naive", "drift"), backtest=BacktestSettings(horizon=2, folds=2, test_size=20)
+    )
+    result = run_experiment(candles, settings, source={"source": "test"})
+    data = experiment_bundle(result, {"backtest": backtest_chart(result.backtest.forecasts)})
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        names = set(archive.namelist())
+        assert {
+            "settings.json",
+            "data.json",
+            "metrics.csv",
+            "metrics_by_horizon.csv",
+            "dm_tests.csv",
+            "copy_check.csv",
+            "forecasts.csv",
+            "future.csv",
+            "charts/backtest.html",
+        } <= names
+        meta = json.loads(archive.read("data.json"))
+        assert meta["source"] == "test"
+        assert len(meta["sha256"]) == 64
+        assert json.loads(archive.read("settings.json"))["seed"] == 42
+        assert b"plotly" in archive.read("charts/backtest.html").lower()
