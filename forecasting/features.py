@@ -5,7 +5,8 @@ computed on a prefix of the data it equals the value computed on the whole.
 :func:`lookahead_audit` checks this on any data, and the test suite checks it for every
 feature here. ``ta`` is always called with ``fillna=False`` (its filling back-fills,
 which leaks the future), and warm-up rows are reported as NaN and dropped, never filled:
-``ta``'s ATR and ADX write zeros into their warm-up, which we mask as NaN.
+``ta``'s ATR and ADX write zeros into their warm-up, which we mask as NaN. The RSI is
+Wilder's own (computed here, not by ``ta``; see :func:`_rsi`).
 
 A feature is named by a spec string ``kind[:param[:param...]]``, e.g. ``rsi:14``,
 ``macd:12:26:9``, ``sma:50``, ``log_return``.
@@ -13,8 +14,10 @@ A feature is named by a spec string ``kind[:param[:param...]]``, e.g. ``rsi:14``
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from numbers import Real
 
 import numpy as np
 import pandas as pd
@@ -65,9 +68,24 @@ class FeatureSpec:
                 f"Feature '{self.kind}' takes {len(info.defaults)} parameter(s)"
                 f"{f' ({names})' if names else ''}, got {len(params)}."
             )
-        for name, value in zip(info.param_names, params, strict=True):
+        checked = []
+        for name, value, default in zip(info.param_names, params, info.defaults, strict=True):
+            # bool is a Real too, but True is no window length anyone means.
+            if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value):
+                raise ConfigurationError(f"Feature '{self.kind}': {name} must be a number.")
             if not value > 0:
                 raise ConfigurationError(f"Feature '{self.kind}': {name} must be positive.")
+            if isinstance(default, int):
+                # An integer default counts candles: 14.5 candles would be silently
+                # truncated to 14 while the column is labelled 14.5.
+                if not float(value).is_integer():
+                    raise ConfigurationError(
+                        f"Feature '{self.kind}': {name} counts candles and must be a whole "
+                        f"number, got {value}."
+                    )
+                value = int(value)
+            checked.append(value)
+        params = tuple(checked)
         if self.kind == "macd" and not params[0] < params[1]:
             raise ConfigurationError("MACD: the fast window must be shorter than the slow one.")
         object.__setattr__(self, "params", params)
@@ -105,8 +123,34 @@ def _ta():
     return ta
 
 
+def _wilder_average(values: pd.Series, window: int) -> pd.Series:
+    """Wilder's smoothing of per-candle changes (``values[0]`` is the first candle's NaN).
+
+    The first average, at row ``window``, is the plain mean of the first ``window``
+    changes; each later one is ``(previous * (window - 1) + value) / window``, which is
+    an EMA with ``alpha = 1 / window`` seeded with that mean.
+    """
+    seeded = values.copy()
+    seeded.iloc[: window + 1] = np.nan
+    if len(values) > window:
+        seeded.iloc[window] = values.iloc[1 : window + 1].mean()
+    # Leading NaNs are skipped: the recursion starts at the seed.
+    return seeded.ewm(alpha=1.0 / window, adjust=False).mean()
+
+
 def _rsi(c: pd.DataFrame, p: tuple) -> pd.DataFrame:
-    return pd.DataFrame({"rsi": _ta().momentum.RSIIndicator(c["close"], int(p[0])).rsi()})
+    # Wilder's RSI (1978), not ta's RSIIndicator: ta counts the first candle, which has
+    # no change, as a zero gain and loss and starts its average there, so its first
+    # value comes a candle early, from window - 1 changes, and it differs from Wilder's
+    # for many candles after (by (1 - 1/window)**t).
+    window = int(p[0])
+    change = c["close"].astype("float64").diff()
+    avg_gain = _wilder_average(change.clip(lower=0.0), window)
+    avg_loss = _wilder_average((-change).clip(lower=0.0), window)
+    rsi = 100.0 - 100.0 / (1.0 + avg_gain / avg_loss)
+    # No losses over the window: 100, as ta and charting tools report (0/0 included).
+    rsi = rsi.mask(avg_loss == 0.0, 100.0)
+    return pd.DataFrame({"rsi": rsi})
 
 
 def _macd(c: pd.DataFrame, p: tuple) -> pd.DataFrame:
@@ -166,7 +210,7 @@ FEATURE_KINDS: dict[str, FeatureKind] = {
                     "Close relative to its simple moving average, minus 1."),
         FeatureKind("ema", "EMA", ("window",), (20,), _ema, lambda p: int(p[0]) - 1,
                     "Close relative to its exponential moving average, minus 1."),
-        FeatureKind("bollinger", "Bollinger", ("window", "std"), (20, 2), _bollinger,
+        FeatureKind("bollinger", "Bollinger", ("window", "std"), (20, 2.0), _bollinger,
                     lambda p: int(p[0]) - 1, "Bollinger %B and band width."),
         FeatureKind("atr", "ATR", ("window",), (14,), _atr, lambda p: int(p[0]) - 1,
                     "Average true range relative to the close."),
@@ -245,6 +289,8 @@ def compute_features(
     InsufficientHistory
         When there are not more candles than the warm-up needs.
     """
+    # The same spec twice would give duplicate column names.
+    specs = tuple(dict.fromkeys(specs))
     if not specs:
         return pd.DataFrame(index=candles.index)
     frames = [spec.compute(candles) for spec in specs]

@@ -468,7 +468,8 @@ def feature_picker() -> tuple[fc_features.FeatureSpec, ...]:
         list(kinds),
         key=remember("features.kinds", default_kinds),
         format_func=lambda k: kinds[k].title,
-        help="Each is computed with the ta library from candles up to that candle only.",
+        help="Each value is computed from candles up to that candle only (ta library; RSI "
+        "is Wilder's own).",
     )
     specs = []
     with_params = [k for k in chosen if kinds[k].param_names]

@@ -141,18 +141,37 @@ class Forecaster:
 
         Raises
         ------
+        ConfigurationError
+            When a setting is invalid (checked here, not in ``__init__``).
         InsufficientHistory
             When there are too few candles for the settings.
+        Cancelled
+            When ``should_stop`` asked to stop. A fit that raises leaves the model
+            unfitted, even if it was fitted before.
         """
+        # A fit that fails half-way (cancelled, too little data for the timeframe) would
+        # otherwise leave this fit's history beside the previous fit's learned state, and
+        # predict would silently mix the two: any failed fit leaves the model unfitted.
+        self._forget_fit()
+        level = getattr(self, "level", None)
+        if level is not None and not 0 < level < 1:
+            raise ConfigurationError(
+                f"{self.title or self.alias}: level is an interval coverage between 0 and 1 "
+                f"(e.g. 0.9), got {level}."
+            )
         if len(candles) < self._required_history():
             raise InsufficientHistory(
                 f"{self.title or self.alias} needs at least {self._required_history()} candles "
                 f"with these settings; got {len(candles)}. Choose a longer date range."
             )
-        self.timeframe_ = infer_timeframe(candles.index)
-        self.calendar_ = infer_calendar(candles.index, self.timeframe_)
-        self.history_ = candles
-        self._fit(candles, progress=progress, should_stop=should_stop)
+        try:
+            self.timeframe_ = infer_timeframe(candles.index)
+            self.calendar_ = infer_calendar(candles.index, self.timeframe_)
+            self.history_ = candles
+            self._fit(candles, progress=progress, should_stop=should_stop)
+        except BaseException:
+            self._forget_fit()
+            raise
         return self
 
     def predict(self, horizon: int, *, history: pd.DataFrame | None = None) -> Forecast:
@@ -191,6 +210,11 @@ class Forecaster:
             level=getattr(self, "level", None) if lower is not None else None,
             model=self.alias,
         )
+
+    def _forget_fit(self) -> None:
+        """Drop everything learned (the attributes ending in ``_``): back to unfitted."""
+        for name in [n for n in vars(self) if n.endswith("_") and not n.startswith("_")]:
+            delattr(self, name)
 
     # --- for subclasses -----------------------------------------------------------------
 

@@ -30,18 +30,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from forecasting.errors import ConfigurationError, ForecastingError, InsufficientHistory
+from forecasting.errors import Cancelled, ConfigurationError, InsufficientHistory
 from forecasting.features import compute_features, parse_features, warmup_length
 from forecasting.models.base import Forecaster, ProgressCallback
 
-__all__ = ["LSTM", "Cancelled"]
+__all__ = ["LSTM"]
 
 TARGETS = ("log_return", "price")
+# Candles read before a forecast window so recursive features have converged:
+# (13/14) ** 600 is about 5e-20 for RSI(14), and slower EMAs are far inside that too.
+TAIL_EXTRA = 600
 INTERVALS = ("conformal", "mc_dropout")
-
-
-class Cancelled(ForecastingError):
-    """Training was cancelled by the user."""
 
 
 def _keras():
@@ -75,6 +74,14 @@ class _Network:
             optimizer=keras.optimizers.Adam(learning_rate), loss="mse", jit_compile=jit
         )
         self.initial = [v.numpy().copy() for v in self.model.variables]
+        # The variables that are not weights are the dropout layers' random-generator
+        # states: kept to replay the same MC-dropout draws on every forecast.
+        weights = {id(w) for w in self.model.weights}
+        self.rng_state = [
+            (v, value)
+            for v, value in zip(self.model.variables, self.initial, strict=True)
+            if id(v) not in weights
+        ]
         self.lock = threading.Lock()
 
     def reset(self) -> None:
@@ -86,6 +93,11 @@ class _Network:
                 variable.assign(self.learning_rate)
             else:
                 variable.assign(np.zeros(variable.shape, dtype=variable.dtype))
+
+    def reset_rng(self) -> None:
+        """The dropout RNG as first built, so MC-dropout samples repeat for one seed."""
+        for variable, value in self.rng_state:
+            variable.assign(value)
 
 
 class _NetworkPool:
@@ -252,7 +264,10 @@ class LSTM(Forecaster):
         self._validate_settings()
         inputs = self._inputs(candles)
         close = candles["close"].to_numpy(dtype="float64")
-        targets = self._targets(close)[len(candles) - len(inputs) :]
+        # Row by row, by timestamp: _inputs drops every row with an undefined input, not
+        # only the warm-up (a flat stretch leaves Bollinger %B undefined mid-series), so
+        # the inputs are not always a suffix of the candles.
+        targets = self._targets(close)[candles.index.get_indexer(inputs.index)]
         values = inputs.to_numpy(dtype="float64")
         # The scaler sees only the training rows (the window given to fit).
         self.scale_mean_ = values.mean(axis=0)
@@ -327,10 +342,12 @@ class LSTM(Forecaster):
         )
 
     def _last_window(self, history: pd.DataFrame) -> np.ndarray:
-        # Only what is needed to fill one window: features recomputed on the candles up
-        # to the origin, with enough warm-up before the window.
+        # Features recomputed on the candles up to the origin. Recursive ones (RSI, MACD's
+        # EMAs) depend on the whole past, so a generous tail is read: after TAIL_EXTRA
+        # more candles the start's influence is below floating-point noise, and the
+        # window matches what the network saw in training.
         need = int(self.lookback) + (warmup_length(self._specs()) if self.features else 0) + 1
-        inputs = self._inputs(history.iloc[-(need + 64) :])
+        inputs = self._inputs(history.iloc[-(need + TAIL_EXTRA) :])
         if len(inputs) < int(self.lookback):
             raise InsufficientHistory(
                 f"The LSTM needs {need} candles before the forecast origin; got {len(history)}."
@@ -350,6 +367,9 @@ class LSTM(Forecaster):
         with network.lock:
             network.model.set_weights(self.weights_)
             if self.interval == "mc_dropout":
+                # Each call advances the dropout RNG: without a reset, the same model
+                # (or another with the same seed) would draw a different interval.
+                network.reset_rng()
                 batch = np.repeat(window, int(self.mc_samples), axis=0)
                 samples = self._to_paths(np.asarray(network.model(batch, training=True)))
             point = self._to_paths(np.asarray(network.model(window, training=False)))[0]
@@ -386,8 +406,8 @@ class LSTM(Forecaster):
         with network.lock:
             network.model.set_weights(self.weights_)
             network.model.save(path)
-        need = int(self.lookback) + (warmup_length(self._specs()) if self.features else 0) + 65
-        tail = self.history_.iloc[-need:]
+        need = int(self.lookback) + (warmup_length(self._specs()) if self.features else 0) + 1
+        tail = self.history_.iloc[-(need + TAIL_EXTRA) :]
         state = {
             "params": self.get_params(),
             "timeframe": self.timeframe_,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from forecasting.errors import ConfigurationError
 from forecasting.models._intervals import normal_interval, rms
 from forecasting.models.base import Forecaster
 
@@ -31,9 +32,13 @@ class MovingAverage(Forecaster):
         self.level = level
 
     def _required_history(self) -> int:
-        return int(self.window) + 1
+        return max(int(self.window), 1) + 1
 
     def _fit(self, candles: pd.DataFrame, **_: object) -> None:
+        if int(self.window) < 1:
+            raise ConfigurationError(
+                f"Moving average: window must be at least 1, got {self.window}."
+            )
         self.window_ = int(self.window)
         close = candles["close"]
         previous_mean = close.rolling(self.window_).mean().shift(1)

@@ -118,6 +118,13 @@ class ProphetModel(Forecaster):
     def _fit(self, candles: pd.DataFrame, *, progress=None, should_stop=None) -> None:
         if self.seasonality_mode not in ("additive", "multiplicative"):
             raise ConfigurationError("Prophet seasonality_mode is additive or multiplicative.")
+        if int(self.max_train_candles) < 10:
+            # iloc[-0:] is the whole frame: 0 would silently train on everything.
+            raise ConfigurationError(
+                f"Prophet max_train_candles must be at least 10, got {self.max_train_candles}."
+            )
+        if self.regressors and int(self.horizon) < 1:
+            raise ConfigurationError(f"Prophet horizon must be at least 1, got {self.horizon}.")
         _quiet()
         from prophet import Prophet
 
