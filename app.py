@@ -24,4 +24,5 @@ page = st.navigation(
     ]
 )
 st.session_state["selection"] = state.sidebar()
-page.run()
+with state.framed():
+    page.run()

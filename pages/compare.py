@@ -13,7 +13,7 @@ from forecasting.charts import (
 from forecasting.experiment import DEFAULT_MODELS
 from ui import state
 
-dataset = state.current_dataset(st.session_state["selection"])
+dataset = state.current_dataset(state.page_setup())
 
 st.title("Compare")
 st.caption(
@@ -63,15 +63,20 @@ with st.form(FORM):
 settings = state.compare_settings()
 try:
     if run:
-        st.button("Cancel", icon=":material/stop_circle:", key="cancel_compare")
+        cancel = st.empty()
+        cancel.button("Cancel", icon=":material/stop_circle:", key="cancel_compare")
         result = state.run_comparison(dataset, settings)
+        cancel.empty()
     else:
         result = state.stored_experiment(dataset.candles, settings)
 except state.fc.ForecastingError as exc:
     st.error(str(exc))
     st.stop()
 if result is None:
-    st.info("Press **Run comparison** to backtest the models with these settings.")
+    if st.session_state.pop("cancel_compare", False):
+        st.warning("The comparison was cancelled. Press **Run comparison** to start again.")
+    else:
+        st.info("Press **Run comparison** to backtest the models with these settings.")
     st.stop()
 
 horizon = settings.backtest.horizon
@@ -94,7 +99,7 @@ st.caption(
     "Pooled over every fold and step. MASE divides the error by the in-sample one-step naive "
     "error: below 1 reads as beating naive. Best per column in bold."
 )
-st.dataframe(state.metrics_view(result.metrics))
+st.table(state.metrics_view(result.metrics))
 for model, row in result.copy.iterrows():
     if row["copies_last"] and model != "naive":
         st.warning(

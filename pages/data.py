@@ -5,7 +5,7 @@ import streamlit as st
 from forecasting.charts import candlestick_chart
 from ui import state
 
-dataset = state.current_dataset(st.session_state["selection"])
+dataset = state.current_dataset(state.page_setup())
 candles = dataset.candles
 report = dataset.quality()
 counts = report.summary()

@@ -5,7 +5,7 @@ import streamlit as st
 from forecasting.charts import correlation_heatmap, feature_chart
 from ui import state
 
-dataset = state.current_dataset(st.session_state["selection"])
+dataset = state.current_dataset(state.page_setup())
 
 st.title("Features")
 st.caption(f"{dataset.label} · {len(dataset.candles):,} candles")

@@ -5,7 +5,7 @@ import streamlit as st
 from forecasting.charts import forecast_chart, loss_chart
 from ui import state
 
-dataset = state.current_dataset(st.session_state["selection"])
+dataset = state.current_dataset(state.page_setup())
 
 st.title("Models")
 st.caption(
@@ -107,8 +107,10 @@ with st.form(FORM):
 settings = state.model_settings()
 status = st.empty()
 if train:
-    st.button("Cancel", icon=":material/stop_circle:", key="cancel_training")
+    cancel = st.empty()
+    cancel.button("Cancel", icon=":material/stop_circle:", key="cancel_training")
     models = state.train_all(dataset.candles, settings, state.TrainingDisplay())
+    cancel.empty()
     status.success(f"Trained {len(models)} models.")
 else:
     models = state.train_all(dataset.candles, settings, None, train=False)

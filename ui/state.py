@@ -17,14 +17,16 @@ Test and deployment hooks (environment variables, all optional):
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import io
 import json
 import os
+import runpy
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -90,6 +92,36 @@ class Dataset:
         return fc.quality_report(
             self.traded, self.timeframe, calendar=self.calendar, duplicates=self.duplicates
         )
+
+
+# --- the frame -----------------------------------------------------------------------------
+
+_frame = threading.local()
+APP_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "app.py")
+
+
+@contextlib.contextmanager
+def framed() -> Iterator[None]:
+    """Mark the page run as happening inside the frame (``app.py`` wraps ``page.run()``)."""
+    _frame.active = True
+    try:
+        yield
+    finally:
+        _frame.active = False
+
+
+def page_setup() -> Selection:
+    """Call first in every page: the shared selection, running the frame if it did not.
+
+    A folder called ``pages/`` beside ``app.py`` makes a freshly started Streamlit server
+    run the first deep link (``/compare``) as a page of its own, without the frame,
+    until ``st.navigation`` has run once in the process. The page then runs the frame
+    itself, which draws the sidebar and runs this page again inside it, and stops.
+    """
+    if not getattr(_frame, "active", False):
+        runpy.run_path(APP_PATH, run_name="__main__")
+        st.stop()
+    return st.session_state["selection"]
 
 
 # --- settings ---------------------------------------------------------------------------

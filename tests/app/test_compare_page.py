@@ -35,7 +35,7 @@ def test_compare_page_runs_and_reports(app_env):
     app.get("form_submit_button")[0].click().run()
     assert not app.exception
     assert not app.error
-    metrics = app.dataframe[0].value
+    metrics = app.table[0].value
     assert list(metrics.index) == ["naive", "drift", "lstm"]
     assert "beats naive (MASE < 1)" in metrics.columns
     assert metrics.loc["naive", "n"] == 3 * 30 - 3  # 30 origins x 3 steps, minus the end
@@ -49,7 +49,7 @@ def test_compare_page_runs_and_reports(app_env):
     app.switch_page("pages/data.py").run()
     app.switch_page("pages/compare.py").run()
     assert not any("Run comparison" in i.value for i in app.info)
-    assert list(app.dataframe[0].value.index) == ["naive", "drift", "lstm"]
+    assert list(app.table[0].value.index) == ["naive", "drift", "lstm"]
     # The experiment bundle holds settings, data hash, metrics, forecasts and charts.
     bundle = next(b for b in app.get("download_button") if "bundle" in b.proto.label)
     assert bundle.proto.label == "Experiment bundle (zip)"

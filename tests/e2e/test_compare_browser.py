@@ -1,0 +1,33 @@
+"""The Compare page in a real browser: a deep link, a run, and the metrics table."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.e2e.conftest import ROOT
+
+pytestmark = pytest.mark.e2e
+
+
+def test_compare_deep_link_runs_and_shows_metrics(browser_page, streamlit_url):
+    page = browser_page
+    # A deep link to a page is the first request this session makes.
+    page.goto(f"{streamlit_url}/compare")
+    page.get_by_role("button", name="Run comparison").wait_for(timeout=60_000)
+    for model in ("lstm", "prophet", "seasonal_naive"):
+        page.get_by_role("button", name=f"Remove {model}").click()
+    page.get_by_label("Test candles").fill("30")
+    page.get_by_role("button", name="Run comparison").click()
+    page.get_by_text("Is it really better than naive?").wait_for(timeout=120_000)
+    table = page.locator("[data-testid='stTable']").first
+    table.wait_for(timeout=30_000)
+    text = table.inner_text()
+    assert "beats naive" in text
+    assert "mase" in text
+    for model in ("naive", "drift", "moving_average"):
+        assert page.get_by_text(model).first.is_visible()
+    assert page.get_by_text("at the 5 % level").first.is_visible()
+    assert page.locator("[data-testid='stException']").count() == 0
+    shots = ROOT / "test-artifacts"
+    shots.mkdir(exist_ok=True)
+    page.screenshot(path=str(shots / "compare-page.png"), full_page=True)
