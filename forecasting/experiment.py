@@ -15,6 +15,7 @@ from typing import Any
 
 import pandas as pd
 
+from forecasting.errors import Cancelled, ConfigurationError
 from forecasting.evaluation import (
     Backtest,
     BacktestSettings,
@@ -68,11 +69,26 @@ class ExperimentSettings:
     seed: int = 42
 
     def build_models(self) -> dict[str, Any]:
-        """Unfitted models by alias, with the horizon and seed applied where they exist."""
+        """Unfitted models by alias, with the horizon and seed applied where they exist.
+
+        Raises
+        ------
+        ConfigurationError
+            For an unknown alias, or settings a model does not have.
+        """
         aliases = list(dict.fromkeys(["naive", *self.models]))
         built = {}
         for alias in aliases:
-            settings = dict(self.model_settings.get(alias, {}))
+            given = self.model_settings.get(alias)
+            given = {} if given is None else given  # JSON null: the defaults
+            # Settings arrive as JSON from the command line: {"lstm": 5} is a user's
+            # mistake to report, not a TypeError to crash on.
+            if not isinstance(given, Mapping):
+                raise ConfigurationError(
+                    f"Settings for {alias} must be an object of name: value pairs, e.g. "
+                    f'{{"{alias}": {{"level": 0.8}}}}; got {given!r}.'
+                )
+            settings = dict(given)
             params = MODELS[alias]().get_params() if alias in MODELS else {}
             if "horizon" in params:
                 settings["horizon"] = max(int(settings.get("horizon", 0)), self.backtest.horizon)
@@ -105,16 +121,18 @@ class ExperimentResult:
 
     def to_json(self) -> dict[str, Any]:
         """The ``compare --json`` document."""
+        # to_dict(orient="index") keeps each column's type; iterrows would turn a row of
+        # mixed columns into floats, and counts (n, direction_calls) would read 39.0.
         by_horizon: dict[str, dict[str, Any]] = {}
-        for (model, step), row in self.by_horizon.iterrows():
-            by_horizon.setdefault(model, {})[str(step)] = _clean(row.to_dict())
+        for (model, step), row in self.by_horizon.to_dict(orient="index").items():
+            by_horizon.setdefault(model, {})[str(step)] = _clean(row)
         return {
             "settings": self.settings.to_dict(),
             "data": self.data,
-            "metrics": {m: _clean(r.to_dict()) for m, r in self.metrics.iterrows()},
+            "metrics": {m: _clean(r) for m, r in self.metrics.to_dict(orient="index").items()},
             "by_horizon": by_horizon,
             "dm_tests": [_clean(r) for r in self.dm_tests.to_dict(orient="records")],
-            "copy_check": {m: _clean(r.to_dict()) for m, r in self.copy.iterrows()},
+            "copy_check": {m: _clean(r) for m, r in self.copy.to_dict(orient="index").items()},
             "future": {alias: f.to_records() for alias, f in self.future.items()},
         }
 
@@ -172,6 +190,9 @@ def run_experiment(
     forecasts: dict[str, Forecast] = {}
     if future:
         for position, (alias, template) in enumerate(models.items()):
+            # Only the LSTM polls should_stop inside its fit: ask between models too.
+            if should_stop is not None and should_stop():
+                raise Cancelled("The experiment was cancelled.")
             model = template.clone().fit(candles, should_stop=should_stop)
             forecasts[alias] = model.predict(settings.backtest.horizon)
             if progress is not None:

@@ -13,6 +13,7 @@ while predicting nothing.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -43,7 +44,8 @@ class DMResult:
     n
         Paired forecasts compared.
     horizon
-        Steps ahead of the forecasts (lags of autocorrelation allowed: ``horizon - 1``).
+        Steps ahead of the forecasts (lags of autocorrelation allowed: ``horizon - 1``);
+        in :func:`dm_table`, fewer when the origins are more than a candle apart.
     loss
         ``"squared"`` or ``"absolute"``.
     alternative
@@ -91,7 +93,14 @@ def diebold_mariano(
     ------
     InsufficientHistory
         With fewer than three pairs, or when the losses never differ.
+    ValueError
+        For an unknown ``loss`` or ``alternative``.
     """
+    # Checked first, so a typo fails the same way (ValueError) whatever the data.
+    if loss not in LOSSES:
+        raise ValueError(f"unknown loss {loss!r}; use one of {', '.join(LOSSES)}")
+    if alternative not in ("two-sided", "less", "greater"):
+        raise ValueError(f"unknown alternative {alternative!r}")
     actual = np.asarray(actual, dtype="float64")
     a = np.asarray(forecast_a, dtype="float64")
     b = np.asarray(forecast_b, dtype="float64")
@@ -116,10 +125,8 @@ def diebold_mariano(
         pvalue = 2 * distribution.sf(abs(statistic))
     elif alternative == "less":
         pvalue = distribution.cdf(statistic)
-    elif alternative == "greater":
-        pvalue = distribution.sf(statistic)
     else:
-        raise ValueError(f"unknown alternative {alternative!r}")
+        pvalue = distribution.sf(statistic)
     return DMResult(statistic, float(pvalue), n, int(horizon), loss, alternative, float(mean))
 
 
@@ -133,9 +140,15 @@ def dm_table(
     """DM tests per horizon step: each model against ``baseline``, and LSTM against Prophet.
 
     Two-sided tests; ``verdict`` says it in words, e.g. "lstm is not significantly
-    better than naive at the 5 % level".
+    better than naive at the 5 % level". A pair whose test is undefined (losses that
+    never differ, a variance estimate that is not positive) has no row.
+
+    The step-``h`` forecasts come from origins ``stride`` candles apart, so their errors
+    share target candles only up to lag ``ceil(h / stride) - 1``: that is the
+    ``horizon`` each test allows for (``h`` itself when every candle is an origin).
     """
     forecasts = backtest.forecasts
+    stride = max(int(backtest.settings.stride), 1)
     models = backtest.models
     pairs = [(m, baseline) for m in models if m != baseline and baseline in models]
     if "lstm" in models and "prophet" in models:
@@ -153,7 +166,10 @@ def dm_table(
                     actual.loc[both.index].to_numpy(),
                     both[first].to_numpy(),
                     both[second].to_numpy(),
-                    horizon=int(step),
+                    # Origins further apart than a step overlap less: counting lags
+                    # that share no target only adds noise (and can turn the variance
+                    # estimate negative, which drops the test).
+                    horizon=math.ceil(int(step) / stride),
                     loss=loss,
                 )
             except InsufficientHistory:
@@ -167,7 +183,10 @@ def dm_table(
                     "verdict": _verdict(first, second, result, level),
                 }
             )
-    return pd.DataFrame(rows)
+    # Named columns even without a row (a single model, too few forecasts), so that
+    # dm_tests.csv keeps its header and callers can select columns.
+    columns = ["step", "model", "against", *DMResult.__dataclass_fields__, "verdict"]
+    return pd.DataFrame(rows, columns=columns)
 
 
 def _verdict(first: str, second: str, result: DMResult, level: float) -> str:

@@ -61,20 +61,35 @@ class BacktestSettings:
     test_size
         Candles in the test period (the last ones). Ignored when ``test_start`` is set.
     test_start
-        First candle of the test period, instead of ``test_size``.
+        First candle of the test period, instead of ``test_size`` (anything
+        ``pd.Timestamp`` reads; a time without a zone is UTC).
     stride
         Candles between consecutive origins within a fold.
     window
         ``None`` for an expanding training window (all candles before the cutoff), or
-        the number of most recent candles to train on (rolling).
+        the number of most recent candles to train on (rolling; at least 2).
     """
 
     horizon: int = 7
     folds: int = 3
     test_size: int = 120
-    test_start: pd.Timestamp | None = None
+    test_start: pd.Timestamp | str | None = None
     stride: int = 1
     window: int | None = None
+
+    def __post_init__(self) -> None:
+        # A date typed as text, or without a time zone, means UTC as everywhere else in
+        # the package: the candles' index is UTC, and comparing a naive timestamp with
+        # it raises a TypeError (and a string has no ``isoformat`` for ``to_dict``).
+        if self.test_start is not None:
+            try:
+                start = pd.Timestamp(self.test_start)
+            except (TypeError, ValueError) as exc:
+                raise ConfigurationError(
+                    f"The test period's start {self.test_start!r} is not a date."
+                ) from exc
+            start = start.tz_localize("UTC") if start.tz is None else start.tz_convert("UTC")
+            object.__setattr__(self, "test_start", start)
 
     def to_dict(self) -> dict:
         """JSON-ready settings."""
@@ -157,6 +172,13 @@ def make_folds(index: pd.DatetimeIndex, settings: BacktestSettings) -> list[Fold
     horizon, folds, stride = int(settings.horizon), int(settings.folds), int(settings.stride)
     if horizon < 1 or folds < 1 or stride < 1:
         raise ConfigurationError("horizon, folds and stride must each be at least 1.")
+    # A window of 0 would train on nothing (iloc[a:a]), and one candle has no one-step
+    # change to scale MASE by.
+    if settings.window is not None and int(settings.window) < 2:
+        raise ConfigurationError(
+            f"The rolling training window must be at least 2 candles, got {settings.window}. "
+            "Leave it empty for an expanding window."
+        )
     if settings.test_start is not None:
         start = int(index.searchsorted(settings.test_start))
         test_size = n - start
@@ -175,7 +197,8 @@ def make_folds(index: pd.DatetimeIndex, settings: BacktestSettings) -> list[Fold
         )
     bounds = np.linspace(first_target, n, folds + 1).round().astype(int)
     out = []
-    for number, (a, b) in enumerate(zip(bounds[:-1], bounds[1:], strict=True), start=1):
+    # Plain ints, not numpy's: positions are compared, printed and serialised.
+    for number, (a, b) in enumerate(zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True), 1):
         cutoff = a - 1
         origins = tuple(range(cutoff, b - 1, stride))
         train_start = 0 if settings.window is None else max(0, a - int(settings.window))
@@ -229,6 +252,9 @@ def walk_forward(
             model = template.clone().fit(train, should_stop=should_stop)
             levels[name] = getattr(model, "level", None)
             for origin in fold.origins:
+                # Forecasting from many origins (Prophet's sampling) takes long too.
+                if should_stop is not None and should_stop():
+                    raise Cancelled("The backtest was cancelled.")
                 steps = min(horizon, n - 1 - origin)
                 if steps < 1:
                     continue

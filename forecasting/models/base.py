@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Self
@@ -110,6 +111,36 @@ class Forecaster:
         names = [p for p in inspect.signature(type(self).__init__).parameters if p not in ("self",)]
         return {name: getattr(self, name) for name in names}
 
+    def _check_types(self) -> None:
+        """Each setting must have the kind of value its default has (``"x"`` is no epoch
+        count): a clear message here instead of a ``TypeError`` deep inside a fit."""
+        signature = inspect.signature(type(self).__init__).parameters
+        for name, value in self.get_params().items():
+            default = signature[name].default
+            if default is inspect.Parameter.empty or default is None or value is None:
+                continue
+            if isinstance(default, bool):
+                allowed: tuple[type, ...] = (bool, str) if isinstance(value, str) else (bool,)
+            elif isinstance(default, int):
+                allowed = (numbers.Integral,)
+            elif isinstance(default, float):
+                allowed = (numbers.Real,)
+            elif isinstance(default, str):
+                allowed = (
+                    (str, bool) if name.endswith("seasonality") or name == "jit_compile" else (str,)
+                )
+            else:
+                continue
+            numeric_bool = (
+                isinstance(value, bool)
+                and isinstance(default, int | float)
+                and not isinstance(default, bool)
+            )
+            if not isinstance(value, allowed) or numeric_bool:
+                raise ConfigurationError(
+                    f"{self.title or self.alias}: {name} must be {_kind(default)}, got {value!r}."
+                )
+
     def clone(self) -> Self:
         """A new, unfitted model with the same settings."""
         return type(self)(**copy.deepcopy(self.get_params()))
@@ -153,6 +184,7 @@ class Forecaster:
         # otherwise leave this fit's history beside the previous fit's learned state, and
         # predict would silently mix the two: any failed fit leaves the model unfitted.
         self._forget_fit()
+        self._check_types()
         level = getattr(self, "level", None)
         if level is not None and not 0 < level < 1:
             raise ConfigurationError(
@@ -234,3 +266,13 @@ class Forecaster:
         self, horizon: int, history: pd.DataFrame
     ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
         raise NotImplementedError
+
+
+def _kind(default: object) -> str:
+    if isinstance(default, bool):
+        return "true or false"
+    if isinstance(default, int):
+        return "a whole number"
+    if isinstance(default, float):
+        return "a number"
+    return "text"
