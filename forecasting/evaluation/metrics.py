@@ -10,6 +10,10 @@ formula (the tests recompute each one independently):
 * ``mase``  mean |y - ŷ| / s, with s the fold's in-sample one-step naive MAE (the mean
   absolute change of the training closes): below 1 beats the one-step naive forecast
   *as scaled in-sample*
+* ``mae_vs_naive`` the model's MAE over the naive forecast's MAE on the same pairs: below
+  1 beats naive out of sample. MASE's in-sample one-step scale is smaller than
+  multi-step errors at later, higher prices, so on long price histories even naive's
+  MASE is well above 1; this ratio is the fair reading of "beats naive"
 * ``directional_accuracy`` share of forecasts that call the direction of the move from
   the origin right, among those that call one (a forecast equal to the last close calls
   none, so naive has no directional accuracy); ``directional_pvalue`` is the one-sided
@@ -39,6 +43,7 @@ METRIC_COLUMNS = [
     "coverage",
     "width",
     "n",
+    "mae_vs_naive",
 ]
 
 
@@ -88,9 +93,10 @@ def score(backtest: Backtest) -> pd.DataFrame:
         model: _metrics(rows, _scale(backtest, rows))
         for model, rows in forecasts.groupby("model", sort=False)
     }
-    return pd.DataFrame.from_dict(table, orient="index", columns=METRIC_COLUMNS).rename_axis(
-        "model"
-    )
+    frame = pd.DataFrame.from_dict(table, orient="index", columns=METRIC_COLUMNS)
+    if "naive" in frame.index:
+        frame["mae_vs_naive"] = frame["mae"] / frame.loc["naive", "mae"]
+    return frame.rename_axis("model")
 
 
 def score_by_horizon(backtest: Backtest) -> pd.DataFrame:
@@ -102,4 +108,8 @@ def score_by_horizon(backtest: Backtest) -> pd.DataFrame:
     }
     frame = pd.DataFrame.from_dict(table, orient="index", columns=METRIC_COLUMNS)
     frame.index = pd.MultiIndex.from_tuples(frame.index, names=["model", "step"])
+    if "naive" in frame.index.get_level_values("model"):
+        naive_mae = frame.xs("naive", level="model")["mae"]
+        steps = frame.index.get_level_values("step")
+        frame["mae_vs_naive"] = frame["mae"].to_numpy() / naive_mae.reindex(steps).to_numpy()
     return frame
