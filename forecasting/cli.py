@@ -96,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument(
         "--test-size", type=int, default=120, help="candles in the test period (default 120)"
     )
+    compare.add_argument(
+        "--test-start", help="first candle of the test period, ISO-8601 (instead of --test-size)"
+    )
     compare.add_argument("--stride", type=int, default=1, help="candles between origins")
     compare.add_argument(
         "--window", type=int, help="rolling training window in candles (default: expanding)"
@@ -255,6 +258,7 @@ def _compare(args: argparse.Namespace) -> int:
             test_size=args.test_size,
             stride=args.stride,
             window=args.window,
+            test_start=parse_time(args.test_start, name="--test-start"),
         ),
         seed=args.seed,
     )

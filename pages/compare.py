@@ -52,6 +52,12 @@ with st.form(FORM):
         help="0: expanding (train on all earlier candles); otherwise the last N candles.",
     )
     state.seed_input(columns[5], FORM)
+    st.date_input(
+        "Test period from (optional)",
+        value=None,
+        key=state.remember("compare.test_start", None, form=FORM),
+        help="Start the test period on this date instead of using the last N test candles.",
+    )
     run = st.form_submit_button(
         "Run comparison",
         type="primary",

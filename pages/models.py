@@ -59,6 +59,16 @@ with st.form(FORM):
             "Use the Features page's indicators as inputs",
             key=state.remember("lstm.use_features", True, form=FORM),
         )
+        a.selectbox(
+            "Noise reduction of inputs",
+            ["none", "hampel", "median"],
+            key=state.remember("lstm.denoise", "none", form=FORM),
+            help="Trailing Hampel filter (outliers to the median) or rolling median, on the "
+            "inputs only: the returns it is trained on and scored against stay real.",
+        )
+        b.number_input(
+            "Noise window", 2, 100, key=state.remember("lstm.denoise_window", 7, form=FORM)
+        )
     with prophet_column:
         st.subheader("Prophet")
         st.toggle("Train Prophet", key=state.remember("prophet.enabled", True, form=FORM))
@@ -95,6 +105,16 @@ with st.form(FORM):
         st.toggle(
             "Features as extra regressors (lagged by the horizon)",
             key=state.remember("prophet.regressors", False, form=FORM),
+        )
+        c.selectbox(
+            "Noise reduction of training prices",
+            ["none", "hampel", "median"],
+            key=state.remember("prophet.denoise", "none", form=FORM),
+            help="Trailing filter on the prices Prophet is fitted on; forecasts are scored "
+            "against the real closes.",
+        )
+        d.number_input(
+            "Noise window ", 2, 100, key=state.remember("prophet.denoise_window", 7, form=FORM)
         )
     train = st.form_submit_button(
         "Train",

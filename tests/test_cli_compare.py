@@ -358,3 +358,20 @@ def test_source_failures_print_one_line(args, phrase, code) -> None:
     result = _run("compare", *args)
     _assert_one_line_failure(result, phrase)
     assert result.returncode == code
+
+
+def test_test_start_sets_the_test_period(candles, data_file, tmp_path) -> None:
+    start = candles.index[-30]
+    out = tmp_path / "forecasts.csv"
+    result = _run(
+        "compare", "--data", str(data_file), "--models", "naive", "--horizon", "1",
+        "--folds", "2", "--test-start", start.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "--forecasts-out", str(out), "--json",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    rows = pd.read_csv(out)
+    assert rows["timestamp"].min() == start.strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert len(rows) == 30
+    assert json.loads(result.stdout)["settings"]["backtest"]["test_start"].startswith(
+        start.strftime("%Y-%m-%d")
+    )

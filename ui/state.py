@@ -651,6 +651,8 @@ def model_settings() -> dict[str, Any]:
             "seasonality_mode": setting("prophet.seasonality_mode", "additive"),
             "max_train_candles": int(setting("prophet.max_train_candles", 3000)),
             "regressors": features if setting("prophet.regressors", False) else "",
+            "denoise": setting("prophet.denoise", "none"),
+            "denoise_window": int(setting("prophet.denoise_window", 7)),
             "horizon": horizon,
             "level": level,
             "seed": seed,
@@ -669,6 +671,8 @@ def model_settings() -> dict[str, Any]:
             "target": setting("lstm.target", "log_return"),
             "interval": setting("lstm.interval", "conformal"),
             "features": features if setting("lstm.use_features", True) else "",
+            "denoise": setting("lstm.denoise", "none"),
+            "denoise_window": int(setting("lstm.denoise_window", 7)),
             "level": level,
             "seed": seed,
         }
@@ -774,6 +778,7 @@ def compare_settings() -> ExperimentSettings:
     chosen = setting("compare.models", list(DEFAULT_MODELS))
     per_model = model_settings()["models"]
     window = int(setting("compare.window", 0)) or None
+    test_start = setting("compare.test_start", None)
     return ExperimentSettings(
         models=tuple(chosen),
         model_settings={alias: per_model.get(alias, {}) for alias in chosen},
@@ -783,6 +788,7 @@ def compare_settings() -> ExperimentSettings:
             test_size=int(setting("compare.test_size", 120)),
             stride=int(setting("compare.stride", 1)),
             window=window,
+            test_start=pd.Timestamp(test_start, tz="UTC") if test_start else None,
         ),
         seed=int(setting("seed", 42)),
     )

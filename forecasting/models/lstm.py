@@ -33,6 +33,7 @@ import pandas as pd
 from forecasting.errors import Cancelled, ConfigurationError, InsufficientHistory
 from forecasting.features import compute_features, parse_features, warmup_length
 from forecasting.models.base import Forecaster, ProgressCallback
+from forecasting.preprocessing import denoise
 
 __all__ = ["LSTM"]
 
@@ -153,6 +154,9 @@ class LSTM(Forecaster):
         Forward passes for MC dropout.
     seed
         Random seed: the same seed gives the same forecast.
+    denoise, denoise_window
+        Optional noise reduction of the inputs (``"none"``, ``"hampel"``, ``"median"``)
+        over a trailing window; see :mod:`forecasting.preprocessing`.
     jit_compile
         Keras' XLA switch (``"auto"`` lets Keras decide; LSTM layers fall back without it).
     """
@@ -179,6 +183,8 @@ class LSTM(Forecaster):
         mc_samples: int = 50,
         seed: int = 42,
         jit_compile: bool | str = "auto",
+        denoise: str = "none",
+        denoise_window: int = 7,
     ) -> None:
         self.lookback = lookback
         self.horizon = horizon
@@ -197,6 +203,8 @@ class LSTM(Forecaster):
         self.mc_samples = mc_samples
         self.seed = seed
         self.jit_compile = jit_compile
+        self.denoise = denoise
+        self.denoise_window = denoise_window
 
     # --- data -------------------------------------------------------------------------
 
@@ -219,7 +227,8 @@ class LSTM(Forecaster):
         if specs:
             features = compute_features(candles, specs, drop_warmup=False)
             base = pd.concat([base, features], axis=1)
-        return base.dropna()
+        # Trailing filters only, on inputs only: the targets stay the real returns.
+        return denoise(base, self.denoise, self.denoise_window).dropna()
 
     def _targets(self, close: np.ndarray) -> np.ndarray:
         """Per row t: the next ``horizon`` values of the target series (NaN past the end)."""

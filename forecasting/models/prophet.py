@@ -21,6 +21,7 @@ import pandas as pd
 from forecasting.errors import ConfigurationError
 from forecasting.features import compute_features, parse_features, warmup_length
 from forecasting.models.base import Forecaster
+from forecasting.preprocessing import denoise
 
 __all__ = ["ProphetModel"]
 
@@ -57,6 +58,10 @@ class ProphetModel(Forecaster):
         Simulations behind the interval.
     seed
         Seed for those simulations: the same seed gives the same interval.
+    denoise, denoise_window
+        Optional noise reduction (``"none"``, ``"hampel"``, ``"median"``) of the training
+        prices over a trailing window (see :mod:`forecasting.preprocessing`); forecasts
+        are still scored against the real closes.
     """
 
     alias = "prophet"
@@ -76,6 +81,8 @@ class ProphetModel(Forecaster):
         horizon: int = 7,
         uncertainty_samples: int = 300,
         seed: int = 42,
+        denoise: str = "none",
+        denoise_window: int = 7,
     ) -> None:
         self.changepoint_prior_scale = changepoint_prior_scale
         self.weekly_seasonality = weekly_seasonality
@@ -89,6 +96,8 @@ class ProphetModel(Forecaster):
         self.horizon = horizon
         self.uncertainty_samples = uncertainty_samples
         self.seed = seed
+        self.denoise = denoise
+        self.denoise_window = denoise_window
 
     def _specs(self):
         return parse_features(self.regressors) if self.regressors else ()
@@ -130,6 +139,7 @@ class ProphetModel(Forecaster):
 
         self.train_candles_ = min(len(candles), int(self.max_train_candles))
         frame = self._frame(candles).iloc[-self.train_candles_ :].dropna()
+        frame["y"] = denoise(frame[["y"]], self.denoise, self.denoise_window)["y"].to_numpy()
         self.model_ = Prophet(
             changepoint_prior_scale=float(self.changepoint_prior_scale),
             weekly_seasonality=self.weekly_seasonality,
