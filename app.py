@@ -23,6 +23,9 @@ page = st.navigation(
         st.Page("pages/compare.py", title="Compare", icon=":material/leaderboard:"),
     ]
 )
+state.restore_from_link()
 st.session_state["selection"] = state.sidebar()
+state.sync_link()
+state.link_notice()
 with state.framed():
     page.run()

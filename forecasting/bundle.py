@@ -23,7 +23,10 @@ __all__ = ["experiment_bundle"]
 
 
 def experiment_bundle(
-    result: ExperimentResult, figures: Mapping[str, go.Figure] | None = None
+    result: ExperimentResult,
+    figures: Mapping[str, go.Figure] | None = None,
+    *,
+    extra_files: Mapping[str, str] | None = None,
 ) -> bytes:
     """The zip's bytes.
 
@@ -33,6 +36,9 @@ def experiment_bundle(
         The experiment.
     figures
         Charts by file stem, written as standalone HTML (Plotly's JavaScript included).
+    extra_files
+        More text files by name (the app adds ``app_settings.json``, the settings a
+        bundle restores).
     """
     document = result.to_json()
     future = pd.concat(
@@ -48,6 +54,8 @@ def experiment_bundle(
         archive.writestr("copy_check.csv", result.copy.to_csv())
         archive.writestr("forecasts.csv", result.forecasts_table().to_csv(index=False))
         archive.writestr("future.csv", future.to_csv())
+        for name, text in (extra_files or {}).items():
+            archive.writestr(name, text)
         for name, figure in (figures or {}).items():
             archive.writestr(
                 f"charts/{name}.html", figure.to_html(include_plotlyjs=True, full_html=True)

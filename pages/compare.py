@@ -21,26 +21,36 @@ st.caption(
     "the candles before the fold only and forecasts from the same origins"
 )
 
+with st.expander("Restore settings from an experiment bundle"):
+    st.file_uploader(
+        "Experiment bundle (zip)",
+        type=["zip"],
+        key="bundle_upload",
+        on_change=state.restore_uploaded_bundle,
+        help="Only the settings are read back (as JSON text); nothing in the file is run.",
+    )
+state.bundle_notice()
+
 FORM = "compare_settings"
 with st.form(FORM):
     st.multiselect(
         "Models",
         list(DEFAULT_MODELS),
-        key=state.remember("compare.models", list(DEFAULT_MODELS), form=FORM),
+        key=state.remember("compare.models", form=FORM),
         help="Naive is always included: it is what every model has to beat. LSTM and Prophet "
         "use the settings of the Models page.",
     )
     columns = st.columns(6)
     state.horizon_input(columns[0], FORM)
-    columns[1].number_input("Folds", 1, 10, key=state.remember("compare.folds", 3, form=FORM))
+    columns[1].number_input("Folds", 1, 10, key=state.remember("compare.folds", form=FORM))
     columns[2].number_input(
-        "Test candles", 10, 5000, step=10, key=state.remember("compare.test_size", 120, form=FORM)
+        "Test candles", 10, 5000, step=10, key=state.remember("compare.test_size", form=FORM)
     )
     columns[3].number_input(
         "Stride",
         1,
         100,
-        key=state.remember("compare.stride", 1, form=FORM),
+        key=state.remember("compare.stride", form=FORM),
         help="Candles between origins.",
     )
     columns[4].number_input(
@@ -48,14 +58,14 @@ with st.form(FORM):
         0,
         100_000,
         step=100,
-        key=state.remember("compare.window", 0, form=FORM),
+        key=state.remember("compare.window", form=FORM),
         help="0: expanding (train on all earlier candles); otherwise the last N candles.",
     )
     state.seed_input(columns[5], FORM)
     st.date_input(
         "Test period from (optional)",
         value=None,
-        key=state.remember("compare.test_start", None, form=FORM),
+        key=state.remember("compare.test_start", form=FORM),
         help="Start the test period on this date instead of using the last N test candles.",
     )
     run = st.form_submit_button(
@@ -98,6 +108,8 @@ figures = {
         title=f"Next {settings.backtest.horizon} candles, every model refitted on all data",
     ),
 }
+st.caption("Link that reproduces this experiment (copy it with the button on the right):")
+st.code(state.share_link(), language=None)
 st.plotly_chart(figures["backtest"], key="backtest_chart")
 
 st.subheader("Metrics")
@@ -154,7 +166,7 @@ downloads[1].download_button(
 )
 downloads[2].download_button(
     "Experiment bundle (zip)",
-    lambda: experiment_bundle(result, figures),
+    lambda: experiment_bundle(result, figures, extra_files=state.bundle_files()),
     "experiment.zip",
     "application/zip",
     icon=":material/folder_zip:",

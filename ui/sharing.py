@@ -1,0 +1,203 @@
+"""Every experiment setting, its default and its valid values, and its text form in a URL.
+
+One table (:data:`SPECS`) names every setting a user can change. The pages take their
+defaults and widget limits from it, links carry each setting as a query parameter, and
+restoring from a link or from a bundle goes through :func:`parse`, which refuses anything
+outside the table, so a crafted link can only choose among valid settings.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from forecasting.errors import ForecastingError
+from forecasting.experiment import DEFAULT_MODELS
+from forecasting.features import DEFAULT_FEATURES, FEATURE_KINDS
+from forecasting.ohlcv import timeframe_seconds
+from forecasting.preprocessing import DENOISERS
+
+__all__ = ["SIDEBAR", "SPECS", "Spec", "parse", "serialize"]
+
+
+@dataclass(frozen=True)
+class Spec:
+    """One setting: default, and what values are valid.
+
+    Attributes
+    ----------
+    default
+        The value on first open; its type is the setting's type.
+    choices
+        Valid values, where only some are.
+    lo, hi
+        Bounds for numbers (inclusive).
+    many
+        A list of values from ``choices`` (a multiselect).
+    """
+
+    default: Any
+    choices: tuple | None = None
+    lo: float | None = None
+    hi: float | None = None
+    many: bool = False
+
+    def limits(self) -> dict[str, Any]:
+        """``min_value``/``max_value`` for ``st.number_input``/``st.slider``."""
+        return {"min_value": self.lo, "max_value": self.hi}
+
+
+SEASONALITY = ("auto", True, False)
+
+SPECS: dict[str, Spec] = {
+    "horizon": Spec(7, lo=1, hi=60),
+    "seed": Spec(42, lo=0, hi=2**31 - 1),
+    "level": Spec(0.9, choices=(0.5, 0.8, 0.9, 0.95)),
+    "lstm.enabled": Spec(True),
+    "lstm.lookback": Spec(30, lo=5, hi=365),
+    "lstm.layers": Spec(1, lo=1, hi=3),
+    "lstm.units": Spec(32, lo=4, hi=256),
+    "lstm.dropout": Spec(0.1, lo=0.0, hi=0.5),
+    "lstm.epochs": Spec(30, lo=1, hi=500),
+    "lstm.batch_size": Spec(64, lo=8, hi=1024),
+    "lstm.learning_rate": Spec(1e-3, choices=(1e-4, 3e-4, 1e-3, 3e-3, 1e-2)),
+    "lstm.patience": Spec(5, lo=1, hi=50),
+    "lstm.target": Spec("log_return", choices=("log_return", "price")),
+    "lstm.interval": Spec("conformal", choices=("conformal", "mc_dropout")),
+    "lstm.use_features": Spec(True),
+    "lstm.denoise": Spec("none", choices=DENOISERS),
+    "lstm.denoise_window": Spec(7, lo=2, hi=100),
+    "prophet.enabled": Spec(True),
+    "prophet.changepoint_prior_scale": Spec(0.05, choices=(0.001, 0.01, 0.05, 0.1, 0.5)),
+    "prophet.weekly": Spec("auto", choices=SEASONALITY),
+    "prophet.yearly": Spec("auto", choices=SEASONALITY),
+    "prophet.seasonality_mode": Spec("additive", choices=("additive", "multiplicative")),
+    "prophet.max_train_candles": Spec(3000, lo=100, hi=20_000),
+    "prophet.regressors": Spec(False),
+    "prophet.denoise": Spec("none", choices=DENOISERS),
+    "prophet.denoise_window": Spec(7, lo=2, hi=100),
+    "compare.models": Spec(list(DEFAULT_MODELS), choices=DEFAULT_MODELS, many=True),
+    "compare.folds": Spec(3, lo=1, hi=10),
+    "compare.test_size": Spec(120, lo=10, hi=5000),
+    "compare.stride": Spec(1, lo=1, hi=100),
+    "compare.window": Spec(0, lo=0, hi=100_000),
+    "compare.test_start": Spec(None),
+    "features.kinds": Spec(
+        [spec.kind for spec in DEFAULT_FEATURES], choices=tuple(FEATURE_KINDS), many=True
+    ),
+}
+for _kind, _info in FEATURE_KINDS.items():
+    for _name, _default in zip(_info.param_names, _info.defaults, strict=True):
+        if isinstance(_default, int):
+            SPECS[f"features.{_kind}.{_name}"] = Spec(_default, lo=1, hi=500)
+        else:
+            SPECS[f"features.{_kind}.{_name}"] = Spec(float(_default), lo=0.1, hi=10.0)
+
+# The sidebar's data selection: plain widget keys, validated by kind.
+SIDEBAR = ("source", "exchange", "symbol", "timeframe", "start", "end", "fill_gaps")
+SOURCES = ("exchange", "csv", "sample")
+
+
+def serialize(value: Any) -> str:
+    """The text form of a value in a URL."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list | tuple):
+        return ",".join(serialize(v) for v in value)
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    return str(value)
+
+
+def parse(name: str, text: str) -> Any:
+    """The value of setting ``name`` from its text form.
+
+    Raises
+    ------
+    ValueError
+        When the name is unknown or the value is not valid for it.
+    """
+    text = str(text).strip()
+    if name in SIDEBAR:
+        return _parse_sidebar(name, text)
+    if name not in SPECS:
+        raise ValueError("unknown setting")
+    spec = SPECS[name]
+    if name == "compare.test_start":
+        return None if text in ("", "none") else dt.date.fromisoformat(text)
+    if spec.many:
+        values = [v.strip() for v in text.split(",") if v.strip()]
+        bad = [v for v in values if v not in spec.choices]
+        if bad or not values:
+            raise ValueError(f"not among {', '.join(map(str, spec.choices))}")
+        return list(dict.fromkeys(values))
+    value = _typed(text, spec.default, spec.choices)
+    if spec.choices is not None and value not in spec.choices:
+        raise ValueError(f"not among {', '.join(map(str, spec.choices))}")
+    if spec.lo is not None and not spec.lo <= value <= spec.hi:
+        raise ValueError(f"outside {spec.lo}..{spec.hi}")
+    return value
+
+
+def _typed(text: str, default: Any, choices: tuple | None) -> Any:
+    if choices is not None and any(isinstance(c, bool) for c in choices):
+        mapping = {serialize(c): c for c in choices}
+        if text not in mapping:
+            raise ValueError("not a valid choice")
+        return mapping[text]
+    if isinstance(default, bool):
+        if text not in ("true", "false"):
+            raise ValueError("not true or false")
+        return text == "true"
+    if isinstance(default, int):
+        return int(text)
+    if isinstance(default, float):
+        value = float(text)
+        if choices is not None:
+            # 0.001 and 1e-3 are the same choice: match by value, keep the choice itself.
+            match = [c for c in choices if abs(c - value) <= 1e-12 * max(1.0, abs(c))]
+            return match[0] if match else value
+        return value
+    return text
+
+
+def _parse_sidebar(name: str, text: str) -> Any:
+    if name == "source":
+        if text not in SOURCES:
+            raise ValueError(f"not among {', '.join(SOURCES)}")
+        return text
+    if name in ("start", "end"):
+        return dt.date.fromisoformat(text)
+    if name == "fill_gaps":
+        if text not in ("true", "false"):
+            raise ValueError("not true or false")
+        return text == "true"
+    if name == "timeframe":
+        try:
+            timeframe_seconds(text)
+        except ForecastingError as exc:
+            raise ValueError(str(exc)) from exc
+        return text
+    if not text or len(text) > 64:
+        raise ValueError("empty or too long")
+    return text
+
+
+def parse_all(params: Mapping[str, str]) -> tuple[dict[str, Any], list[str]]:
+    """Valid settings from a mapping of texts, and a note for each one refused."""
+    values: dict[str, Any] = {}
+    refused: list[str] = []
+    for name, text in params.items():
+        try:
+            values[name] = parse(name, text)
+        except (ValueError, TypeError) as exc:
+            refused.append(f"{name}={str(text)[:40]} ({exc})")
+    return values, refused
+
+
+def settings_document(values: Mapping[str, Any]) -> str:
+    """The JSON kept in a bundle to restore these settings."""
+    return json.dumps({name: serialize(value) for name, value in values.items()}, indent=2)
