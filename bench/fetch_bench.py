@@ -507,7 +507,7 @@ def _file_system(path: str) -> str:
                 best = (mount, kind, device)
     except OSError:
         pass
-    return f"{best[1]} ({best[2]})" if best[2] else best[1]
+    return f"{best[1]} on {best[2]}" if best[2] else best[1]
 
 
 def machine(load_before: float | None = None) -> dict[str, str]:
@@ -625,8 +625,10 @@ def report_markdown(results: Results, facts: dict[str, str]) -> str:
         if not timing.seconds:
             continue
         verdict = "" if passed is None else ("pass" if passed else "**FAIL**")
+        # Markdown drops leading spaces, so the "of which" rows get a marker instead.
+        name = f"↳ {timing.name.strip()}" if timing.name.startswith(" ") else timing.name
         lines.append(
-            f"| {timing.name} | {len(timing.seconds)} | {_ms(timing.median)} | "
+            f"| {name} | {len(timing.seconds)} | {_ms(timing.median)} | "
             f"{_ms(timing.low)} | {_ms(timing.high)} | {target} | {verdict} |"
         )
     lines.append(

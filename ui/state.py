@@ -24,7 +24,6 @@ import hashlib
 import io
 import json
 import os
-import runpy
 import threading
 import urllib.parse
 import zipfile
@@ -101,7 +100,6 @@ class Dataset:
 # --- the frame -----------------------------------------------------------------------------
 
 _frame = threading.local()
-APP_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "app.py")
 
 
 @contextlib.contextmanager
@@ -115,16 +113,20 @@ def framed() -> Iterator[None]:
 
 
 def page_setup() -> Selection:
-    """Call first in every page: the shared selection, running the frame if it did not.
+    """Call first in every page: the shared selection from the frame.
 
-    A folder called ``pages/`` beside ``app.py`` makes a freshly started Streamlit server
-    run the first deep link (``/compare``) as a page of its own, without the frame,
-    until ``st.navigation`` has run once in the process. The page then runs the frame
-    itself, which draws the sidebar and runs this page again inside it, and stops.
+    A folder called ``pages/`` beside ``app.py`` puts a freshly started Streamlit server
+    in its legacy multipage mode until ``st.navigation`` has run once in the process, so
+    the first deep link (``/compare``) runs that page on its own, without the frame.
+    Running the frame from inside the page works but gives its widgets other identities
+    than on later runs (they then reset), so instead the page leaves legacy mode and
+    reruns: the same URL then goes through ``app.py`` like every later request.
     """
     if not getattr(_frame, "active", False):
-        runpy.run_path(APP_PATH, run_name="__main__")
-        st.stop()
+        from streamlit.runtime.pages_manager import PagesManager
+
+        PagesManager.uses_pages_directory = False
+        st.rerun()
     return st.session_state["selection"]
 
 

@@ -34,6 +34,34 @@ CHROMIUM_ARGS = [
 pytestmark = pytest.mark.e2e
 
 
+def _series():
+    from tests.app.conftest import daily_candles
+
+    # Different price levels per symbol, so a page showing another session's data shows.
+    return {
+        "BTC/USDT": daily_candles(3200),
+        "ETH/USDT": daily_candles(3200, seed=11) / 15,
+        "SOL/USDT": daily_candles(3200, seed=12) / 300,
+        "XRP/USDT": daily_candles(3200, seed=13) / 40_000,
+    }
+
+
+E2E_SERIES = _series()
+
+
+def wait_idle(page, timeout: float = 120_000) -> None:
+    """Wait until the app's script run has finished (Streamlit marks it on the page).
+
+    Clicking while the first run is still drawing interrupts it, and the browser then
+    shows some widgets at their initial values: tests act only on an idle page.
+    """
+    page.wait_for_function(
+        "(() => { const el = document.querySelector('[data-test-script-state]');"
+        " return el && el.getAttribute('data-test-script-state') === 'notRunning'; })()",
+        timeout=timeout,
+    )
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -52,14 +80,7 @@ def chromium_path() -> Path:
 @pytest.fixture(scope="session")
 def e2e_exchange() -> Iterator[FakeBinance]:
     """The local exchange server the app under test talks to."""
-    from tests.app.conftest import daily_candles
-
-    server = FakeBinance(
-        {
-            ("BTC/USDT", "1d"): daily_candles(3200),
-            ("ETH/USDT", "1d"): daily_candles(3200, seed=11) / 15,
-        }
-    )
+    server = FakeBinance({(symbol, "1d"): frame for symbol, frame in E2E_SERIES.items()})
     with server:
         yield server
 

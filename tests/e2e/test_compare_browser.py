@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.e2e.conftest import ROOT
+from tests.e2e.conftest import ROOT, wait_idle
 
 pytestmark = pytest.mark.e2e
 
@@ -14,11 +14,13 @@ def test_compare_deep_link_runs_and_shows_metrics(browser_page, streamlit_url):
     # A deep link to a page is the first request this session makes.
     page.goto(f"{streamlit_url}/compare")
     page.get_by_role("button", name="Run comparison").wait_for(timeout=60_000)
+    wait_idle(page)
     for model in ("lstm", "prophet", "seasonal_naive"):
         page.get_by_role("button", name=f"Remove {model}").click()
     page.get_by_label("Test candles").fill("30")
     page.get_by_role("button", name="Run comparison").click()
     page.get_by_text("Is it really better than naive?").wait_for(timeout=120_000)
+    wait_idle(page)
     table = page.locator("[data-testid='stTable']").first
     table.wait_for(timeout=30_000)
     text = table.inner_text()
@@ -27,6 +29,9 @@ def test_compare_deep_link_runs_and_shows_metrics(browser_page, streamlit_url):
     for model in ("naive", "drift", "moving_average"):
         assert page.get_by_text(model).first.is_visible()
     assert page.get_by_text("at the 5 % level").first.is_visible()
+    # The form still shows what was run (a fresh server's first deep link once reset it).
+    assert page.get_by_label("Test candles").input_value() == "30"
+    assert page.get_by_role("button", name="Remove lstm").count() == 0
     assert page.locator("[data-testid='stException']").count() == 0
     shots = ROOT / "test-artifacts"
     shots.mkdir(exist_ok=True)
