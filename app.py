@@ -6,7 +6,7 @@ file in ``pages/`` that reads like a description of its screen.
 
 import streamlit as st
 
-from ui import state
+from ui import settings, state
 
 st.set_page_config(
     page_title="Crypto Forecast Lab",
@@ -23,9 +23,9 @@ page = st.navigation(
         st.Page("pages/compare.py", title="Compare", icon=":material/leaderboard:"),
     ]
 )
-state.restore_from_link()
+settings.restore_from_link()
 st.session_state["selection"] = state.sidebar()
-state.sync_link()
-state.link_notice()
+settings.sync_link()
+settings.link_notice()
 with state.framed():
     page.run()

@@ -10,8 +10,9 @@ from forecasting.charts import (
     residual_acf_chart,
     residual_histogram,
 )
+from forecasting.errors import ForecastingError
 from forecasting.experiment import DEFAULT_MODELS
-from ui import state
+from ui import runs, settings, state
 
 dataset = state.current_dataset(state.page_setup())
 
@@ -26,31 +27,31 @@ with st.expander("Restore settings from an experiment bundle"):
         "Experiment bundle (zip)",
         type=["zip"],
         key="bundle_upload",
-        on_change=state.restore_uploaded_bundle,
+        on_change=settings.restore_uploaded_bundle,
         help="Only the settings are read back (as JSON text); nothing in the file is run.",
     )
-state.bundle_notice()
+settings.bundle_notice()
 
 FORM = "compare_settings"
 with st.form(FORM):
     st.multiselect(
         "Models",
         list(DEFAULT_MODELS),
-        key=state.remember("compare.models", form=FORM),
+        key=settings.remember("compare.models", form=FORM),
         help="Naive is always included: it is what every model has to beat. LSTM and Prophet "
         "use the settings of the Models page.",
     )
     columns = st.columns(6)
-    state.horizon_input(columns[0], FORM)
-    columns[1].number_input("Folds", 1, 10, key=state.remember("compare.folds", form=FORM))
+    settings.horizon_input(columns[0], FORM)
+    columns[1].number_input("Folds", 1, 10, key=settings.remember("compare.folds", form=FORM))
     columns[2].number_input(
-        "Test candles", 10, 5000, step=10, key=state.remember("compare.test_size", form=FORM)
+        "Test candles", 10, 5000, step=10, key=settings.remember("compare.test_size", form=FORM)
     )
     columns[3].number_input(
         "Stride",
         1,
         100,
-        key=state.remember("compare.stride", form=FORM),
+        key=settings.remember("compare.stride", form=FORM),
         help="Candles between origins.",
     )
     columns[4].number_input(
@@ -58,34 +59,34 @@ with st.form(FORM):
         0,
         100_000,
         step=100,
-        key=state.remember("compare.window", form=FORM),
+        key=settings.remember("compare.window", form=FORM),
         help="0: expanding (train on all earlier candles); otherwise the last N candles.",
     )
-    state.seed_input(columns[5], FORM)
+    settings.seed_input(columns[5], FORM)
     st.date_input(
         "Test period from (optional)",
         value=None,
-        key=state.remember("compare.test_start", form=FORM),
+        key=settings.remember("compare.test_start", form=FORM),
         help="Start the test period on this date instead of using the last N test candles.",
     )
     run = st.form_submit_button(
         "Run comparison",
         type="primary",
         icon=":material/play_arrow:",
-        on_click=state.keep_form,
+        on_click=settings.keep_form,
         args=(FORM,),
     )
 
-settings = state.compare_settings()
+experiment = runs.compare_settings()
 try:
     if run:
         cancel = st.empty()
         cancel.button("Cancel", icon=":material/stop_circle:", key="cancel_compare")
-        result = state.run_comparison(dataset, settings)
+        result = runs.run_comparison(dataset, experiment)
         cancel.empty()
     else:
-        result = state.stored_experiment(dataset.candles, settings)
-except state.fc.ForecastingError as exc:
+        result = runs.stored_experiment(dataset.candles, experiment)
+except ForecastingError as exc:
     st.error(str(exc))
     st.stop()
 if result is None:
@@ -95,7 +96,7 @@ if result is None:
         st.info("Press **Run comparison** to backtest the models with these settings.")
     st.stop()
 
-horizon = settings.backtest.horizon
+horizon = experiment.backtest.horizon
 step = st.slider("Steps ahead shown", 1, horizon, 1, key="compare_step") if horizon > 1 else 1
 figures = {
     "backtest": backtest_chart(result.backtest.forecasts, step=step),
@@ -105,11 +106,11 @@ figures = {
     "future": forecast_chart(
         dataset.candles,
         list(result.future.values()),
-        title=f"Next {settings.backtest.horizon} candles, every model refitted on all data",
+        title=f"Next {experiment.backtest.horizon} candles, every model refitted on all data",
     ),
 }
 st.caption("Link that reproduces this experiment (copy it with the button on the right):")
-st.code(state.share_link(), language=None)
+st.code(settings.share_link(), language=None)
 st.plotly_chart(figures["backtest"], key="backtest_chart")
 
 st.subheader("Metrics")
@@ -120,7 +121,7 @@ st.caption(
     "**beats naive** compares each model's MAE with naive's on the same pairs "
     "(mae_vs_naive < 1)."
 )
-st.table(state.metrics_view(result.metrics))
+st.table(runs.metrics_view(result.metrics))
 for model, row in result.copy.iterrows():
     if row["copies_last"] and model != "naive":
         st.warning(
@@ -166,7 +167,7 @@ downloads[1].download_button(
 )
 downloads[2].download_button(
     "Experiment bundle (zip)",
-    lambda: experiment_bundle(result, figures, extra_files=state.bundle_files()),
+    lambda: experiment_bundle(result, figures, extra_files=settings.bundle_files()),
     "experiment.zip",
     "application/zip",
     icon=":material/folder_zip:",

@@ -3,25 +3,26 @@
 import streamlit as st
 
 from forecasting.charts import correlation_heatmap, feature_chart
-from ui import state
+from forecasting.errors import ForecastingError
+from ui import runs, settings, state
 
 dataset = state.current_dataset(state.page_setup())
 
 st.title("Features")
 st.caption(f"{dataset.label} · {len(dataset.candles):,} candles")
 
-specs = state.feature_picker()
+specs = runs.feature_picker()
 spec_text = ",".join(str(s) for s in specs)
 if not specs:
     st.info("Choose at least one indicator.")
-    state.keep_widgets()
+    settings.keep_widgets()
     st.stop()
 
 try:
-    features = state.features_for(dataset.candles, spec_text)
-except state.fc.ForecastingError as exc:
+    features = runs.features_for(dataset.candles, spec_text)
+except ForecastingError as exc:
     st.error(str(exc))
-    state.keep_widgets()
+    settings.keep_widgets()
     st.stop()
 
 st.caption(
@@ -41,11 +42,11 @@ with right:
         "later candles changes when rows are appended. Passing means every value equals "
         "the one computed on the whole data."
     )
-    audit = state.audit_for(dataset.candles, spec_text)
+    audit = runs.audit_for(dataset.candles, spec_text)
     if audit["passed"].all():
         st.success(f"All {len(audit)} columns pass ({int(audit['prefixes'].iloc[0])} prefixes).")
     else:
         st.error("Some columns change when later candles arrive: they leak the future.")
     st.dataframe(audit, hide_index=True)
 
-state.keep_widgets()
+settings.keep_widgets()

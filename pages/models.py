@@ -3,7 +3,7 @@
 import streamlit as st
 
 from forecasting.charts import forecast_chart, loss_chart
-from ui import state
+from ui import runs, settings, state
 
 dataset = state.current_dataset(state.page_setup())
 
@@ -16,127 +16,133 @@ st.caption(
 FORM = "model_settings"
 with st.form(FORM):
     top = st.columns(3)
-    state.horizon_input(top[0], FORM)
-    state.seed_input(top[1], FORM)
+    settings.horizon_input(top[0], FORM)
+    settings.seed_input(top[1], FORM)
     top[2].select_slider(
-        "Interval level", [0.5, 0.8, 0.9, 0.95], key=state.remember("level", form=FORM)
+        "Interval level", [0.5, 0.8, 0.9, 0.95], key=settings.remember("level", form=FORM)
     )
     lstm_column, prophet_column = st.columns(2)
     with lstm_column:
         st.subheader("LSTM")
-        st.toggle("Train the LSTM", key=state.remember("lstm.enabled", form=FORM))
+        st.toggle("Train the LSTM", key=settings.remember("lstm.enabled", form=FORM))
         a, b = st.columns(2)
-        a.number_input("Lookback (candles)", 5, 365, key=state.remember("lstm.lookback", form=FORM))
-        b.number_input("Layers", 1, 3, key=state.remember("lstm.layers", form=FORM))
-        a.number_input("Units per layer", 4, 256, key=state.remember("lstm.units", form=FORM))
-        b.slider("Dropout", 0.0, 0.5, step=0.05, key=state.remember("lstm.dropout", form=FORM))
-        a.number_input("Epochs (most)", 1, 500, key=state.remember("lstm.epochs", form=FORM))
-        b.number_input("Batch size", 8, 1024, key=state.remember("lstm.batch_size", form=FORM))
+        a.number_input(
+            "Lookback (candles)", 5, 365, key=settings.remember("lstm.lookback", form=FORM)
+        )
+        b.number_input("Layers", 1, 3, key=settings.remember("lstm.layers", form=FORM))
+        a.number_input("Units per layer", 4, 256, key=settings.remember("lstm.units", form=FORM))
+        b.slider("Dropout", 0.0, 0.5, step=0.05, key=settings.remember("lstm.dropout", form=FORM))
+        a.number_input("Epochs (most)", 1, 500, key=settings.remember("lstm.epochs", form=FORM))
+        b.number_input("Batch size", 8, 1024, key=settings.remember("lstm.batch_size", form=FORM))
         a.select_slider(
             "Learning rate",
             [1e-4, 3e-4, 1e-3, 3e-3, 1e-2],
-            key=state.remember("lstm.learning_rate", form=FORM),
+            key=settings.remember("lstm.learning_rate", form=FORM),
         )
-        b.number_input("Early-stop patience", 1, 50, key=state.remember("lstm.patience", form=FORM))
+        b.number_input(
+            "Early-stop patience", 1, 50, key=settings.remember("lstm.patience", form=FORM)
+        )
         a.radio(
             "Target",
             ["log_return", "price"],
-            key=state.remember("lstm.target", form=FORM),
+            key=settings.remember("lstm.target", form=FORM),
             help="Log returns by default: a price target mostly learns to copy the last price.",
         )
         b.radio(
             "Interval",
             ["conformal", "mc_dropout"],
-            key=state.remember("lstm.interval", form=FORM),
+            key=settings.remember("lstm.interval", form=FORM),
             help="Conformal: from errors on the validation tail. MC dropout: from 50 passes "
             "with dropout on.",
         )
         st.toggle(
             "Use the Features page's indicators as inputs",
-            key=state.remember("lstm.use_features", form=FORM),
+            key=settings.remember("lstm.use_features", form=FORM),
         )
         a.selectbox(
             "Noise reduction of inputs",
             ["none", "hampel", "median"],
-            key=state.remember("lstm.denoise", form=FORM),
+            key=settings.remember("lstm.denoise", form=FORM),
             help="Trailing Hampel filter (outliers to the median) or rolling median, on the "
             "inputs only: the returns it is trained on and scored against stay real.",
         )
-        b.number_input("Noise window", 2, 100, key=state.remember("lstm.denoise_window", form=FORM))
+        b.number_input(
+            "Noise window", 2, 100, key=settings.remember("lstm.denoise_window", form=FORM)
+        )
     with prophet_column:
         st.subheader("Prophet")
-        st.toggle("Train Prophet", key=state.remember("prophet.enabled", form=FORM))
+        st.toggle("Train Prophet", key=settings.remember("prophet.enabled", form=FORM))
         st.select_slider(
             "Changepoint prior scale",
             [0.001, 0.01, 0.05, 0.1, 0.5],
-            key=state.remember("prophet.changepoint_prior_scale", form=FORM),
+            key=settings.remember("prophet.changepoint_prior_scale", form=FORM),
         )
         c, d = st.columns(2)
         c.selectbox(
             "Weekly seasonality",
             ["auto", True, False],
-            key=state.remember("prophet.weekly", form=FORM),
+            key=settings.remember("prophet.weekly", form=FORM),
         )
         d.selectbox(
             "Yearly seasonality",
             ["auto", True, False],
-            key=state.remember("prophet.yearly", form=FORM),
+            key=settings.remember("prophet.yearly", form=FORM),
         )
         c.radio(
             "Seasonality mode",
             ["additive", "multiplicative"],
-            key=state.remember("prophet.seasonality_mode", form=FORM),
+            key=settings.remember("prophet.seasonality_mode", form=FORM),
         )
         d.number_input(
             "Training window (candles)",
             100,
             20_000,
             step=100,
-            key=state.remember("prophet.max_train_candles", form=FORM),
+            key=settings.remember("prophet.max_train_candles", form=FORM),
             help="Prophet slows down on long intraday histories, so it is fitted on the most "
             "recent candles only.",
         )
         st.toggle(
             "Features as extra regressors (lagged by the horizon)",
-            key=state.remember("prophet.regressors", form=FORM),
+            key=settings.remember("prophet.regressors", form=FORM),
         )
         c.selectbox(
             "Noise reduction of training prices",
             ["none", "hampel", "median"],
-            key=state.remember("prophet.denoise", form=FORM),
+            key=settings.remember("prophet.denoise", form=FORM),
             help="Trailing filter on the prices Prophet is fitted on; forecasts are scored "
             "against the real closes.",
         )
         d.number_input(
-            "Noise window ", 2, 100, key=state.remember("prophet.denoise_window", form=FORM)
+            "Noise window ", 2, 100, key=settings.remember("prophet.denoise_window", form=FORM)
         )
     train = st.form_submit_button(
         "Train",
         type="primary",
         icon=":material/model_training:",
-        on_click=state.keep_form,
+        on_click=settings.keep_form,
         args=(FORM,),
     )
 
-settings = state.model_settings()
+chosen = runs.model_settings()
 status = st.empty()
 if train:
     cancel = st.empty()
     cancel.button("Cancel", icon=":material/stop_circle:", key="cancel_training")
-    models = state.train_all(dataset.candles, settings, state.TrainingDisplay())
+    models = runs.train_all(dataset.candles, chosen, runs.TrainingDisplay())
     cancel.empty()
     status.success(f"Trained {len(models)} models.")
 else:
-    models = state.train_all(dataset.candles, settings, None, train=False)
+    models = runs.train_all(dataset.candles, chosen, None, train=False)
     if st.session_state.pop("cancel_training", False):
         status.warning("Training was cancelled. Press Train to start again.")
-    elif len(models) < len(state.model_aliases(settings)):
+    elif len(models) < len(runs.model_aliases(chosen)):
         status.info("Press **Train** to fit the LSTM and Prophet with these settings.")
 
-forecasts = state.forecasts(models, settings["horizon"])
+forecasts = runs.forecasts(models, chosen["horizon"])
 st.plotly_chart(forecast_chart(dataset.candles, forecasts), key="forecast_chart")
 if forecasts:
-    st.dataframe(state.forecast_table(forecasts), hide_index=False)
+    st.dataframe(runs.forecast_table(forecasts), hide_index=False)
 if "lstm" in models:
     st.plotly_chart(loss_chart(models["lstm"].loss_history_), key="loss_chart")
     st.caption(f"LSTM trained for {models['lstm'].epochs_trained_} epochs (early stopping).")

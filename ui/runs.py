@@ -1,0 +1,373 @@
+"""Streamlit glue for the work the pages start: features, training and comparisons.
+
+Fitted models and experiment results are kept in small stores shared by sessions and
+keyed by the data's hash and every setting, so a revisit is instant and two sessions
+only share a result when it is the same result.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from collections import OrderedDict
+from collections.abc import Mapping
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+import forecasting as fc
+from forecasting import features as fc_features
+from forecasting.evaluation import BacktestSettings
+from forecasting.experiment import DEFAULT_MODELS, ExperimentSettings, run_experiment
+from forecasting.models import make_model
+from ui.settings import remember, setting
+from ui.state import Dataset
+
+# --- features ------------------------------------------------------------------------------
+
+
+def feature_picker() -> tuple[fc_features.FeatureSpec, ...]:
+    """Draw the indicator pickers with their parameters; return the chosen specs."""
+    kinds = fc_features.FEATURE_KINDS
+    default_kinds = [spec.kind for spec in fc_features.DEFAULT_FEATURES]
+    chosen = st.multiselect(
+        "Indicators",
+        list(kinds),
+        key=remember("features.kinds", default_kinds),
+        format_func=lambda k: kinds[k].title,
+        help="Each value is computed from candles up to that candle only (ta library; RSI "
+        "is Wilder's own).",
+    )
+    specs = []
+    with_params = [k for k in chosen if kinds[k].param_names]
+    if with_params:
+        columns = st.columns(len(with_params))
+        for column, kind in zip(columns, with_params, strict=True):
+            info = kinds[kind]
+            with column:
+                st.markdown(f"**{info.title}**", help=info.description)
+                params = []
+                for name, default in zip(info.param_names, info.defaults, strict=True):
+                    is_int = isinstance(default, int)
+                    value = st.number_input(
+                        name,
+                        min_value=1 if is_int else 0.1,
+                        max_value=500 if is_int else 10.0,
+                        step=1 if is_int else 0.5,
+                        key=remember(f"features.{kind}.{name}", default),
+                    )
+                    params.append(int(value) if is_int else float(value))
+            specs.append((kind, tuple(params)))
+    specs += [(k, ()) for k in chosen if not kinds[k].param_names]
+    try:
+        return tuple(fc_features.FeatureSpec(kind, params) for kind, params in specs)
+    except fc.ForecastingError as exc:
+        st.error(str(exc))
+        return fc_features.DEFAULT_FEATURES
+
+
+def feature_specs() -> str:
+    """The chosen features as a spec string (``"rsi:14,macd:12:26:9"``), from any page."""
+    kinds = setting("features.kinds", [s.kind for s in fc_features.DEFAULT_FEATURES])
+    parts = []
+    for kind in kinds:
+        info = fc_features.FEATURE_KINDS[kind]
+        values = [
+            setting(f"features.{kind}.{name}", default)
+            for name, default in zip(info.param_names, info.defaults, strict=True)
+        ]
+        parts.append(":".join([kind, *(str(v) for v in values)]))
+    return ",".join(parts)
+
+
+@st.cache_data(max_entries=16, show_spinner="Computing features…")
+def features_for(candles: pd.DataFrame, specs: str) -> pd.DataFrame:
+    """Feature columns for the candles (warm-up dropped), cached per data and specs."""
+    return fc_features.compute_features(candles, fc_features.parse_features(specs))
+
+
+@st.cache_data(max_entries=16, show_spinner="Auditing features for look-ahead…")
+def audit_for(candles: pd.DataFrame, specs: str) -> pd.DataFrame:
+    """The look-ahead audit of the features on these candles."""
+    return fc_features.lookahead_audit(candles, fc_features.parse_features(specs))
+
+
+# --- models ----------------------------------------------------------------------------------
+
+
+def fingerprint(candles: pd.DataFrame) -> str:
+    """A short hash of the candles' values and timestamps."""
+    hashed = pd.util.hash_pandas_object(candles, index=True).to_numpy()
+    return hashlib.sha256(hashed.tobytes()).hexdigest()[:16]
+
+
+class _Store:
+    """Fitted models or experiment results by key, shared by sessions, least recent dropped.
+
+    Sharing is safe: a key names everything the model was fitted on, models are never
+    mutated after fitting (predict does not change them), and a refit makes a new one.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._models: OrderedDict[tuple, Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple) -> Any:
+        with self._lock:
+            model = self._models.pop(key, None)
+            if model is not None:
+                self._models[key] = model
+            return model
+
+    def put(self, key: tuple, model: Any) -> None:
+        with self._lock:
+            self._models.pop(key, None)
+            self._models[key] = model
+            while len(self._models) > self.size:
+                self._models.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._models)
+
+
+MODELS = _Store(size=24)
+EXPERIMENTS = _Store(size=8)
+
+
+def model_key(candles: pd.DataFrame, alias: str, settings: Mapping[str, Any]) -> tuple:
+    """The store key of a model fitted on ``candles`` with ``settings``."""
+    return (fingerprint(candles), alias, json.dumps(settings, sort_keys=True, default=str))
+
+
+def fitted_model(
+    candles: pd.DataFrame,
+    alias: str,
+    settings: Mapping[str, Any],
+    *,
+    progress: Any = None,
+    train: bool = True,
+) -> Any:
+    """A model fitted on ``candles``: from the store when there, else fitted (if ``train``)."""
+    key = model_key(candles, alias, settings)
+    model = MODELS.get(key)
+    if model is None and train:
+        model = make_model(alias, **settings).fit(candles, progress=progress)
+        MODELS.put(key, model)
+    return model
+
+
+# --- training ------------------------------------------------------------------------------
+
+BASELINE_SETTINGS: dict[str, dict[str, Any]] = {
+    "naive": {},
+    "drift": {},
+    "seasonal_naive": {},
+    "moving_average": {"window": 7},
+}
+
+
+def model_settings() -> dict[str, Any]:
+    """Every model's settings from the (last submitted) Models form, ready for ``make_model``."""
+    horizon, seed, level = (
+        int(setting("horizon", 7)),
+        int(setting("seed", 42)),
+        setting("level", 0.9),
+    )
+    features = feature_specs()
+    models: dict[str, dict[str, Any]] = {
+        alias: {**params, "level": level} for alias, params in BASELINE_SETTINGS.items()
+    }
+    if setting("prophet.enabled", True):
+        models["prophet"] = {
+            "changepoint_prior_scale": setting("prophet.changepoint_prior_scale", 0.05),
+            "weekly_seasonality": setting("prophet.weekly", "auto"),
+            "yearly_seasonality": setting("prophet.yearly", "auto"),
+            "seasonality_mode": setting("prophet.seasonality_mode", "additive"),
+            "max_train_candles": int(setting("prophet.max_train_candles", 3000)),
+            "regressors": features if setting("prophet.regressors", False) else "",
+            "denoise": setting("prophet.denoise", "none"),
+            "denoise_window": int(setting("prophet.denoise_window", 7)),
+            "horizon": horizon,
+            "level": level,
+            "seed": seed,
+        }
+    if setting("lstm.enabled", True):
+        models["lstm"] = {
+            "lookback": int(setting("lstm.lookback", 30)),
+            "horizon": horizon,
+            "layers": int(setting("lstm.layers", 1)),
+            "units": int(setting("lstm.units", 32)),
+            "dropout": float(setting("lstm.dropout", 0.1)),
+            "epochs": int(setting("lstm.epochs", 30)),
+            "batch_size": int(setting("lstm.batch_size", 64)),
+            "learning_rate": float(setting("lstm.learning_rate", 1e-3)),
+            "patience": int(setting("lstm.patience", 5)),
+            "target": setting("lstm.target", "log_return"),
+            "interval": setting("lstm.interval", "conformal"),
+            "features": features if setting("lstm.use_features", True) else "",
+            "denoise": setting("lstm.denoise", "none"),
+            "denoise_window": int(setting("lstm.denoise_window", 7)),
+            "level": level,
+            "seed": seed,
+        }
+    return {"horizon": horizon, "seed": seed, "level": level, "models": models}
+
+
+def model_aliases(settings: Mapping[str, Any]) -> list[str]:
+    """The models a settings dict asks for, baselines first."""
+    return list(settings["models"])
+
+
+class TrainingDisplay:
+    """A progress bar and a live loss chart, updated from the models' progress callbacks."""
+
+    def __init__(self) -> None:
+        from forecasting.charts import loss_chart
+
+        self._loss_chart = loss_chart
+        self.bar = st.progress(0.0, text="Starting…")
+        self.chart = st.empty()
+        self.losses: dict[str, list[float]] = {"loss": [], "val_loss": []}
+
+    def callback(self, alias: str, position: int, total: int):
+        """The progress callback for one model (``position`` of ``total``)."""
+
+        def report(stage: str, fraction: float, details: Mapping[str, Any]) -> None:
+            done = (position + min(max(fraction, 0.0), 1.0)) / total
+            if stage == "epoch":
+                self.losses["loss"].append(details["loss"])
+                self.losses["val_loss"].append(details["val_loss"])
+                text = (
+                    f"{alias}: epoch {details['epoch']}/{details['epochs']} · "
+                    f"loss {details['loss']:.4f} · val_loss {details['val_loss']:.4f}"
+                )
+                self.chart.plotly_chart(
+                    self._loss_chart(self.losses), key=f"live_loss_{alias}_{details['epoch']}"
+                )
+            else:
+                text = f"{alias}: fitting on {details.get('candles', '?'):,} candles…"
+            self.bar.progress(done, text=text)
+
+        return report
+
+    def done(self) -> None:
+        """Remove the progress widgets."""
+        self.bar.empty()
+        self.chart.empty()
+
+
+def train_all(
+    candles: pd.DataFrame,
+    settings: Mapping[str, Any],
+    display: TrainingDisplay | None,
+    *,
+    train: bool = True,
+) -> dict[str, Any]:
+    """Fitted models by alias: from the store, or fitted now (baselines always, the rest if
+    ``train``). Errors of one model are shown and do not stop the others."""
+    aliases = model_aliases(settings)
+    models: dict[str, Any] = {}
+    for position, alias in enumerate(aliases):
+        progress = display.callback(alias, position, len(aliases)) if display else None
+        try:
+            model = fitted_model(
+                candles,
+                alias,
+                settings["models"][alias],
+                progress=progress,
+                train=train or alias in BASELINE_SETTINGS,
+            )
+        except fc.ForecastingError as exc:
+            st.error(f"{alias}: {exc}")
+            continue
+        if model is not None:
+            models[alias] = model
+    if display:
+        display.done()
+    return models
+
+
+def forecasts(models: Mapping[str, Any], horizon: int) -> list[Any]:
+    """Each model's forecast of the next ``horizon`` candles."""
+    out = []
+    for alias, model in models.items():
+        try:
+            out.append(model.predict(horizon))
+        except fc.ForecastingError as exc:
+            st.error(f"{alias}: {exc}")
+    return out
+
+
+def forecast_table(items: list[Any]) -> pd.DataFrame:
+    """Forecast means (and intervals) side by side, one column group per model."""
+    frames = {f.model: f.to_frame() for f in items}
+    return pd.concat(frames, axis=1)
+
+
+# --- comparison ------------------------------------------------------------------------------
+
+
+def compare_settings() -> ExperimentSettings:
+    """The experiment the Compare form describes, with the Models page's model settings."""
+    chosen = setting("compare.models", list(DEFAULT_MODELS))
+    per_model = model_settings()["models"]
+    window = int(setting("compare.window", 0)) or None
+    test_start = setting("compare.test_start", None)
+    return ExperimentSettings(
+        models=tuple(chosen),
+        model_settings={alias: per_model.get(alias, {}) for alias in chosen},
+        backtest=BacktestSettings(
+            horizon=int(setting("horizon", 7)),
+            folds=int(setting("compare.folds", 3)),
+            test_size=int(setting("compare.test_size", 120)),
+            stride=int(setting("compare.stride", 1)),
+            window=window,
+            test_start=pd.Timestamp(test_start, tz="UTC") if test_start else None,
+        ),
+        seed=int(setting("seed", 42)),
+    )
+
+
+def experiment_key(candles: pd.DataFrame, settings: ExperimentSettings) -> tuple:
+    """The store key of an experiment: the data and every setting."""
+    return (fingerprint(candles), json.dumps(settings.to_dict(), sort_keys=True, default=str))
+
+
+def stored_experiment(candles: pd.DataFrame, settings: ExperimentSettings) -> Any:
+    """A finished experiment with these data and settings, or ``None``."""
+    return EXPERIMENTS.get(experiment_key(candles, settings))
+
+
+def run_comparison(dataset: Dataset, settings: ExperimentSettings) -> Any:
+    """Run (or fetch from the store) an experiment, with a progress bar while it runs."""
+    key = experiment_key(dataset.candles, settings)
+    result = EXPERIMENTS.get(key)
+    if result is not None:
+        return result
+    bar = st.progress(0.0, text="Starting the walk-forward backtest…")
+
+    def progress(fraction: float, message: str) -> None:
+        bar.progress(min(max(fraction, 0.0), 1.0), text=message)
+
+    source = {"label": dataset.label, "source": dataset.source, "timeframe": dataset.timeframe}
+    result = run_experiment(dataset.candles, settings, source=source, progress=progress)
+    bar.empty()
+    EXPERIMENTS.put(key, result)
+    return result
+
+
+def metrics_view(metrics: pd.DataFrame) -> Any:
+    """The metrics table for display: best per column highlighted, MASE read against naive."""
+    table = metrics.drop(columns=["direction_calls"]).copy()
+    table.insert(0, "MASE < 1", table["mase"] < 1)
+    table.insert(0, "beats naive (same pairs)", table["mae_vs_naive"] < 1)
+    lower_is_better = ["mae", "rmse", "mape", "smape", "mase", "mae_vs_naive", "width"]
+    styled = table.style.format(precision=4, na_rep="—")
+    styled = styled.highlight_min(subset=lower_is_better, props="font-weight: bold; color: #26a69a")
+    styled = styled.highlight_max(
+        subset=["directional_accuracy"], props="font-weight: bold; color: #26a69a"
+    )
+    return styled

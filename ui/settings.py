@@ -1,0 +1,239 @@
+"""Settings that outlive their page, links that carry them, bundles that restore them.
+
+Streamlit drops a widget's value when a run does not draw it, so every experiment
+setting is kept in a store in the session; links and bundles read and write that store
+through the validated table in :mod:`ui.sharing`.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import urllib.parse
+import zipfile
+from collections.abc import Mapping
+from typing import Any
+
+import streamlit as st
+
+import forecasting as fc
+from ui import sharing
+from ui.state import utc_today
+
+# --- settings that outlive their page --------------------------------------------------
+#
+# Streamlit drops a widget's value when a run does not draw it (the user is on another
+# page). Widgets that hold experiment settings therefore use keys from `remember`, and
+# their values are copied into a store that no page draws, from which they are restored
+# when the page is drawn again. Widgets in a form get the form's name in their key
+# (`w:horizon@compare`): one setting shown in two forms is two widgets to Streamlit,
+# and the form's submit callback (`keep_form`) copies the submitted values.
+
+_KEPT = "_kept_settings"
+
+
+def remember(name: str, default: Any = None, *, form: str | None = None) -> str:
+    """The widget key for setting ``name``, restored to its last value.
+
+    The first value is ``default``, or the setting's default in :data:`sharing.SPECS`.
+    """
+    key = f"w:{name}" if form is None else f"w:{name}@{form}"
+    store = st.session_state.setdefault(_KEPT, {})
+    if key not in st.session_state:
+        fallback = default if default is not None else _default(name)
+        st.session_state[key] = store.get(name, fallback)
+    return key
+
+
+def setting(name: str, default: Any = None) -> Any:
+    """The current value of a remembered setting (drawn on this page or not)."""
+    key = f"w:{name}"
+    if key in st.session_state:
+        return st.session_state[key]
+    fallback = default if default is not None else _default(name)
+    return st.session_state.get(_KEPT, {}).get(name, fallback)
+
+
+def _default(name: str) -> Any:
+    spec = sharing.SPECS.get(name)
+    return None if spec is None else copy.deepcopy(spec.default)
+
+
+# --- links that reproduce an experiment -------------------------------------------------------
+
+
+def current_values() -> dict[str, Any]:
+    """Every setting of the experiment now: the sidebar's data selection and all others."""
+    state = st.session_state
+    start, end = state.get("_last_range", (None, None))
+    values: dict[str, Any] = {
+        "source": state.get("source"),
+        "exchange": state.get("exchange"),
+        "symbol": state.get("symbol"),
+        "timeframe": state.get("timeframe"),
+        "start": start,
+        "end": end,
+        "fill_gaps": bool(state.get("fill_gaps", False)),
+    }
+    for name in sharing.SPECS:
+        values[name] = setting(name)
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def link_params() -> dict[str, str]:
+    """The query string of the current experiment: the data selection, and every other
+    setting that differs from its default (so links stay short and readable)."""
+    params = {}
+    for name, value in current_values().items():
+        spec = sharing.SPECS.get(name)
+        if spec is not None and value == spec.default:
+            continue
+        params[name] = sharing.serialize(value)
+    return params
+
+
+def sync_link() -> None:
+    """Keep the browser's URL in step with the settings (only when they changed)."""
+    params = link_params()
+    if st.query_params.to_dict() != params:
+        st.query_params.from_dict(params)
+
+
+def share_link() -> str:
+    """The full URL that reproduces the current experiment."""
+    base = (st.context.url or "").split("?")[0]
+    return f"{base}?{urllib.parse.urlencode(link_params())}"
+
+
+def apply_values(values: Mapping[str, Any]) -> None:
+    """Make ``values`` the current settings (widgets pick them up when next drawn)."""
+    state = st.session_state
+    store = state.setdefault(_KEPT, {})
+    for name in ("source", "exchange", "symbol", "timeframe", "fill_gaps"):
+        if name in values:
+            state[name] = values[name]
+    if "start" in values or "end" in values:
+        today = utc_today()
+        start, end = state.get("_last_range", (None, None))
+        start, end = values.get("start", start), min(values.get("end", end) or today, today)
+        if start and start <= end:
+            state["date_range"] = state["_last_range"] = (start, end)
+    for name, value in values.items():
+        if name in sharing.SPECS:
+            store[name] = value
+            # Drop any widget holding the old value, so the next draw starts from the store.
+            for key in [k for k in state if isinstance(k, str) and k.startswith(f"w:{name}")]:
+                if key == f"w:{name}" or key.startswith(f"w:{name}@"):
+                    del state[key]
+
+
+def restore_from_link() -> None:
+    """On a session's first run, take the settings from the URL; say what was refused."""
+    if st.session_state.get("_link_read"):
+        return
+    st.session_state["_link_read"] = True
+    values, refused = sharing.parse_all(st.query_params.to_dict())
+    apply_values(values)
+    if refused:
+        st.session_state["_link_refused"] = refused
+
+
+def link_notice() -> None:
+    """Show, once, which link settings were invalid and replaced by defaults."""
+    refused = st.session_state.pop("_link_refused", None)
+    if refused:
+        st.warning(
+            "Some settings in the link were not valid and the defaults are used instead: "
+            + "; ".join(refused),
+            icon=":material/link_off:",
+        )
+
+
+def bundle_files() -> dict[str, str]:
+    """Files the app adds to an experiment bundle: the settings it restores."""
+    return {"app_settings.json": sharing.settings_document(current_values())}
+
+
+def restore_uploaded_bundle() -> None:
+    """Upload callback: restore the bundle's settings before the page is drawn again."""
+    upload = st.session_state.get("bundle_upload")
+    if upload is None:
+        return
+    try:
+        refused = restore_from_bundle(upload.getvalue())
+    except fc.ForecastingError as exc:
+        st.session_state["_bundle_message"] = ("error", str(exc))
+        return
+    message = "Settings restored from the bundle. Press **Run comparison** to run it."
+    if refused:
+        message += " Not restored (invalid): " + "; ".join(refused)
+    st.session_state["_bundle_message"] = ("success", message)
+
+
+def bundle_notice() -> None:
+    """Show the outcome of the last bundle upload, once."""
+    outcome = st.session_state.pop("_bundle_message", None)
+    if outcome is not None:
+        kind, message = outcome
+        (st.error if kind == "error" else st.success)(message)
+
+
+def restore_from_bundle(data: bytes) -> list[str]:
+    """Apply the settings saved in an experiment bundle; returns what was refused.
+
+    Only ``app_settings.json`` is read, as JSON text, and every value goes through the
+    same validation as a link: nothing in a bundle is executed or unpickled.
+
+    Raises
+    ------
+    DataFormatError
+        When the file is not a bundle this app wrote.
+    """
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            info = archive.getinfo("app_settings.json")
+            if info.file_size > 1_000_000:
+                raise ValueError("settings file too large")
+            document = json.loads(archive.read(info).decode("utf-8"))
+    except (zipfile.BadZipFile, KeyError, ValueError, UnicodeDecodeError) as exc:
+        raise fc.DataFormatError(
+            "That file is not an experiment bundle from this app (a zip with "
+            "app_settings.json). Download one from the Compare page."
+        ) from exc
+    if not isinstance(document, dict):
+        raise fc.DataFormatError("The bundle's app_settings.json is not a settings object.")
+    values, refused = sharing.parse_all({str(k): str(v) for k, v in document.items()})
+    apply_values(values)
+    return refused
+
+
+def keep_widgets() -> None:
+    """Copy the values of remembered widgets outside forms into the store (end of a page),
+    and bring the URL up to date with them."""
+    store = st.session_state.setdefault(_KEPT, {})
+    for key, value in st.session_state.items():
+        if isinstance(key, str) and key.startswith("w:") and "@" not in key:
+            store[key[2:]] = value
+    sync_link()
+
+
+def keep_form(form: str) -> None:
+    """Submit callback: copy a form's submitted widget values into the store."""
+    store = st.session_state.setdefault(_KEPT, {})
+    suffix = f"@{form}"
+    for key, value in list(st.session_state.items()):
+        if isinstance(key, str) and key.startswith("w:") and key.endswith(suffix):
+            store[key[2 : -len(suffix)]] = value
+
+
+def horizon_input(container: Any, form: str) -> int:
+    """The horizon picker, shared by the forms that show it."""
+    key = remember("horizon", 7, form=form)
+    return int(container.number_input("Horizon (candles ahead)", 1, 60, key=key, step=1))
+
+
+def seed_input(container: Any, form: str) -> int:
+    """The seed picker, shared by the forms that show it."""
+    key = remember("seed", 42, form=form)
+    return int(container.number_input("Seed", 0, 2**31 - 1, key=key, step=1))
