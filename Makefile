@@ -38,6 +38,8 @@ format: $(VENV)/.dev-installed
 
 bench: $(VENV)/.dev-installed
 	$(BIN)/python bench/fetch_bench.py
+	$(BIN)/python bench/models_bench.py
+	$(BIN)/python bench/experiment_bench.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

@@ -160,7 +160,7 @@ downloads[0].download_button(
 )
 downloads[1].download_button(
     "Forecasts CSV",
-    result.forecasts_table().to_csv(index=False),
+    lambda: result.forecasts_table().to_csv(index=False),
     "forecasts.csv",
     "text/csv",
     icon=":material/download:",
