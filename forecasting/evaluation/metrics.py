@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from forecasting.evaluation.walkforward import Backtest
 
@@ -59,6 +58,9 @@ def _metrics(rows: pd.DataFrame, scale: pd.Series) -> dict[str, float]:
         "smape": float(100 * np.mean(2 * absolute / (np.abs(y) + np.abs(yhat)))),
         "mase": float(np.mean(absolute / scale.to_numpy(dtype="float64"))),
     }
+    # scipy.stats takes half a second to import: only scoring pays for it, not app start.
+    from scipy import stats
+
     origin = rows["y_origin"].to_numpy(dtype="float64")
     called = np.sign(yhat - origin)
     calls = called != 0

@@ -18,7 +18,6 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from forecasting.errors import InsufficientHistory
 from forecasting.evaluation.walkforward import Backtest
@@ -120,6 +119,9 @@ def diebold_mariano(
         )
     correction = np.sqrt((n + 1 - 2 * horizon + horizon * (horizon - 1) / n) / n)
     statistic = float(correction * mean / np.sqrt(variance))
+    # scipy.stats takes half a second to import: only scoring pays for it, not app start.
+    from scipy import stats
+
     distribution = stats.t(df=n - 1)
     if alternative == "two-sided":
         pvalue = 2 * distribution.sf(abs(statistic))
