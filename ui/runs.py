@@ -7,7 +7,6 @@ only share a result when it is the same result.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import threading
 from collections import OrderedDict
@@ -20,7 +19,7 @@ import streamlit as st
 import forecasting as fc
 from forecasting import features as fc_features
 from forecasting.evaluation import BacktestSettings
-from forecasting.experiment import DEFAULT_MODELS, ExperimentSettings, run_experiment
+from forecasting.experiment import DEFAULT_MODELS, ExperimentSettings, data_hash, run_experiment
 from forecasting.models import make_model
 from ui.settings import remember, setting
 from ui.state import Dataset
@@ -98,9 +97,8 @@ def audit_for(candles: pd.DataFrame, specs: str) -> pd.DataFrame:
 
 
 def fingerprint(candles: pd.DataFrame) -> str:
-    """A short hash of the candles' values and timestamps."""
-    hashed = pd.util.hash_pandas_object(candles, index=True).to_numpy()
-    return hashlib.sha256(hashed.tobytes()).hexdigest()[:16]
+    """A short form of the data hash every experiment records (see ``data_hash``)."""
+    return data_hash(candles)[:16]
 
 
 class _Store:
