@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: run test lint format bench clean
+.PHONY: run dev test lint format bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,10 @@ $(VENV)/.dev-installed: requirements.txt requirements-dev.txt | $(BIN)/python
 
 run: $(VENV)/.app-installed
 	$(BIN)/streamlit run app.py
+
+# For editing the app: rerun it when a source file is saved.
+dev: $(VENV)/.app-installed
+	$(BIN)/streamlit run app.py --server.fileWatcherType auto --server.runOnSave true
 
 test: $(VENV)/.dev-installed
 	$(BIN)/ruff check .

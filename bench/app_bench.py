@@ -22,17 +22,20 @@ Run by hand: ``.venv/bin/python bench/app_bench.py [--experiments 10] [--markdow
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import os
 import platform
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
@@ -41,13 +44,9 @@ from e2e.conftest import CHROMIUM, CHROMIUM_ARGS  # noqa: E402 - the browser tes
 
 
 def memory_mb() -> tuple[float, float]:
-    """Resident memory and its peak so far, in MB, from /proc/self/status."""
-    fields = {}
-    for line in Path("/proc/self/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
-            fields[key] = int(value.split()[0]) / 1024
-    return fields["VmRSS"], fields["VmHWM"]
+    """Resident memory of this process and its peak so far, in MB."""
+    status = _status_mb()
+    return status["VmRSS"], status["VmHWM"]
 
 
 def machine() -> dict[str, str]:
@@ -80,86 +79,264 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def first_page(runs: int = 3) -> dict[str, object]:
-    """Seconds to the first chart for ``runs`` sessions, and what the server loaded."""
+def _start_server(
+    env: dict[str, str], extra: list[str], preexec: Any = None
+) -> tuple[subprocess.Popen, str]:
+    """``streamlit run app.py`` on a free port (the repository's config), once healthy."""
+    port = _free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
+         "--server.address", "127.0.0.1", *extra],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        preexec_fn=preexec,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=1):
+                return process, url
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit("streamlit did not start") from None
+            time.sleep(0.05)
+
+
+def _stop(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+IDLE = (
+    "(() => { const s = document.querySelector('[data-test-script-state]');"
+    " return s && s.getAttribute('data-test-script-state') === 'notRunning'; })()"
+)
+
+
+def _session(playwright: Any, url: str) -> tuple[float, float, float]:
+    """Seconds from ``goto`` to the sidebar's widgets, the run finished, the chart drawn."""
+    context = playwright.chromium.launch_persistent_context(
+        tempfile.mkdtemp(), executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+    )
+    try:
+        page = context.new_page()
+        began = time.perf_counter()
+        page.goto(url)
+        page.locator("[data-testid=stSidebar] [data-testid=stSelectbox]").first.wait_for(
+            timeout=60_000
+        )
+        widgets = time.perf_counter() - began
+        page.wait_for_function(IDLE, timeout=60_000)
+        idle = time.perf_counter() - began
+        page.wait_for_function(
+            "(() => { const p = document.querySelector('.js-plotly-plot');"
+            " return p && p._fullData; })()",
+            timeout=60_000,
+        )
+        return widgets, idle, time.perf_counter() - began
+    finally:
+        context.close()
+
+
+def first_page(servers: int = 3, later: int = 2, extra: list[str] | None = None) -> dict:
+    """First-page times over ``servers`` fresh servers: each one's first session (cold
+    imports, empty candle cache) and ``later`` sessions after it; medians and worst."""
     from fake_exchange import FakeBinance
     from playwright.sync_api import sync_playwright
 
     sys.path.insert(0, str(ROOT / "tests" / "app"))
     from conftest import daily_candles
 
+    first: list[tuple[float, float, float]] = []
+    others: list[tuple[float, float, float]] = []
     out: dict[str, object] = {}
-    with FakeBinance({("BTC/USDT", "1d"): daily_candles(3200)}) as server:
-        port = _free_port()
+    with FakeBinance({("BTC/USDT", "1d"): daily_candles(3200)}) as exchange:
         env = {
             **os.environ,
             "CFL_DEFAULT_EXCHANGE": "binance",
             "CFL_DEFAULT_SYMBOL": "BTC/USDT",
-            "CFL_EXCHANGES": json.dumps({"binance": server.ccxt_config()}),
+            "CFL_EXCHANGES": json.dumps({"binance": exchange.ccxt_config()}),
+        }
+        with sync_playwright() as playwright:
+            for _ in range(servers):
+                env["CFL_CACHE_DIR"] = tempfile.mkdtemp()
+                process, url = _start_server(env, extra or [])
+                try:
+                    first.append(_session(playwright, url))
+                    for _ in range(later):
+                        # The last browser shuts down first, as it would on another machine.
+                        time.sleep(1.0)
+                        others.append(_session(playwright, url))
+                    maps = Path(f"/proc/{process.pid}/maps").read_text()
+                    out["server loaded TensorFlow"] = "tensorflow" in maps
+                    out["server loaded Prophet/Stan"] = "prophet" in maps or "cmdstan" in maps
+                    out["server memory after first page (MB)"] = _status_mb(process.pid)["VmRSS"]
+                finally:
+                    _stop(process)
+    for label, times in (("first session", first), ("later session", others)):
+        for position, what in enumerate(("sidebar widgets drawn", "interactive", "chart drawn")):
+            values = sorted(t[position] for t in times)
+            out[f"{label}: {what}, median (s)"] = statistics.median(values)
+            out[f"{label}: {what}, worst (s)"] = values[-1]
+    out["sessions"] = f"{len(first)} first, {len(others)} later"
+    return out
+
+
+def _status_mb(pid: int | str = "self") -> dict[str, float]:
+    """VmRSS, VmHWM, RssAnon and RssFile of a process, in MB."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM", "RssAnon", "RssFile"):
+            fields[key] = int(value.split()[0]) / 1024
+    return fields
+
+
+class MemoryLimit:
+    """A memory cgroup (v1 or v2) with a hard limit, for the app server and its children.
+
+    Streamlit Community Cloud runs an app in a container whose memory is limited this way;
+    the kernel reclaims page cache (shared libraries included) before it kills anything.
+    Needs root and a writable cgroup file system; :meth:`create` returns None otherwise.
+    """
+
+    def __init__(self, path: Path, version: int) -> None:
+        self.path = path
+        self.version = version
+
+    @classmethod
+    def create(cls, limit_bytes: int) -> MemoryLimit | None:
+        """A new cgroup limited to ``limit_bytes``, or None if this machine cannot."""
+        name = f"cfl-bench-{os.getpid()}"
+        candidates = (
+            (Path("/sys/fs/cgroup/memory"), 1, "memory.limit_in_bytes"),
+            (Path("/sys/fs/cgroup"), 2, "memory.max"),
+        )
+        for root, version, limit_file in candidates:
+            if not (root / "cgroup.procs").exists():
+                continue
+            if version == 2 and "memory" not in (root / "cgroup.controllers").read_text():
+                continue
+            try:
+                (root / name).mkdir()
+                (root / name / limit_file).write_text(str(limit_bytes))
+            except OSError:
+                continue
+            return cls(root / name, version)
+        return None
+
+    def enter(self) -> None:
+        """Move the calling process (a child, before it execs) into the cgroup."""
+        (self.path / "cgroup.procs").write_text(str(os.getpid()))
+
+    def usage(self) -> dict[str, float]:
+        """Current and peak usage in MB, times the limit was hit, and OOM kills."""
+        p = self.path
+        if self.version == 1:
+            now = int((p / "memory.usage_in_bytes").read_text())
+            peak = int((p / "memory.max_usage_in_bytes").read_text())
+            hits = int((p / "memory.failcnt").read_text())
+            control = dict(
+                line.split() for line in (p / "memory.oom_control").read_text().splitlines()
+            )
+            kills = int(control.get("oom_kill", 0))
+        else:
+            now = int((p / "memory.current").read_text())
+            peak_file = p / "memory.peak"
+            peak = int(peak_file.read_text()) if peak_file.exists() else now
+            events = dict(line.split() for line in (p / "memory.events").read_text().splitlines())
+            hits, kills = int(events.get("max", 0)), int(events.get("oom_kill", 0))
+        return {"now": now / 2**20, "peak": peak / 2**20, "hits": hits, "oom_kills": kills}
+
+    def remove(self) -> None:
+        """Delete the cgroup (its processes must have exited)."""
+        with contextlib.suppress(OSError):
+            self.path.rmdir()
+
+
+def _drop_page_cache() -> bool:
+    """Empty the page cache, so the server's shared libraries are charged to its cgroup."""
+    try:
+        subprocess.run(["sync"], check=False)
+        Path("/proc/sys/vm/drop_caches").write_text("3")
+        return True
+    except OSError:
+        return False
+
+
+def under_memory_limit(limit_mb: float, runs: int = 5) -> dict[str, object] | None:
+    """The app in a cgroup of ``limit_mb`` (10**6 bytes): ``runs`` default experiments in a
+    row on the Compare page (seeds 42, 1, 2, ...), in one browser; memory after each."""
+    import pandas as pd
+    from fake_exchange import FakeBinance, load_shared_csv
+    from playwright.sync_api import sync_playwright
+
+    from forecasting.ohlcv import normalize_ohlcv
+
+    limit = MemoryLimit.create(int(limit_mb * 1e6))
+    if limit is None:
+        print("no writable memory cgroup here (needs root): memory-limit run skipped")
+        return None
+    candles = load_shared_csv("binance_BTC-USDT_1d.csv")
+    if candles is None:
+        raise SystemExit("../shared/data is absent: the memory-limit run needs its BTC file.")
+    candles = normalize_ohlcv(candles.iloc[:-1]).iloc[-3000:]
+    start = candles.index[0].strftime("%Y-%m-%d")
+    end = (candles.index[-1] + pd.Timedelta(days=1)).strftime("%Y-%m-%d")
+    out: dict[str, object] = {"limit (MB)": limit_mb, "page cache dropped": _drop_page_cache()}
+    rows = []
+    with FakeBinance({("BTC/USDT", "1d"): candles}) as exchange:
+        env = {
+            **os.environ,
+            "CFL_DEFAULT_EXCHANGE": "binance",
+            "CFL_DEFAULT_SYMBOL": "BTC/USDT",
+            "CFL_EXCHANGES": json.dumps({"binance": exchange.ccxt_config()}),
             "CFL_CACHE_DIR": tempfile.mkdtemp(),
         }
-        started = time.perf_counter()
-        process = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
-             "--server.headless", "true"],
-            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        url = f"http://127.0.0.1:{port}"
+        process, url = _start_server(env, [], preexec=limit.enter)
         try:
-            while True:
-                try:
-                    with urllib.request.urlopen(f"{url}/_stcore/health", timeout=1):
-                        break
-                except OSError:
-                    time.sleep(0.05)
-            out["server start (s)"] = time.perf_counter() - started
-            times = []
             with sync_playwright() as playwright:
-                for run in range(runs):
-                    context = playwright.chromium.launch_persistent_context(
-                        tempfile.mkdtemp(), executable_path=str(CHROMIUM), headless=True,
-                        args=CHROMIUM_ARGS,
-                    )  # fmt: skip
-                    page = context.new_page()
+                context = playwright.chromium.launch_persistent_context(
+                    tempfile.mkdtemp(), executable_path=str(CHROMIUM), headless=True,
+                    args=CHROMIUM_ARGS, viewport={"width": 1400, "height": 1000},
+                )  # fmt: skip
+                page = context.new_page()
+                for run, seed in enumerate([42, *range(1, runs)]):
+                    link = f"{url}/compare?start={start}&end={end}"
+                    page.goto(link if seed == 42 else f"{link}&seed={seed}")
+                    page.wait_for_function(IDLE, timeout=120_000)
                     began = time.perf_counter()
-                    page.goto(url)
-                    page.locator(
-                        "[data-testid=stSidebar] [data-testid=stSelectbox]"
-                    ).first.wait_for(timeout=60_000)
-                    widgets = time.perf_counter() - began
-                    page.wait_for_function(
-                        "(() => { const s = document.querySelector('[data-test-script-state]');"
-                        " return s && s.getAttribute('data-test-script-state') === 'notRunning';"
-                        " })()",
-                        timeout=60_000,
-                    )
-                    idle = time.perf_counter() - began
-                    page.wait_for_function(
-                        "(() => { const p = document.querySelector('.js-plotly-plot');"
-                        " return p && p._fullData; })()",
-                        timeout=60_000,
-                    )
-                    times.append((widgets, idle, time.perf_counter() - began))
-                    context.close()
-                    if run == 0:
-                        # Let the second session use a warm cache, as a returning user does.
-                        time.sleep(0.5)
-            for label, (widgets, idle, chart) in (
-                ("first session", times[0]),
-                ("later session", min(times[1:], key=lambda t: t[1])),
-            ):
-                out[f"{label}: sidebar widgets drawn (s)"] = widgets
-                out[f"{label}: interactive, script finished (s)"] = idle
-                out[f"{label}: candlestick chart drawn (s)"] = chart
-            maps = Path(f"/proc/{process.pid}/maps").read_text()
-            out["server loaded TensorFlow"] = "tensorflow" in maps
-            out["server loaded Prophet/Stan"] = "prophet" in maps or "cmdstan" in maps
-            status = Path(f"/proc/{process.pid}/status").read_text()
-            rss = next(line for line in status.splitlines() if line.startswith("VmRSS"))
-            out["server memory after first page (MB)"] = int(rss.split()[1]) / 1024
+                    page.get_by_role("button", name="Run comparison").click()
+                    page.get_by_text("Is it really better than naive?").wait_for(timeout=900_000)
+                    page.wait_for_function(IDLE, timeout=120_000)
+                    seconds = time.perf_counter() - began
+                    table = page.locator("[data-testid='stTable']").first.inner_text()
+                    alive = process.poll() is None
+                    usage = limit.usage()
+                    status = _status_mb(process.pid) if alive else {}
+                    rows.append({"run": run + 1, "seconds": seconds, **usage, **status})
+                    print(f"limited run {run + 1}: {seconds:5.1f} s, cgroup {usage}, "
+                          f"server {status}", flush=True)  # fmt: skip
+                    if not alive or "lstm" not in table or "prophet" not in table:
+                        raise SystemExit(f"run {run + 1} did not complete: {table[:300]}")
+                context.close()
         finally:
-            process.terminate()
-            process.wait(timeout=10)
+            _stop(process)
+            limit.remove()
+    out["candles"] = len(candles)
+    out["experiments completed"] = len(rows)
+    out["peak in the cgroup, default experiment (MB)"] = rows[0]["peak"]
+    out[f"peak in the cgroup, {runs} in a row (MB)"] = max(r["peak"] for r in rows)
+    out["server resident after the last (MB)"] = rows[-1].get("VmRSS", 0.0)
+    out["of which anonymous (MB)"] = rows[-1].get("RssAnon", 0.0)
+    out["of which file-backed (MB)"] = rows[-1].get("RssFile", 0.0)
+    out["times the limit was reached (reclaim)"] = rows[-1]["hits"]
+    out["out-of-memory kills"] = rows[-1]["oom_kills"]
+    out["first experiment (s)"] = rows[0]["seconds"]
+    out["median experiment (s)"] = statistics.median(r["seconds"] for r in rows)
     return out
 
 
@@ -193,38 +370,58 @@ def experiments(count: int) -> list[dict[str, float]]:
 
 
 def main() -> None:
-    """Run both parts and print the figures."""
+    """Run the chosen parts and print the figures."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--parts",
+        default="first,memory,limit",
+        help="any of first, watcher, memory, limit (first,memory,limit)",
+    )
+    parser.add_argument("--servers", type=int, default=3, help="fresh servers timed (3)")
     parser.add_argument("--experiments", type=int, default=10, help="after the first (10)")
+    parser.add_argument("--limit-mb", type=float, default=690, help="cgroup limit (690)")
+    parser.add_argument("--limited-runs", type=int, default=5, help="experiments in it (5)")
     parser.add_argument("--markdown", action="store_true", help="print a Markdown fragment")
-    args = parser.parse_args()
+    args = parser.parse_args()  # fmt: skip
+    parts = set(args.parts.split(","))
 
     about = machine()
-    page = first_page()
-    rows = experiments(args.experiments)
-    after_first = rows[1]["rss"]
-    after_five = rows[min(6, len(rows) - 1)]["rss"]
-    after_all = rows[-1]["rss"]
-    growth = after_all - after_first
-    summary = {
-        **{k: v for k, v in page.items()},
-        "memory before any experiment (MB)": rows[0]["rss"],
-        "memory after the default experiment (MB)": after_first,
-        "peak during the default experiment (MB)": rows[1]["peak"],
-        "memory after five more (MB)": after_five,
-        f"memory after {args.experiments} more (MB)": after_all,
-        "peak over all runs (MB)": max(r["peak"] for r in rows),
-        f"growth over {args.experiments} more (MB)": growth,
-        "median experiment time (s)": sorted(r["seconds"] for r in rows[1:])[len(rows[1:]) // 2],
-    }
-    first_ok = (
-        page["first session: interactive, script finished (s)"] < 3
-        and not page["server loaded TensorFlow"]
-    )
-    checks = {
-        "first page interactive < 3 s, no model library loaded": first_ok,
-        f"{args.experiments} experiments grow memory < 100 MB": growth < 100,
-    }
+    summary: dict[str, object] = {}
+    checks: dict[str, bool] = {}
+    if "first" in parts:
+        page = first_page(args.servers)
+        summary.update(page)
+        checks["first page interactive < 3 s (median), no model library loaded"] = (
+            page["first session: interactive, median (s)"] < 3
+            and not page["server loaded TensorFlow"]
+        )
+    if "watcher" in parts:
+        # Streamlit's default file watcher, for comparison with the app's config (none).
+        watched = first_page(args.servers, extra=["--server.fileWatcherType", "auto"])
+        summary.update({f"file watcher on, {k}": v for k, v in watched.items() if "median" in k})
+    if "memory" in parts:
+        rows = experiments(args.experiments)
+        after_first = rows[1]["rss"]
+        growth = rows[-1]["rss"] - after_first
+        summary.update({
+            "memory before any experiment (MB)": rows[0]["rss"],
+            "memory after the default experiment (MB)": after_first,
+            "peak during the default experiment (MB)": rows[1]["peak"],
+            "memory after five more (MB)": rows[min(6, len(rows) - 1)]["rss"],
+            f"memory after {args.experiments} more (MB)": rows[-1]["rss"],
+            "peak over all runs (MB)": max(r["peak"] for r in rows),
+            f"growth over {args.experiments} more (MB)": growth,
+            "median experiment time (s)": statistics.median(r["seconds"] for r in rows[1:]),
+        })  # fmt: skip
+        checks[f"{args.experiments} experiments grow memory < 100 MB"] = growth < 100
+    if "limit" in parts:
+        limited = under_memory_limit(args.limit_mb, args.limited_runs)
+        if limited is not None:
+            summary.update({f"app in {args.limit_mb:.0f} MB: {k}": v for k, v in limited.items()})
+            checks[f"{args.limited_runs} experiments in the app within {args.limit_mb:.0f} MB"] = (
+                limited["experiments completed"] == args.limited_runs
+                and limited["out-of-memory kills"] == 0
+            )
     if args.markdown:
         print("\n".join(f"- **{k}:** {v}" for k, v in about.items()))
         print("\n| Measurement | Value |\n|---|---:|")
@@ -236,9 +433,10 @@ def main() -> None:
             print(f"- {'pass' if ok else 'FAIL'}: {name}")
     else:
         for key, value in {**about, **summary}.items():
-            print(f"{key:45} {value}")
+            print(f"{key:55} {value}")
         for name, ok in checks.items():
             print(f"{'PASS' if ok else 'FAIL'}  {name}")
+    sys.exit(0 if all(checks.values()) else 1)
 
 
 if __name__ == "__main__":
