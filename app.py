@@ -10,7 +10,8 @@ from ui import settings, state
 
 st.set_page_config(
     page_title="Crypto Forecast Lab",
-    page_icon=":material/query_stats:",
+    # An emoji: Streamlit fetches a Material favicon from fonts.gstatic.com on every load.
+    page_icon="📈",
     layout="wide",
     menu_items={"About": "Crypto Forecast Lab: honest, side-by-side crypto price forecasts."},
 )

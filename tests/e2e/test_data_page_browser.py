@@ -29,3 +29,20 @@ def test_first_page_shows_candlestick_chart(browser_page, streamlit_url):
     shots = ROOT / "test-artifacts"
     shots.mkdir(exist_ok=True)
     page.screenshot(path=str(shots / "data-page.png"), full_page=True)
+
+
+def test_first_page_requests_nothing_from_other_hosts(browser_page, streamlit_url):
+    """Fonts, icons and scripts come from the app itself: no third party sees a visit, and
+    the page works where only the app's host is reachable."""
+    from urllib.parse import urlsplit
+
+    page = browser_page
+    hosts: set[str] = set()
+    page.on("request", lambda request: hosts.add(urlsplit(request.url).netloc))
+    page.goto(streamlit_url)
+    page.wait_for_function(
+        f"document.querySelector('{PLOT}') && document.querySelector('{PLOT}')._fullData",
+        timeout=60_000,
+    )
+    page.wait_for_timeout(1000)
+    assert hosts == {urlsplit(streamlit_url).netloc}
