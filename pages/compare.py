@@ -111,7 +111,7 @@ figures = {
 }
 st.caption("Link that reproduces this experiment (copy it with the button on the right):")
 st.code(settings.share_link(), language=None)
-st.plotly_chart(figures["backtest"], key="backtest_chart")
+state.chart(figures["backtest"], key="backtest_chart")
 
 st.subheader("Metrics")
 st.caption(
@@ -144,15 +144,15 @@ else:
         )
 
 left, right = st.columns(2)
-left.plotly_chart(figures["error_by_horizon"], key="horizon_chart")
-right.plotly_chart(figures["residuals"], key="residual_histogram")
-left.plotly_chart(figures["residual_acf"], key="residual_acf")
+state.chart(figures["error_by_horizon"], key="horizon_chart", into=left)
+state.chart(figures["residuals"], key="residual_histogram", into=right)
+state.chart(figures["residual_acf"], key="residual_acf", into=left)
 with right:
     st.subheader("Copies the last price?")
     st.dataframe(result.copy, column_config={"copies_last": "copies last"})
 
 st.subheader("The future")
-st.plotly_chart(figures["future"], key="future_chart")
+state.chart(figures["future"], key="future_chart")
 
 downloads = st.columns(3)
 downloads[0].download_button(

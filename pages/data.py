@@ -15,7 +15,7 @@ st.caption(
     f"{dataset.label} · {len(candles):,} candles · "
     f"{candles.index[0]:%Y-%m-%d %H:%M} → {candles.index[-1]:%Y-%m-%d %H:%M} UTC"
 )
-st.plotly_chart(
+state.chart(
     candlestick_chart(
         candles,
         filled=dataset.filled,

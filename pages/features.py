@@ -29,12 +29,12 @@ st.caption(
     f"{len(features.columns)} columns · {len(dataset.candles) - len(features):,} warm-up "
     "candles dropped (never back-filled)"
 )
-st.plotly_chart(feature_chart(dataset.candles.loc[features.index], features), key="features")
+state.chart(feature_chart(dataset.candles.loc[features.index], features), key="features")
 
 left, right = st.columns([3, 2])
 with left:
     st.subheader("Correlations")
-    st.plotly_chart(correlation_heatmap(features), key="correlations")
+    state.chart(correlation_heatmap(features), key="correlations")
 with right:
     st.subheader("Look-ahead audit")
     st.caption(

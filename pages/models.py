@@ -140,11 +140,11 @@ else:
         status.info("Press **Train** to fit the LSTM and Prophet with these settings.")
 
 forecasts = runs.forecasts(models, chosen["horizon"])
-st.plotly_chart(forecast_chart(dataset.candles, forecasts), key="forecast_chart")
+state.chart(forecast_chart(dataset.candles, forecasts), key="forecast_chart")
 if forecasts:
     st.dataframe(runs.forecast_table(forecasts), hide_index=False)
 if "lstm" in models:
-    st.plotly_chart(loss_chart(models["lstm"].loss_history_), key="loss_chart")
+    state.chart(loss_chart(models["lstm"].loss_history_), key="loss_chart")
     st.caption(f"LSTM trained for {models['lstm'].epochs_trained_} epochs (early stopping).")
 if "prophet" in models and models["prophet"].train_candles_ < len(dataset.candles):
     st.caption(

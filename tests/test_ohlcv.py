@@ -302,23 +302,57 @@ def test_candlestick_chart_draws_the_input() -> None:
     figure = candlestick_chart(candles, title="BTC/USDT 4h")
     assert isinstance(figure, go.Figure)
     kinds = [type(trace).__name__ for trace in figure.data]
-    assert kinds == ["Candlestick", "Bar"]
-    price, volume = figure.data
+    assert kinds == ["Candlestick", "Bar", "Bar"]
+    price, up_volume, down_volume = figure.data
     assert list(pd.DatetimeIndex(price.x)) == list(candles.index)
     for column in ("open", "high", "low", "close"):
         np.testing.assert_array_equal(np.asarray(getattr(price, column)), candles[column])
-    assert list(pd.DatetimeIndex(volume.x)) == list(candles.index)
-    np.testing.assert_array_equal(np.asarray(volume.y), candles["volume"])
-    # volume bars take the candle's colour
-    rising = (candles["close"] >= candles["open"]).tolist()
-    up, down = price.increasing.line.color, price.decreasing.line.color
-    assert list(volume.marker.color) == [up if r else down for r in rising]
-    # price on top, volume below, one shared time axis with a range slider
-    assert (price.yaxis, volume.yaxis) == ("y", "y2")
-    assert figure.layout.xaxis2.rangeslider.visible is True
+    # every candle's volume once, in the colour of its candle
+    rising = candles["close"] >= candles["open"]
+    for volume, mask, color in (
+        (up_volume, rising, price.increasing.line.color),
+        (down_volume, ~rising, price.decreasing.line.color),
+    ):
+        assert list(pd.DatetimeIndex(volume.x)) == list(candles.index[mask])
+        np.testing.assert_array_equal(np.asarray(volume.y), candles["volume"][mask])
+        assert volume.marker.color == color
+        assert volume.yaxis == "y2"
+        # bars 80% of a 4h candle wide, whichever direction is rarer
+        assert volume.width == pytest.approx(0.8 * 4 * 3600 * 1000)
+    assert figure.layout.barmode == "overlay"
+    # price on top, volume below, one shared time axis with range buttons; no range
+    # slider, which would draw every candle twice
+    assert price.yaxis == "y"
+    assert not figure.layout.xaxis.rangeslider.visible
+    assert not figure.layout.xaxis2.rangeslider.visible
+    # fixed margins: automatic ones make plotly draw every candle a second time
+    assert figure.layout.yaxis.automargin is False
+    assert figure.layout.xaxis2.automargin is False
+    labels = [button.label for button in figure.layout.xaxis.rangeselector.buttons]
+    assert labels[-1] == "all"
     assert figure.layout.xaxis2.matches == "x" or figure.layout.xaxis.matches == "x2"
     assert figure.layout.title.text == "BTC/USDT 4h"
     assert not figure.layout.shapes
+
+
+@pytest.mark.parametrize(
+    ("freq", "n", "expected"),
+    [
+        ("1D", 3000, ["1m", "3m", "6m", "1y", "all"]),  # a week is under 10 candles
+        ("1h", 2000, ["1d", "1w", "1m", "all"]),  # 83 days: no 3m or longer
+        ("4h", 12, ["all"]),  # two days: every span is too short or too long
+    ],
+)
+def test_candlestick_chart_offers_the_ranges_the_candles_fill(
+    freq: str, n: int, expected: list[str]
+) -> None:
+    index = pd.date_range("2020-01-01", periods=n, freq=freq, tz="UTC", name="timestamp")
+    candles = pd.DataFrame(
+        {"open": 1.0, "high": 2.0, "low": 0.5, "close": 1.5, "volume": 3.0}, index=index
+    )
+    selector = candlestick_chart(candles).layout.xaxis.rangeselector
+    assert [button.label for button in selector.buttons] == expected
+    assert all(b.stepmode == "backward" for b in selector.buttons if b.step != "all")
 
 
 def test_candlestick_chart_marks_filled_candles() -> None:

@@ -22,7 +22,7 @@ from forecasting.evaluation import BacktestSettings
 from forecasting.experiment import DEFAULT_MODELS, ExperimentSettings, data_hash, run_experiment
 from forecasting.models import make_model
 from ui.settings import remember, setting
-from ui.state import Dataset
+from ui.state import Dataset, chart
 
 # --- features ------------------------------------------------------------------------------
 
@@ -242,8 +242,10 @@ class TrainingDisplay:
                     f"{alias}: epoch {details['epoch']}/{details['epochs']} · "
                     f"loss {details['loss']:.4f} · val_loss {details['val_loss']:.4f}"
                 )
-                self.chart.plotly_chart(
-                    self._loss_chart(self.losses), key=f"live_loss_{alias}_{details['epoch']}"
+                chart(
+                    self._loss_chart(self.losses),
+                    key=f"live_loss_{alias}_{details['epoch']}",
+                    into=self.chart,
                 )
             else:
                 text = f"{alias}: fitting on {details.get('candles', '?'):,} candles…"

@@ -427,3 +427,14 @@ def csv_bytes(candles: pd.DataFrame) -> bytes:
     buffer = io.StringIO()
     fc.write_ohlcv_csv(candles, buffer)
     return buffer.getvalue().encode()
+
+
+def chart(figure: Any, *, key: str, into: Any = None) -> None:
+    """Draw a figure from :mod:`forecasting.charts` as it is, in ``into`` (default: the page).
+
+    ``theme=None`` because the figures carry their own look (``charts.TEMPLATE``):
+    Streamlit's theme rewrites every colour of the whole figure in the browser, twice on
+    the first draw, which doubled the time to draw a few thousand candles and kept the
+    first page from answering clicks.
+    """
+    (into if into is not None else st).plotly_chart(figure, theme=None, key=key)
