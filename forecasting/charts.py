@@ -61,7 +61,7 @@ def candlestick_chart(
 ) -> go.Figure:
     """Candlesticks over volume bars, sharing a time axis with range buttons.
 
-    Zoom and pan with the mouse or the range buttons (a week to a year, as far as the
+    Zoom and pan with the mouse or the range buttons (a day to a year, as far as the
     candles reach, and all). There is no range slider: it draws every trace a second
     time, which made a few thousand candles about three times slower to draw.
 
@@ -99,9 +99,7 @@ def candlestick_chart(
     rising = candles["close"] >= candles["open"]
     # An explicit width, 80% of a candle: plotly would size each trace's bars from its own
     # closest pair, wide where one direction is rare.
-    width = None
-    if len(candles) >= 2:
-        width = 0.8 * pd.Series(candles.index).diff().median() / pd.Timedelta(milliseconds=1)
+    width = 0.8 * _spacing(candles.index) / pd.Timedelta(milliseconds=1) or None
     for name, mask, color in (
         ("volume up", rising, UP_COLOR),
         ("volume down", ~rising, DOWN_COLOR),
@@ -134,9 +132,7 @@ def candlestick_chart(
         # ``start`` and ``end`` are the first and last missing open times, so a one-candle
         # gap has start == end and would shade nothing: widen each run by half a candle
         # on both sides so it covers the slots of the missing candles.
-        half = pd.Timedelta(0)
-        if len(candles) >= 2:
-            half = pd.Series(candles.index).diff().median() / 2
+        half = _spacing(candles.index) / 2
         # One layout update with every shape: add_vrect per gap re-validates the whole
         # figure each time, which takes about a minute for a few hundred gaps.
         shade = {
@@ -174,6 +170,11 @@ def candlestick_chart(
     return figure
 
 
+def _spacing(index: pd.DatetimeIndex) -> pd.Timedelta:
+    """The median time between candles (zero for fewer than two)."""
+    return pd.Series(index).diff().median() if len(index) >= 2 else pd.Timedelta(0)
+
+
 # Spans the range buttons offer, shortest first: (count, step, label).
 _RANGE_SPANS = (
     (1, "day", "1d"),
@@ -191,7 +192,7 @@ def _range_buttons(index: pd.DatetimeIndex) -> dict:
     buttons: list[dict] = []
     if len(index) >= 2:
         total = (index[-1] - index[0]) / pd.Timedelta(days=1)
-        spacing = pd.Series(index).diff().median() / pd.Timedelta(days=1)
+        spacing = _spacing(index) / pd.Timedelta(days=1)
         buttons = [
             {"count": count, "step": step, "stepmode": "backward", "label": label}
             for count, step, label in _RANGE_SPANS
