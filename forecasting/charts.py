@@ -59,7 +59,7 @@ def candlestick_chart(
     filled: pd.DatetimeIndex | None = None,
     gaps: pd.DataFrame | None = None,
 ) -> go.Figure:
-    """Candlesticks over volume bars, sharing a time axis with range buttons.
+    """Candlesticks over their volume, sharing a time axis with range buttons.
 
     Zoom and pan with the mouse or the range buttons (a day to a year, as far as the
     candles reach, and all). There is no range slider: it draws every trace a second
@@ -80,13 +80,15 @@ def candlestick_chart(
     figure = make_subplots(
         rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.03, row_heights=[0.75, 0.25]
     )
+    times = _times(candles.index)
     figure.add_trace(
         go.Candlestick(
-            x=candles.index,
+            x=times,
             open=candles["open"],
             high=candles["high"],
             low=candles["low"],
             close=candles["close"],
+            hovertext="volume: " + candles["volume"].map("{:,.6g}".format),
             name="price",
             increasing_line_color=UP_COLOR,
             decreasing_line_color=DOWN_COLOR,
@@ -94,23 +96,28 @@ def candlestick_chart(
         row=1,
         col=1,
     )
-    # Volume in two single-colour traces, rising and falling candles: per-bar colour
-    # lists are checked name by name in Python and a colour scale is slow to draw.
+    # Volume as two stepped areas instead of a bar per candle: a few thousand bars are
+    # thinner than a pixel yet are each a shape to draw, which took about 40% of the
+    # chart's drawing time. The steps change halfway between candles (``hvh``), so each
+    # candle's volume sits under it: all volume in the falling colour, the volume of
+    # rising candles in the rising colour over it. The volume is read in the candles'
+    # hover, as the areas are zero over gaps, where there is no volume to show.
     rising = candles["close"] >= candles["open"]
-    # An explicit width, 80% of a candle: plotly would size each trace's bars from its own
-    # closest pair, wide where one direction is rare.
-    width = 0.8 * _spacing(candles.index) / pd.Timedelta(milliseconds=1) or None
-    for name, mask, color in (
-        ("volume up", rising, UP_COLOR),
-        ("volume down", ~rising, DOWN_COLOR),
-    ):
+    x, volume = _zero_over_gaps(times, candles.index, candles["volume"].to_numpy(float))
+    _, rising_volume = _zero_over_gaps(
+        times, candles.index, candles["volume"].where(rising, 0.0).to_numpy(float)
+    )
+    for name, y, color in (("volume", volume, DOWN_COLOR), ("volume up", rising_volume, UP_COLOR)):
         figure.add_trace(
-            go.Bar(
-                x=candles.index[mask],
-                y=candles["volume"][mask],
+            go.Scatter(
+                x=x,
+                y=y,
                 name=name,
-                marker={"color": color, "line": {"width": 0}},
-                width=width,
+                mode="lines",
+                line={"shape": "hvh", "width": 0},
+                fill="tozeroy",
+                fillcolor=color,
+                hoverinfo="skip",
                 showlegend=False,
             ),
             row=2,
@@ -119,7 +126,7 @@ def candlestick_chart(
     if filled is not None and len(filled):
         figure.add_trace(
             go.Scatter(
-                x=filled,
+                x=_times(filled),
                 y=candles.loc[filled, "close"],
                 mode="markers",
                 name="filled (not traded)",
@@ -159,8 +166,6 @@ def candlestick_chart(
         xaxis_rangeslider_visible=False,
         legend={"orientation": "h", "y": 1.02, "x": 0},
         hovermode="x unified",
-        # the two volume traces share the time axis: no side-by-side offset
-        barmode="overlay",
     )
     figure.update_xaxes(automargin=False)
     figure.update_yaxes(automargin=False)
@@ -168,6 +173,38 @@ def candlestick_chart(
     figure.update_yaxes(title_text="price", row=1, col=1)
     figure.update_yaxes(title_text="volume", row=2, col=1)
     return figure
+
+
+def _times(index: pd.DatetimeIndex) -> np.ndarray:
+    """Times as ISO strings in UTC, the way plotly.js reads them.
+
+    Timestamps would be stored as objects, and Streamlit deep-copies and encodes a figure
+    object by object before sending it: about 0.1 s on the server for a few thousand
+    candles, against next to nothing for strings.
+    """
+    if index.tz is not None:
+        index = index.tz_convert("UTC").tz_localize(None)
+    return np.datetime_as_string(index.to_numpy(), unit="s")
+
+
+def _zero_over_gaps(
+    times: np.ndarray, index: pd.DatetimeIndex, values: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """``times`` and ``values`` with zeros in the first and last slot of every gap in
+    ``index``, so that a stepped area falls to zero over missing candles. (Plotly fills an
+    area across a missing value, so a gap cannot be left out instead.)"""
+    spacing = _spacing(index)
+    if len(index) < 2 or spacing <= pd.Timedelta(0):
+        return times, values
+    after = np.flatnonzero(np.asarray(index[1:] - index[:-1]) > 1.5 * spacing.to_timedelta64())
+    if not len(after):
+        return times, values
+    first, last = _times(index[after] + spacing), _times(index[after + 1] - spacing)
+    at = np.repeat(after + 1, 2)
+    return (
+        np.insert(times, at, np.column_stack([first, last]).ravel()),
+        np.insert(values, at, 0.0),
+    )
 
 
 def _spacing(index: pd.DatetimeIndex) -> pd.Timedelta:
@@ -250,17 +287,18 @@ def feature_chart(candles: pd.DataFrame, features: pd.DataFrame, *, title: str =
         row_heights=[3.0] + [1.0] * len(groups),
     )
     figure.add_trace(
-        go.Scatter(x=candles.index, y=candles["close"], name="close", line={"width": 1.2}),
+        go.Scatter(x=_times(candles.index), y=candles["close"], name="close", line={"width": 1.2}),
         row=1,
         col=1,
     )
+    times = _times(features.index)
     for row, (key, columns) in enumerate(groups.items(), start=2):
         for column in columns:
             kind = "bar" if column.startswith("macd_hist") else "line"
             trace = (
-                go.Bar(x=features.index, y=features[column], name=column)
+                go.Bar(x=times, y=features[column], name=column)
                 if kind == "bar"
-                else go.Scatter(x=features.index, y=features[column], name=column, mode="lines",
+                else go.Scatter(x=times, y=features[column], name=column, mode="lines",
                                 line={"width": 1})
             )  # fmt: skip
             figure.add_trace(trace, row=row, col=1)

@@ -53,13 +53,13 @@ if dataset.calendar == "business":
 with st.expander(
     f"Missing candles: {len(report.gaps):,} ranges", expanded=0 < counts["missing"] < 50
 ):
-    st.dataframe(report.gaps, hide_index=True)
+    state.table(report.gaps, hide_index=True)
 with st.expander(f"Extreme moves: {counts['extreme_moves']:,}"):
-    st.dataframe(report.extreme_moves, hide_index=True)
+    state.table(report.extreme_moves, hide_index=True)
 with st.expander(
     f"Zero-volume or inconsistent candles: {counts['zero_volume'] + counts['inconsistent_ohlc']:,}"
 ):
-    st.dataframe(candles.loc[report.zero_volume.union(report.inconsistent)])
+    state.table(candles.loc[report.zero_volume.union(report.inconsistent)])
 
 st.download_button(
     "Download CSV",

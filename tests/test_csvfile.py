@@ -356,6 +356,8 @@ ERRORS = [
     (_csv(ROW_A, "yesterday,1,2,0.5,1.5,1"), 3, "timestamp", "'yesterday' is not a date"),
     # impossible calendar date
     (_csv(ROW_A, "2024-02-30T00:00:00Z,1,2,0.5,1.5,1"), 3, "timestamp", "is not a date"),
+    # a negative number among dates: ISO-8601 would read it as a year BC
+    (_csv(ROW_A, "-5,1,2,0.5,1.5,1"), 3, "timestamp", "'-5' is not a date"),
     # empty timestamp
     (_csv(ROW_A, ",1,2,0.5,1.5,1"), 3, "timestamp", "an empty value is not a date"),
     # a date among epoch numbers: the odd one out is named, not the first row

@@ -302,24 +302,26 @@ def test_candlestick_chart_draws_the_input() -> None:
     figure = candlestick_chart(candles, title="BTC/USDT 4h")
     assert isinstance(figure, go.Figure)
     kinds = [type(trace).__name__ for trace in figure.data]
-    assert kinds == ["Candlestick", "Bar", "Bar"]
-    price, up_volume, down_volume = figure.data
-    assert list(pd.DatetimeIndex(price.x)) == list(candles.index)
+    assert kinds == ["Candlestick", "Scatter", "Scatter"]
+    price, volume, rising_volume = figure.data
+    # times as UTC strings: plotly reads them as it reads timestamps, and they are cheap
+    # to copy and send
+    assert list(pd.DatetimeIndex(price.x, tz="UTC")) == list(candles.index)
     for column in ("open", "high", "low", "close"):
         np.testing.assert_array_equal(np.asarray(getattr(price, column)), candles[column])
-    # every candle's volume once, in the colour of its candle
+    assert list(price.hovertext) == [f"volume: {v:,.6g}" for v in candles["volume"]]
+    # every candle's volume as a step centred on it, the rising candles' volume over it in
+    # their colour
     rising = candles["close"] >= candles["open"]
-    for volume, mask, color in (
-        (up_volume, rising, price.increasing.line.color),
-        (down_volume, ~rising, price.decreasing.line.color),
+    for trace, expected, color in (
+        (volume, candles["volume"], price.decreasing.line.color),
+        (rising_volume, candles["volume"].where(rising, 0.0), price.increasing.line.color),
     ):
-        assert list(pd.DatetimeIndex(volume.x)) == list(candles.index[mask])
-        np.testing.assert_array_equal(np.asarray(volume.y), candles["volume"][mask])
-        assert volume.marker.color == color
-        assert volume.yaxis == "y2"
-        # bars 80% of a 4h candle wide, whichever direction is rarer
-        assert volume.width == pytest.approx(0.8 * 4 * 3600 * 1000)
-    assert figure.layout.barmode == "overlay"
+        assert list(pd.DatetimeIndex(trace.x, tz="UTC")) == list(candles.index)
+        np.testing.assert_array_equal(np.asarray(trace.y), expected)
+        assert (trace.line.shape, trace.fill, trace.fillcolor) == ("hvh", "tozeroy", color)
+        assert trace.yaxis == "y2"
+        assert trace.hoverinfo == "skip"
     # price on top, volume below, one shared time axis with range buttons; no range
     # slider, which would draw every candle twice
     assert price.yaxis == "y"
@@ -359,15 +361,31 @@ def test_candlestick_chart_marks_filled_candles() -> None:
     candles = _chart_candles().drop(index=_chart_candles().index[[4, 7, 8]])
     filled, inserted = fill_gaps(candles, "4h")
     figure = candlestick_chart(filled, filled=inserted)
-    markers = [trace for trace in figure.data if isinstance(trace, go.Scatter)]
+    markers = [t for t in figure.data if isinstance(t, go.Scatter) and t.mode == "markers"]
     assert len(markers) == 1
-    assert markers[0].mode == "markers"
-    assert list(pd.DatetimeIndex(markers[0].x)) == list(inserted)
+    assert list(pd.DatetimeIndex(markers[0].x, tz="UTC")) == list(inserted)
     np.testing.assert_array_equal(np.asarray(markers[0].y), filled.loc[inserted, "close"])
     assert "filled" in markers[0].name
     # no markers when nothing was filled
     plain = candlestick_chart(filled, filled=inserted[:0])
-    assert not any(isinstance(trace, go.Scatter) for trace in plain.data)
+    assert not any(isinstance(t, go.Scatter) and t.mode == "markers" for t in plain.data)
+
+
+def test_candlestick_volume_falls_to_zero_over_gaps() -> None:
+    candles = _chart_candles().drop(index=_chart_candles().index[[4, 7, 8]])
+    volume = candlestick_chart(candles).data[1]
+    at = pd.DatetimeIndex(volume.x, tz="UTC")
+    values = pd.Series(np.asarray(volume.y), index=at)
+    # each candle's volume at its time, and zero in the first and last slot of each gap:
+    # one missing candle (4) gets one zero slot twice, two missing (7, 8) get both
+    step = pd.Timedelta(hours=4)
+    start = _chart_candles().index[0]
+    assert list(values[candles.index]) == list(candles["volume"])
+    assert list(values.drop(candles.index).index) == [
+        start + 4 * step, start + 4 * step, start + 7 * step, start + 8 * step
+    ]  # fmt: skip
+    assert (values.drop(candles.index) == 0).all()
+    assert at.is_monotonic_increasing
 
 
 def test_candlestick_chart_shades_gaps() -> None:

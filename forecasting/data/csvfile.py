@@ -286,6 +286,9 @@ def _parse_timestamps(values: list[str], lines: list[int], column: str) -> pd.Da
     if votes > 0 or (votes == 0 and is_number[0]):
         return _parse_epochs(numbers, values, lines, column)
     parsed = pd.to_datetime(pd.Series(values), errors="coerce", utc=True, format="ISO8601")
+    # ISO-8601 reads a leading minus as a year before year 1 ("-5" is the year 5 BC),
+    # which is no date of any market.
+    parsed = parsed.where(parsed.dt.year >= 1)
     if parsed.isna().any():
         bad = int(np.flatnonzero(parsed.isna().to_numpy())[0])
         raise DataFormatError(

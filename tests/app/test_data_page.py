@@ -30,10 +30,14 @@ def test_first_open_shows_default_pair_chart(app_env):
     assert not app.error
     assert app.title[0].value == "Data"
     assert "binance · BTC/USDT · 1d" in app.caption[0].value
-    assert chart_trace_types(app)[:2] == ["candlestick", "bar"]
+    assert chart_trace_types(app) == ["candlestick", "scatter", "scatter"]
     # Default range: about 3000 daily candles, fetched in pages from the local server.
     assert 2900 <= int(app.metric[0].value.replace(",", "")) <= 3001
     assert len(app_env.kline_requests()) >= 3
+    # Nothing missing, extreme or inconsistent in these candles: no empty tables.
+    assert app.metric[1].value == "0"
+    assert not app.dataframe
+    assert [c.value for c in app.caption].count("None.") == 3
 
 
 def test_switching_symbol_fetches_that_symbol(app_env):
@@ -101,3 +105,22 @@ def test_csv_upload_is_charted(app_env, tmp_path):
     assert not app.exception
     assert "candles.csv" in app.caption[0].value
     assert app.metric[0].value == "60"
+
+
+def test_quality_tables_list_what_was_found(app_env):
+    days = pd.date_range("2024-01-01", periods=60, freq="D")
+    frame = pd.DataFrame(
+        {"Date": days.strftime("%Y-%m-%d"), "Open": 100.0, "High": 102.0, "Low": 99.0,
+         "Close": 101.0, "Volume": 10.0}
+    ).drop(index=[10, 11, 30])  # fmt: skip
+    app = run_app()
+    app.radio(key="source").set_value("csv").run()
+    app.file_uploader(key="csv_file").upload("gaps.csv", frame.to_csv(index=False).encode())
+    app.date_input(key="date_range").set_value((days[0].date(), days[-1].date())).run()
+    assert not app.exception
+    assert app.metric[1].value == "3"
+    # the two missing ranges in a table; nothing extreme or inconsistent
+    gaps = app.dataframe[0].value
+    assert len(app.dataframe) == 1
+    assert len(gaps) == 2
+    assert [c.value for c in app.caption].count("None.") == 2

@@ -20,7 +20,11 @@ def test_first_page_shows_candlestick_chart(browser_page, streamlit_url):
         timeout=30_000,
     )
     traces = page.evaluate(f"Array.from(document.querySelector('{PLOT}').data, t => t.type)")
-    assert traces[:2] == ["candlestick", "bar"]
+    # candles over two stepped volume areas
+    assert traces == ["candlestick", "scatter", "scatter"]
+    # the times, sent as strings, are read as dates
+    axis = page.evaluate(f"document.querySelector('{PLOT}')._fullLayout.xaxis.type")
+    assert axis == "date"
     candles = page.evaluate(f"document.querySelector('{PLOT}')._fullData[0].close.length")
     assert 2900 <= candles <= 3001
     assert page.get_by_text("binance · BTC/USDT · 1d").first.is_visible()
