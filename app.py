@@ -6,7 +6,7 @@ file in ``pages/`` that reads like a description of its screen.
 
 import streamlit as st
 
-from ui import settings, state
+from ui import preload
 
 st.set_page_config(
     page_title="Crypto Forecast Lab",
@@ -15,6 +15,11 @@ st.set_page_config(
     layout="wide",
     menu_items={"About": "Crypto Forecast Lab: honest, side-by-side crypto price forecasts."},
 )
+preload.chart_library()
+
+# After the preload request is sent: these import pandas, ccxt and plotly, which takes
+# 0.6-0.8 s on a fresh server.
+from ui import settings, state  # noqa: E402
 
 page = st.navigation(
     [

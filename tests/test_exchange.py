@@ -17,6 +17,7 @@ from forecasting.data.exchange import (
     RetryPolicy,
     create_exchange,
     fetch_ohlcv,
+    list_exchanges,
     list_symbols,
     source_key,
     suggest_symbols,
@@ -422,6 +423,20 @@ def test_unknown_exchange(exchange_id, hint):
         assert hint in str(caught.value)
     else:
         assert "Did you mean" not in str(caught.value)
+
+
+def test_exchange_list_is_what_constructed_clients_say():
+    """The list reads each class's description; a client of every exchange, asked the
+    slow way, gives the same answer."""
+    expected = []
+    for exchange_id in ccxt.exchanges:
+        try:
+            if getattr(ccxt, exchange_id)().has.get("fetchOHLCV"):
+                expected.append(exchange_id)
+        except Exception:  # noqa: BLE001, S112 - the list skips those too
+            continue
+    assert list_exchanges() == sorted(expected)
+    assert {"binance", "bitstamp", "kraken"} <= set(list_exchanges())
 
 
 def test_exchange_id_is_forgiving_about_case_and_spaces():

@@ -40,6 +40,25 @@ def test_first_open_shows_default_pair_chart(app_env):
     assert [c.value for c in app.caption].count("None.") == 3
 
 
+def test_the_run_begins_with_the_chart_library_request(app_env):
+    """Before anything else, a hidden element has the browser load the chart code that
+    the page needs at the end of the run (see ``ui/preload.py``)."""
+    import streamlit as st
+
+    from ui import preload
+
+    app = run_app()
+    first = app.main.children[0]
+    html = first.children[0].proto
+    chunk = preload.plotly_chunk()
+    assert chunk is not None
+    assert (Path(st.__file__).parent / "static" / "static" / "js" / chunk).is_file()
+    assert f'import(new URL("{chunk}", main.src)' in html.body
+    assert html.unsafe_allow_javascript
+    assert f".st-key-{preload.KEY}" in html.body
+    assert "display: none" in html.body
+
+
 def test_switching_symbol_fetches_that_symbol(app_env):
     app = run_app()
     app.selectbox(key="symbol").set_value("ETH/USDT").run()

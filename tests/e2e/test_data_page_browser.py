@@ -28,6 +28,20 @@ def test_first_page_shows_candlestick_chart(browser_page, streamlit_url):
     candles = page.evaluate(f"document.querySelector('{PLOT}')._fullData[0].close.length")
     assert 2900 <= candles <= 3001
     assert page.get_by_text("binance · BTC/USDT · 1d").first.is_visible()
+    # The chart code, requested at the start of the run, was fetched once, and the
+    # hidden element that asked for it leaves no gap above the title.
+    fetched = page.evaluate(
+        "performance.getEntriesByType('resource').filter(e => e.name.includes('/PlotlyChart.'))"
+        ".length"
+    )
+    assert fetched == 1
+    gap = page.evaluate(
+        """(() => { const block = document.querySelector('[data-testid=stMainBlockContainer]');
+        const title = document.querySelector('h1');
+        return title.getBoundingClientRect().top - block.getBoundingClientRect().top
+               - parseFloat(getComputedStyle(block).paddingTop); })()"""
+    )
+    assert abs(gap) < 1
     assert page.locator("[data-testid='stException']").count() == 0
     page.wait_for_timeout(500)
     shots = ROOT / "test-artifacts"
