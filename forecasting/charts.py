@@ -103,9 +103,11 @@ def candlestick_chart(
     # rising candles in the rising colour over it. The volume is read in the candles'
     # hover, as the areas are zero over gaps, where there is no volume to show.
     rising = candles["close"] >= candles["open"]
-    x, volume = _zero_over_gaps(times, candles.index, candles["volume"].to_numpy(float))
-    _, rising_volume = _zero_over_gaps(
-        times, candles.index, candles["volume"].where(rising, 0.0).to_numpy(float)
+    x, (volume, rising_volume) = _zero_over_gaps(
+        times,
+        candles.index,
+        candles["volume"].to_numpy(float),
+        candles["volume"].where(rising, 0.0).to_numpy(float),
     )
     for name, y, color in (("volume", volume, DOWN_COLOR), ("volume up", rising_volume, UP_COLOR)):
         figure.add_trace(
@@ -188,22 +190,22 @@ def _times(index: pd.DatetimeIndex) -> np.ndarray:
 
 
 def _zero_over_gaps(
-    times: np.ndarray, index: pd.DatetimeIndex, values: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """``times`` and ``values`` with zeros in the first and last slot of every gap in
-    ``index``, so that a stepped area falls to zero over missing candles. (Plotly fills an
-    area across a missing value, so a gap cannot be left out instead.)"""
+    times: np.ndarray, index: pd.DatetimeIndex, *columns: np.ndarray
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """``times`` and each of ``columns`` with zeros in the first and last slot of every gap
+    in ``index``, so that a stepped area falls to zero over missing candles. (Plotly fills
+    an area across a missing value, so a gap cannot be left out instead.)"""
     spacing = _spacing(index)
     if len(index) < 2 or spacing <= pd.Timedelta(0):
-        return times, values
+        return times, list(columns)
     after = np.flatnonzero(np.asarray(index[1:] - index[:-1]) > 1.5 * spacing.to_timedelta64())
     if not len(after):
-        return times, values
+        return times, list(columns)
     first, last = _times(index[after] + spacing), _times(index[after + 1] - spacing)
     at = np.repeat(after + 1, 2)
     return (
         np.insert(times, at, np.column_stack([first, last]).ravel()),
-        np.insert(values, at, 0.0),
+        [np.insert(values, at, 0.0) for values in columns],
     )
 
 
