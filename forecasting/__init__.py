@@ -40,6 +40,7 @@ from forecasting.errors import (
     InvalidTimeframe,
     NetworkUnreachable,
     NoCandles,
+    NotFittedError,
     RateLimited,
     UnknownExchange,
 )
@@ -65,6 +66,7 @@ __all__ = [
     "InvalidTimeframe",
     "NetworkUnreachable",
     "NoCandles",
+    "NotFittedError",
     "QualityReport",
     "RateLimited",
     "RetryPolicy",

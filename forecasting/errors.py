@@ -17,6 +17,7 @@
     │   └── ExchangeFailure          anything else the exchange said
     ├── DataFormatError              an uploaded file is not usable OHLCV (names row/column)
     ├── InsufficientHistory          too few candles for what was asked
+    ├── NotFittedError               a model was asked to forecast before it was fitted
     └── Cancelled                    the user stopped a long run (training, backtest)
 
 Errors raised at a boundary (ccxt, pyarrow, csv) are chained with ``raise ... from exc``
@@ -41,6 +42,7 @@ __all__ = [
     "InvalidTimeframe",
     "NetworkUnreachable",
     "NoCandles",
+    "NotFittedError",
     "RateLimited",
     "UnknownExchange",
 ]
@@ -143,6 +145,10 @@ class DataFormatError(ForecastingError):
 
 class InsufficientHistory(ForecastingError):
     """There are too few candles for what was asked."""
+
+
+class NotFittedError(ForecastingError):
+    """A model was asked to forecast (or to be saved) before it was fitted."""
 
 
 class Cancelled(ForecastingError):

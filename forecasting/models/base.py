@@ -6,9 +6,13 @@ validation); everything learned in :meth:`Forecaster.fit` ends in ``_`` and a se
 ``Naive().fit(candles).predict(7)`` reads as it runs.
 
 Forecasts are always in price units (the close), for the ``horizon`` candles after the
-last candle the model saw, or after the last candle of ``history`` when given: the
-walk-forward evaluation fits once per fold and then forecasts from every origin in the
-fold with the actual candles up to that origin.
+last candle the model saw, or after the last candle of ``history`` when given: step
+``k`` is the candle ``k`` timeframes after that origin. The walk-forward evaluation fits
+once per fold and then forecasts from every origin in the fold with exactly the actual
+candles up to that origin. Models that can condition on new candles without refitting
+(the baselines, the LSTM's input window) do so; a model that cannot (Prophet: its
+forecast depends only on time) declares it in :class:`Capabilities` and is refitted on
+the candles up to each origin, warm-started from its previous fit where it can be.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ from __future__ import annotations
 import copy
 import inspect
 import numbers
+import types
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Self
@@ -23,17 +29,52 @@ from typing import Any, ClassVar, Self
 import numpy as np
 import pandas as pd
 
-from forecasting.errors import ConfigurationError, ForecastingError, InsufficientHistory
+from forecasting.errors import (
+    ConfigurationError,
+    DataFormatError,
+    InsufficientHistory,
+    NotFittedError,
+)
 from forecasting.ohlcv import future_timestamps, infer_calendar, infer_timeframe
+from forecasting.progress import ProgressCallback
 
-__all__ = ["Forecast", "Forecaster", "NotFittedError", "ProgressCallback"]
-
-# progress(stage, fraction_done, details) where details carries e.g. loss and val_loss.
-ProgressCallback = Any
+__all__ = ["Capabilities", "Forecast", "Forecaster", "NotFittedError", "ProgressCallback"]
 
 
-class NotFittedError(ForecastingError):
-    """``predict`` was called before ``fit``."""
+@dataclass(frozen=True)
+class Capabilities:
+    """What a model can do, declared by each model class (never inferred from its name).
+
+    Attributes
+    ----------
+    conditions_on_history
+        ``predict(horizon, history=)`` uses candles after the fit without refitting (a
+        last close, an input window). When False the model's forecast depends only on
+        what it was fitted on, so conditioning on later candles means refitting on them:
+        :meth:`Forecaster.updated` does that, and ``predict(history=)`` calls it.
+    warm_starts
+        ``fit(candles, warm_start=other)`` starts its optimiser from ``other``'s fit
+        (same answer up to the optimiser's tolerance, in a fraction of the time).
+    seeded
+        Has a ``seed`` setting; an experiment sets it.
+    seed_changes_forecast
+        Different seeds give different point forecasts (a random initialisation): an
+        experiment can run the model over several seeds and report each.
+    trained_horizon
+        Has a ``horizon`` setting and forecasts at most that many candles ahead.
+    interval_methods
+        How its intervals are made, e.g. ``("normal",)``; empty for no interval.
+    needs_positive_prices
+        Takes logarithms of prices (or their ratios): every close must be above zero.
+    """
+
+    conditions_on_history: bool = True
+    warm_starts: bool = False
+    seeded: bool = False
+    seed_changes_forecast: bool = False
+    trained_horizon: bool = False
+    interval_methods: tuple[str, ...] = ("normal",)
+    needs_positive_prices: bool = False
 
 
 @dataclass(frozen=True)
@@ -49,9 +90,12 @@ class Forecast:
     lower, upper
         Interval bounds at ``level`` (``None`` when the model gives no interval).
     level
-        Interval coverage aimed at, e.g. 0.9.
+        Interval coverage aimed at, e.g. 0.9. A bound may be infinite: the interval is
+        unbounded on that side (too little calibration data for the level).
     model
         The model's alias.
+    notes
+        What the reader must know about this forecast (a bound floored at zero, ...).
     """
 
     timestamps: pd.DatetimeIndex
@@ -60,6 +104,7 @@ class Forecast:
     upper: np.ndarray | None = None
     level: float | None = None
     model: str = ""
+    notes: tuple[str, ...] = ()
 
     @property
     def horizon(self) -> int:
@@ -79,14 +124,17 @@ class Forecast:
         )
 
     def to_records(self) -> list[dict[str, Any]]:
-        """JSON-ready rows ``{"timestamp": ISO, "mean": x, "lower": x, "upper": x}``."""
+        """JSON-ready rows ``{"timestamp": ISO, "mean": x, "lower": x, "upper": x}``.
+
+        A bound that is missing or unbounded (infinite) is ``null``.
+        """
         frame = self.to_frame()
         return [
             {
                 "timestamp": ts.strftime("%Y-%m-%dT%H:%M:%SZ"),
                 "mean": float(row.mean),
-                "lower": None if np.isnan(row.lower) else float(row.lower),
-                "upper": None if np.isnan(row.upper) else float(row.upper),
+                "lower": float(row.lower) if np.isfinite(row.lower) else None,
+                "upper": float(row.upper) if np.isfinite(row.upper) else None,
             }
             for ts, row in zip(frame.index, frame.itertuples(), strict=True)
         ]
@@ -96,13 +144,15 @@ class Forecaster:
     """Base class: ``fit(candles)`` returns the model, ``predict(horizon)`` a :class:`Forecast`.
 
     Subclasses set ``alias`` (the short name used in tables, files and the command
-    line) and implement ``_fit`` and ``_predict``. The base class keeps the bookkeeping
-    (timeframe, calendar, the fitted history, checks) in one place.
+    line), declare their :class:`Capabilities`, and implement ``_fit`` and ``_predict``.
+    The base class keeps the bookkeeping (timeframe, calendar, the fitted history,
+    checks) in one place.
     """
 
     alias: ClassVar[str] = ""
     title: ClassVar[str] = ""
     min_history: ClassVar[int] = 2
+    capabilities: ClassVar[Capabilities] = Capabilities()
 
     # --- parameters (scikit-learn style) ------------------------------------------------
 
@@ -112,33 +162,27 @@ class Forecaster:
         return {name: getattr(self, name) for name in names}
 
     def _check_types(self) -> None:
-        """Each setting must have the kind of value its default has (``"x"`` is no epoch
-        count): a clear message here instead of a ``TypeError`` deep inside a fit."""
-        signature = inspect.signature(type(self).__init__).parameters
+        """Each setting must have a type its annotation in ``__init__`` allows (``"x"`` is
+        no epoch count): a clear message here instead of a ``TypeError`` deep in a fit."""
+        hints = typing.get_type_hints(type(self).__init__)
         for name, value in self.get_params().items():
-            default = signature[name].default
-            if default is inspect.Parameter.empty or default is None or value is None:
+            allowed = _allowed_types(hints.get(name))
+            if allowed is None or value is None and type(None) in allowed:
                 continue
-            if isinstance(default, bool):
-                allowed: tuple[type, ...] = (bool, str) if isinstance(value, str) else (bool,)
-            elif isinstance(default, int):
-                allowed = (numbers.Integral,)
-            elif isinstance(default, float):
-                allowed = (numbers.Real,)
-            elif isinstance(default, str):
-                allowed = (
-                    (str, bool) if name.endswith("seasonality") or name == "jit_compile" else (str,)
+            integral = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+            ok = (
+                (bool in allowed and isinstance(value, bool | np.bool_))
+                or (int in allowed and integral)
+                or (
+                    float in allowed
+                    and isinstance(value, numbers.Real)
+                    and not isinstance(value, bool)
                 )
-            else:
-                continue
-            numeric_bool = (
-                isinstance(value, bool)
-                and isinstance(default, int | float)
-                and not isinstance(default, bool)
+                or (str in allowed and isinstance(value, str))
             )
-            if not isinstance(value, allowed) or numeric_bool:
+            if not ok:
                 raise ConfigurationError(
-                    f"{self.title or self.alias}: {name} must be {_kind(default)}, got {value!r}."
+                    f"{self.title or self.alias}: {name} must be {_kind(allowed)}, got {value!r}."
                 )
 
     def clone(self) -> Self:
@@ -157,6 +201,7 @@ class Forecaster:
         *,
         progress: ProgressCallback | None = None,
         should_stop: Callable[[], bool] | None = None,
+        warm_start: Forecaster | None = None,
     ) -> Self:
         """Learn from ``candles`` (an OHLCV frame, not modified) and return the model.
 
@@ -165,15 +210,21 @@ class Forecaster:
         candles
             The training window.
         progress
-            Called as ``progress(stage, fraction_done, details)`` during long fits.
+            Called as ``progress(stage, fraction_done, details)`` during long fits (see
+            :mod:`forecasting.progress`).
         should_stop
             Polled during long fits; when it returns True the fit raises
             :class:`~forecasting.errors.Cancelled`.
+        warm_start
+            A fitted model of the same class and settings to start the optimiser from
+            (models whose capabilities say ``warm_starts``; others ignore it).
 
         Raises
         ------
         ConfigurationError
             When a setting is invalid (checked here, not in ``__init__``).
+        DataFormatError
+            When a close is not a positive number and the model takes logarithms.
         InsufficientHistory
             When there are too few candles for the settings.
         Cancelled
@@ -196,15 +247,47 @@ class Forecaster:
                 f"{self.title or self.alias} needs at least {self._required_history()} candles "
                 f"with these settings; got {len(candles)}. Choose a longer date range."
             )
+        self._check_prices(candles)
+        if warm_start is not None and (
+            type(warm_start) is not type(self) or not hasattr(warm_start, "history_")
+        ):
+            raise ConfigurationError(
+                f"{self.title or self.alias}: warm_start must be a fitted {type(self).__name__}."
+            )
         try:
             self.timeframe_ = infer_timeframe(candles.index)
             self.calendar_ = infer_calendar(candles.index, self.timeframe_)
             self.history_ = candles
-            self._fit(candles, progress=progress, should_stop=should_stop)
+            self._fit(
+                candles,
+                progress=progress,
+                should_stop=should_stop,
+                warm_start=warm_start if self.capabilities.warm_starts else None,
+            )
         except BaseException:
             self._forget_fit()
             raise
         return self
+
+    def updated(self, history: pd.DataFrame) -> Self:
+        """This model as it forecasts from the last candle of ``history``.
+
+        A model that conditions on history (see :class:`Capabilities`) is returned as it
+        is. One that does not is refitted on ``history`` (warm-started from this fit
+        where it can be) and the refitted copy is returned; this model is not changed.
+
+        Parameters
+        ----------
+        history
+            The candles up to the new origin: the fit's data followed by later candles.
+        """
+        if not hasattr(self, "history_"):
+            raise NotFittedError(
+                f"{self.title or type(self).__name__} is not fitted yet: call fit(candles) first."
+            )
+        if self.capabilities.conditions_on_history or _same_candles(history, self.history_):
+            return self
+        return self.clone().fit(history, warm_start=self)
 
     def predict(self, horizon: int, *, history: pd.DataFrame | None = None) -> Forecast:
         """Forecast the ``horizon`` closes after the last candle seen.
@@ -215,13 +298,23 @@ class Forecaster:
             How many candles ahead (at least 1).
         history
             Actual candles up to the forecast origin (the fit's data followed by later
-            candles). Models condition on it without refitting. Defaults to the data
-            the model was fitted on.
+            candles). Defaults to the data the model was fitted on. The forecast uses
+            exactly these candles: models that condition on history read them without
+            refitting; the others are refitted on them first (see :meth:`updated`).
+
+        Returns
+        -------
+        Forecast
+            Step ``k`` is the candle ``k`` timeframes after the last candle of
+            ``history``.
 
         Raises
         ------
         NotFittedError
             When called before :meth:`fit`.
+        DataFormatError
+            When a close in ``history`` is not a positive number and the model takes
+            logarithms.
         """
         if not hasattr(self, "history_"):
             raise NotFittedError(
@@ -229,8 +322,14 @@ class Forecaster:
             )
         if int(horizon) < 1:
             raise ConfigurationError(f"horizon must be at least 1, got {horizon}.")
+        if history is not None and history is not self.history_:
+            self._check_prices(history)
+            if not self.capabilities.conditions_on_history:
+                return self.updated(history).predict(horizon)
         history = self.history_ if history is None else history
-        mean, lower, upper = self._predict(int(horizon), history)
+        result = self._predict(int(horizon), history)
+        mean, lower, upper = result[:3]
+        notes = tuple(result[3]) if len(result) > 3 else ()
         timestamps = future_timestamps(
             history.index[-1], int(horizon), self.timeframe_, calendar=self.calendar_
         )
@@ -241,7 +340,22 @@ class Forecaster:
             upper=None if upper is None else np.asarray(upper, dtype="float64"),
             level=getattr(self, "level", None) if lower is not None else None,
             model=self.alias,
+            notes=notes,
         )
+
+    def _check_prices(self, candles: pd.DataFrame) -> None:
+        if not self.capabilities.needs_positive_prices or "close" not in candles:
+            return
+        close = candles["close"].to_numpy(dtype="float64")
+        bad = ~(np.isfinite(close) & (close > 0))
+        if bad.any():
+            first = int(np.argmax(bad))
+            raise DataFormatError(
+                f"{self.title or self.alias} needs positive closes, but the close of the "
+                f"candle at {candles.index[first]:%Y-%m-%d %H:%M} UTC is {close[first]:g} "
+                f"({int(bad.sum())} such candle(s)). Remove those candles or choose a range "
+                "without them."
+            )
 
     def _forget_fit(self) -> None:
         """Drop everything learned (the attributes ending in ``_``): back to unfitted."""
@@ -259,20 +373,32 @@ class Forecaster:
         *,
         progress: ProgressCallback | None,
         should_stop: Callable[[], bool] | None,
+        warm_start: Forecaster | None,
     ) -> None:
         raise NotImplementedError
 
-    def _predict(
-        self, horizon: int, history: pd.DataFrame
-    ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    def _predict(self, horizon: int, history: pd.DataFrame) -> tuple:
+        """``(mean, lower, upper)`` or ``(mean, lower, upper, notes)`` for ``horizon`` steps."""
         raise NotImplementedError
 
 
-def _kind(default: object) -> str:
-    if isinstance(default, bool):
-        return "true or false"
-    if isinstance(default, int):
-        return "a whole number"
-    if isinstance(default, float):
-        return "a number"
-    return "text"
+def _same_candles(a: pd.DataFrame, b: pd.DataFrame) -> bool:
+    """True when two frames hold the same candles (cheap checks first)."""
+    if a is b:
+        return True
+    return len(a) == len(b) and a.index.equals(b.index) and a.equals(b)
+
+
+def _allowed_types(hint: Any) -> tuple[type, ...] | None:
+    """The plain types an annotation allows (``bool | str`` gives ``(bool, str)``)."""
+    if hint is None or hint is Any:
+        return None
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        return tuple(t for t in typing.get_args(hint))
+    return (hint,) if isinstance(hint, type) else None
+
+
+def _kind(allowed: tuple[type, ...]) -> str:
+    words = {bool: "true or false", int: "a whole number", float: "a number", str: "text"}
+    named = [words[t] for t in allowed if t in words]
+    return " or ".join(dict.fromkeys(named)) or "of another kind"

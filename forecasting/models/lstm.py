@@ -33,7 +33,7 @@ import pandas as pd
 
 from forecasting.errors import Cancelled, ConfigurationError, InsufficientHistory
 from forecasting.features import compute_features, parse_features, warmup_length
-from forecasting.models.base import Forecaster, ProgressCallback
+from forecasting.models.base import Capabilities, Forecaster, ProgressCallback
 from forecasting.preprocessing import denoise
 
 __all__ = ["LSTM"]
@@ -191,6 +191,14 @@ class LSTM(Forecaster):
 
     alias = "lstm"
     title = "LSTM"
+    capabilities = Capabilities(
+        conditions_on_history=True,
+        seeded=True,
+        seed_changes_forecast=True,
+        trained_horizon=True,
+        interval_methods=INTERVALS,
+        needs_positive_prices=True,
+    )
 
     def __init__(
         self,
@@ -297,6 +305,7 @@ class LSTM(Forecaster):
         *,
         progress: ProgressCallback | None = None,
         should_stop: Callable[[], bool] | None = None,
+        warm_start: LSTM | None = None,
     ) -> None:
         self._validate_settings()
         inputs = self._inputs(candles)

@@ -20,7 +20,7 @@ import pandas as pd
 
 from forecasting.errors import ConfigurationError
 from forecasting.features import compute_features, parse_features, warmup_length
-from forecasting.models.base import Forecaster
+from forecasting.models.base import Capabilities, Forecaster
 from forecasting.preprocessing import denoise
 
 __all__ = ["ProphetModel"]
@@ -66,6 +66,15 @@ class ProphetModel(Forecaster):
 
     alias = "prophet"
     title = "Prophet"
+    capabilities = Capabilities(
+        conditions_on_history=False,
+        warm_starts=True,
+        seeded=True,
+        seed_changes_forecast=False,
+        trained_horizon=True,
+        interval_methods=("simulation",),
+        needs_positive_prices=True,
+    )
 
     def __init__(
         self,
@@ -124,7 +133,9 @@ class ProphetModel(Forecaster):
             frame = pd.concat([frame, regressors], axis=1)
         return frame
 
-    def _fit(self, candles: pd.DataFrame, *, progress=None, should_stop=None) -> None:
+    def _fit(
+        self, candles: pd.DataFrame, *, progress=None, should_stop=None, warm_start=None
+    ) -> None:
         if self.seasonality_mode not in ("additive", "multiplicative"):
             raise ConfigurationError("Prophet seasonality_mode is additive or multiplicative.")
         if int(self.max_train_candles) < 10:
