@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -330,10 +330,14 @@ class _Progress:
         self.enabled = enabled
         self._drawn = False
 
-    def __call__(self, done: int, expected: int) -> None:
+    def __call__(self, stage: str, fraction: float, details: Mapping[str, Any]) -> None:
         if not self.enabled:
             return
-        print(f"\rfetched {done} of ~{expected} candles", end="", file=sys.stderr, flush=True)
+        if stage == "fetch":
+            text = f"fetched {details.get('done', 0)} of ~{details.get('expected', 0)} candles"
+        else:
+            text = f"{fraction:4.0%} {details.get('message', stage):<50}"
+        print(f"\r{text}", end="", file=sys.stderr, flush=True)
         self._drawn = True
 
     def finish(self) -> None:

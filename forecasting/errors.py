@@ -18,6 +18,7 @@
     ├── DataFormatError              an uploaded file is not usable OHLCV (names row/column)
     ├── InsufficientHistory          too few candles for what was asked
     ├── NotFittedError               a model was asked to forecast before it was fitted
+    ├── ModelFailed                  a model's fit failed on these candles (an optimiser)
     └── Cancelled                    the user stopped a long run (training, backtest)
 
 Errors raised at a boundary (ccxt, pyarrow, csv) are chained with ``raise ... from exc``
@@ -42,6 +43,7 @@ __all__ = [
     "InvalidTimeframe",
     "NetworkUnreachable",
     "NoCandles",
+    "ModelFailed",
     "NotFittedError",
     "RateLimited",
     "UnknownExchange",
@@ -149,6 +151,10 @@ class InsufficientHistory(ForecastingError):
 
 class NotFittedError(ForecastingError):
     """A model was asked to forecast (or to be saved) before it was fitted."""
+
+
+class ModelFailed(ForecastingError):
+    """A model could not be fitted on these candles (its optimiser failed)."""
 
 
 class Cancelled(ForecastingError):

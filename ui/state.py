@@ -397,10 +397,9 @@ def current_dataset(selection: Selection) -> Dataset:
     """
     bar = st.empty()
 
-    def progress(done: int, expected: int) -> None:
-        bar.progress(
-            min(1.0, done / max(expected, 1)), text=f"Fetching candles: {done:,} of ~{expected:,}"
-        )
+    def progress(stage: str, fraction: float, details: Mapping[str, Any]) -> None:
+        done, expected = details.get("done", 0), details.get("expected", 0)
+        bar.progress(fraction, text=f"Fetching candles: {done:,} of ~{expected:,}")
 
     try:
         dataset = load_dataset(selection, progress=progress)
