@@ -105,6 +105,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     compare.add_argument("--seed", type=int, default=42, help="seed for LSTM and Prophet")
     compare.add_argument(
+        "--seeds",
+        metavar="N|LIST",
+        help="seeds the LSTM runs: a count N (seed, seed+1, ...) or a list such as 42,7,99; "
+        "the verdict holds only if it holds for each (default 3)",
+    )
+    compare.add_argument(
+        "--loss",
+        choices=("absolute", "squared"),
+        default="absolute",
+        help="the one loss of the verdict and the Diebold-Mariano tests (default absolute)",
+    )
+    compare.add_argument(
         "--settings",
         metavar="JSON",
         help='per-model settings, e.g. \'{"lstm": {"epochs": 10}, "prophet": {}}\'',
@@ -198,10 +210,9 @@ def _forecast(args: argparse.Namespace) -> int:
     cls = MODELS.get(args.model)
     if cls is None:
         raise _UsageError(f"--model must be one of: {', '.join(_MODEL_NAMES)}")
-    params = cls().get_params()
-    if "horizon" in params:
+    if cls.capabilities.trained_horizon:
         settings.setdefault("horizon", args.horizon)
-    if args.seed is not None and "seed" in params:
+    if args.seed is not None and cls.capabilities.seeded:
         settings["seed"] = args.seed
     model = make_model(args.model, **settings)
     data = read_ohlcv_csv(args.data)
@@ -261,13 +272,11 @@ def _compare(args: argparse.Namespace) -> int:
             test_start=parse_time(args.test_start, name="--test-start"),
         ),
         seed=args.seed,
+        loss=args.loss,
+        seeds=_seeds(args.seeds),
     )
-
-    def progress(fraction: float, message: str) -> None:
-        if args.progress.enabled:
-            print(f"\r{fraction:4.0%} {message:<50}", end="", file=sys.stderr, flush=True)
-            args.progress._drawn = True
-
+    settings.seed_list()  # a bad --seeds fails here, before any data is fitted
+    progress = args.progress if args.progress.enabled else None
     result = run_experiment(candles, settings, source=source, progress=progress)
     args.progress.finish()
     if args.forecasts_out:
@@ -278,6 +287,23 @@ def _compare(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(result.metrics.to_csv(lineterminator="\n"))
     return EXIT_OK
+
+
+def _seeds(text: str | None) -> int | tuple[int, ...]:
+    from forecasting.experiment import DEFAULT_SEEDS
+
+    if text is None:
+        return DEFAULT_SEEDS
+    parts = [part.strip() for part in text.split(",") if part.strip()]
+    try:
+        values = [int(part) for part in parts]
+    except ValueError as exc:
+        raise _UsageError(
+            f"--seeds is a count (3) or a list of whole numbers (42,7,99), got {text!r}"
+        ) from exc
+    if not values:
+        raise _UsageError("--seeds is empty: give a count (3) or a list (42,7,99)")
+    return values[0] if len(values) == 1 and "," not in text else tuple(values)
 
 
 def _json_object(text: str | None, flag: str) -> dict[str, Any] | None:

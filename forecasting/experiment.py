@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,16 +19,25 @@ from forecasting.errors import Cancelled, ConfigurationError
 from forecasting.evaluation import (
     Backtest,
     BacktestSettings,
+    Verdict,
     copy_check,
+    default_workers,
     dm_table,
     score,
     score_by_horizon,
+    undefined_metrics,
+    verdicts,
     walk_forward,
 )
+from forecasting.evaluation.significance import LOSSES
 from forecasting.models import MODELS, Forecast, make_model
+from forecasting.progress import ProgressCallback, StopCheck, report, scaled
 
 __all__ = [
+    "DEFAULT_LOSS",
     "DEFAULT_MODELS",
+    "DEFAULT_SEEDS",
+    "MAX_SEEDS",
     "ExperimentResult",
     "ExperimentSettings",
     "data_hash",
@@ -45,6 +54,11 @@ DEFAULT_MODELS: tuple[str, ...] = (
     "prophet",
     "lstm",
 )
+DEFAULT_LOSS = "absolute"
+# Seeds the LSTM runs in a default experiment: a verdict that one seed can flip is no
+# verdict, and three keep the default experiment under a minute on two cores.
+DEFAULT_SEEDS = 3
+MAX_SEEDS = 20
 
 
 @dataclass(frozen=True)
@@ -60,13 +74,46 @@ class ExperimentSettings:
     backtest
         The walk-forward layout (horizon, folds, test size, stride, window).
     seed
-        Seed for every model that has one.
+        Seed for every model that has one; the seed of the forecasts in the tables.
+    loss
+        ``"absolute"`` or ``"squared"``: the one loss of the verdict (its ratio and its
+        test) and of the per-step Diebold-Mariano tests.
+    seeds
+        Seeds for models whose point forecast depends on the seed (the LSTM): a count
+        ``N`` runs ``seed, seed + 1, ..., seed + N - 1``; a list runs those seeds (with
+        ``seed`` first, added if absent). The verdict holds only if it holds for each.
     """
 
     models: tuple[str, ...] = DEFAULT_MODELS
     model_settings: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     backtest: BacktestSettings = field(default_factory=BacktestSettings)
     seed: int = 42
+    loss: str = DEFAULT_LOSS
+    seeds: int | tuple[int, ...] = DEFAULT_SEEDS
+
+    def seed_list(self) -> tuple[int, ...]:
+        """The seeds run, the experiment's own ``seed`` first.
+
+        Raises
+        ------
+        ConfigurationError
+            For a count below 1 or above :data:`MAX_SEEDS`, or seeds that are not
+            whole numbers.
+        """
+        if isinstance(self.seeds, bool) or not isinstance(self.seeds, int | tuple | list):
+            raise ConfigurationError(f"seeds is a count or a list of seeds, got {self.seeds!r}.")
+        if isinstance(self.seeds, int):
+            if not 1 <= self.seeds <= MAX_SEEDS:
+                raise ConfigurationError(
+                    f"seeds must be between 1 and {MAX_SEEDS}, got {self.seeds}."
+                )
+            return tuple(int(self.seed) + k for k in range(self.seeds))
+        if any(isinstance(s, bool) or not isinstance(s, int) for s in self.seeds):
+            raise ConfigurationError(f"seeds must be whole numbers, got {list(self.seeds)}.")
+        chosen = tuple(dict.fromkeys([int(self.seed), *(int(s) for s in self.seeds)]))
+        if len(chosen) > MAX_SEEDS:
+            raise ConfigurationError(f"At most {MAX_SEEDS} seeds, got {len(chosen)}.")
+        return chosen
 
     def build_models(self) -> dict[str, Any]:
         """Unfitted models by alias, with the horizon and seed applied where they exist.
@@ -74,8 +121,10 @@ class ExperimentSettings:
         Raises
         ------
         ConfigurationError
-            For an unknown alias, or settings a model does not have.
+            For an unknown alias, settings a model does not have, or an unknown loss.
         """
+        if self.loss not in LOSSES:
+            raise ConfigurationError(f"Unknown loss {self.loss!r}: use one of {', '.join(LOSSES)}.")
         aliases = list(dict.fromkeys(["naive", *self.models]))
         built = {}
         for alias in aliases:
@@ -89,10 +138,10 @@ class ExperimentSettings:
                     f'{{"{alias}": {{"level": 0.8}}}}; got {given!r}.'
                 )
             settings = dict(given)
-            params = MODELS[alias]().get_params() if alias in MODELS else {}
-            if "horizon" in params:
+            capabilities = MODELS[alias].capabilities if alias in MODELS else None
+            if capabilities is not None and capabilities.trained_horizon:
                 settings["horizon"] = max(int(settings.get("horizon", 0)), self.backtest.horizon)
-            if "seed" in params:
+            if capabilities is not None and capabilities.seeded:
                 settings["seed"] = self.seed
             built[alias] = make_model(alias, **settings)
         return built
@@ -103,6 +152,8 @@ class ExperimentSettings:
             "models": {alias: model.get_params() for alias, model in self.build_models().items()},
             "backtest": self.backtest.to_dict(),
             "seed": self.seed,
+            "loss": self.loss,
+            "seeds": list(self.seed_list()),
         }
 
 
@@ -118,6 +169,36 @@ class ExperimentResult:
     copy: pd.DataFrame
     future: dict[str, Forecast]
     data: dict[str, Any]
+    verdict: dict[str, Verdict] = field(default_factory=dict)
+    undefined: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    @property
+    def notes(self) -> list[str]:
+        """What the reader must know about these numbers, one sentence each."""
+        out = []
+        pairs = self.backtest.pairs
+        if pairs is not None and pairs.missing_target:
+            out.append(
+                f"{pairs.missing_target} (origin, target) pairs were left out for every model: "
+                "their target candle is missing from the data."
+            )
+        if pairs is not None and (pairs.filled_target or pairs.filled_origin):
+            out.append(
+                f"Filled candles are never scored: {pairs.filled_target} pairs with a filled "
+                f"target and {pairs.filled_origin} filled origins were left out for every model."
+            )
+        for model, reasons in self.undefined.items():
+            for metric, reason in reasons.items():
+                out.append(f"{model}: {metric} is {reason}.")
+        for model, found in self.backtest.notes.items():
+            out.extend(f"{model}: {note}" for note in found)
+        for model, forecast in self.future.items():
+            out.extend(
+                f"{model} (next candles): {note}"
+                for note in forecast.notes
+                if note not in self.backtest.notes.get(model, [])
+            )
+        return out
 
     def to_json(self) -> dict[str, Any]:
         """The ``compare --json`` document."""
@@ -134,6 +215,10 @@ class ExperimentResult:
             "dm_tests": [_clean(r) for r in self.dm_tests.to_dict(orient="records")],
             "copy_check": {m: _clean(r) for m, r in self.copy.to_dict(orient="index").items()},
             "future": {alias: f.to_records() for alias, f in self.future.items()},
+            "verdict": {name: v.to_dict() for name, v in self.verdict.items()},
+            "pairs": self.backtest.pairs.to_dict() if self.backtest.pairs else None,
+            "undefined": self.undefined,
+            "notes": self.notes,
         }
 
     def forecasts_table(self) -> pd.DataFrame:
@@ -156,9 +241,11 @@ def run_experiment(
     settings: ExperimentSettings,
     *,
     source: Mapping[str, Any] | None = None,
-    progress: Callable[[float, str], None] | None = None,
-    should_stop: Callable[[], bool] | None = None,
+    progress: ProgressCallback | None = None,
+    should_stop: StopCheck | None = None,
     future: bool = True,
+    filled: pd.DatetimeIndex | None = None,
+    workers: int | None = None,
 ) -> ExperimentResult:
     """Backtest every model on the same folds, score them, test them, forecast the future.
 
@@ -167,25 +254,34 @@ def run_experiment(
     candles
         The OHLCV frame.
     settings
-        Models, their settings, the backtest layout and the seed.
+        Models, their settings, the backtest layout, the seeds and the loss.
     source
         Where the data came from (exchange, symbol, ...), recorded in the result.
     progress
-        ``progress(fraction, message)``: the backtest takes 90 % of the bar, the final
-        refit on all data the rest.
+        ``progress(stage, fraction, details)`` (see :mod:`forecasting.progress`): the
+        backtest takes 90 % of the bar (stage ``"backtest"``), the final refit on all
+        data the rest (stage ``"refit"``).
     should_stop
         Polled between steps; True raises :class:`~forecasting.errors.Cancelled`.
     future
         Also refit every model on all the data and forecast the next ``horizon`` candles.
+    filled
+        Open times of candles that were filled in (not traded): they may feed the
+        models, but are never an origin or a target.
+    workers
+        Threads for the backtest (default: up to two). The numbers do not depend on it.
     """
     models = settings.build_models()
-
-    def backtest_progress(fraction: float, message: str) -> None:
-        if progress is not None:
-            progress(0.9 * fraction if future else fraction, message)
-
+    seeds = settings.seed_list()
     backtest = walk_forward(
-        models, candles, settings.backtest, progress=backtest_progress, should_stop=should_stop
+        models,
+        candles,
+        settings.backtest,
+        progress=scaled(progress, 0.0, 0.9 if future else 1.0),
+        should_stop=should_stop,
+        excluded=filled,
+        seeds=seeds,
+        workers=default_workers() if workers is None else int(workers),
     )
     forecasts: dict[str, Forecast] = {}
     if future:
@@ -195,8 +291,13 @@ def run_experiment(
                 raise Cancelled("The experiment was cancelled.")
             model = template.clone().fit(candles, should_stop=should_stop)
             forecasts[alias] = model.predict(settings.backtest.horizon)
-            if progress is not None:
-                progress(0.9 + 0.1 * (position + 1) / len(models), f"refit on all data: {alias}")
+            report(
+                progress,
+                "refit",
+                0.9 + 0.1 * (position + 1) / len(models),
+                message=f"refit on all data: {alias}",
+                model=alias,
+            )
     data = {
         **dict(source or {}),
         "candles": len(candles),
@@ -204,15 +305,19 @@ def run_experiment(
         "last": candles.index[-1].isoformat(),
         "sha256": data_hash(candles),
     }
+    if filled is not None and len(filled):
+        data["filled"] = len(filled)
     return ExperimentResult(
         settings=settings,
         backtest=backtest,
         metrics=score(backtest),
         by_horizon=score_by_horizon(backtest),
-        dm_tests=dm_table(backtest),
+        dm_tests=dm_table(backtest, loss=settings.loss),
         copy=copy_check(backtest),
         future=forecasts,
         data=data,
+        verdict=verdicts(backtest, loss=settings.loss),
+        undefined=undefined_metrics(backtest),
     )
 
 

@@ -19,6 +19,7 @@ from forecasting.errors import InsufficientHistory, InvalidDateRange, InvalidTim
 __all__ = [
     "COLUMNS",
     "future_timestamps",
+    "grid_positions",
     "infer_calendar",
     "infer_timeframe",
     "season_length",
@@ -230,6 +231,49 @@ def future_timestamps(
         step = timeframe_offset(timeframe)
         stamps = [last + step * k for k in range(1, horizon + 1)]
     return pd.DatetimeIndex(stamps, name="timestamp")
+
+
+def grid_positions(index: pd.DatetimeIndex, timeframe: str, calendar: str = "24/7") -> np.ndarray:
+    """Each candle's position on the timeframe's grid, counted from the first candle.
+
+    Position ``p`` means ``p`` timeframes after ``index[0]``: consecutive candles differ
+    by 1, and a gap of ``g`` missing candles makes a jump of ``g + 1``. The candle ``k``
+    timeframes after candle ``i`` is the one at position ``positions[i] + k``, which is
+    what :func:`future_timestamps` stamps as step ``k``. Calendar months count months,
+    the business-day calendar counts business days (NumPy's ``busday_count``), every
+    other timeframe counts its length in seconds (rounded to the nearest whole step).
+
+    Parameters
+    ----------
+    index
+        Candle open times, ascending.
+    timeframe
+        A ccxt timeframe string.
+    calendar
+        ``"24/7"`` or ``"business"``.
+
+    Returns
+    -------
+    np.ndarray
+        ``int64`` positions, shape ``(len(index),)``; ``positions[0] == 0``.
+    """
+    if len(index) == 0:
+        return np.zeros(0, dtype="int64")
+    index = pd.DatetimeIndex(index)
+    if calendar == "business" and timeframe == "1d":
+        days = index.tz_localize(None).normalize().to_numpy().astype("datetime64[D]")
+        return np.busday_count(days[0], days).astype("int64")
+    amount, unit = int(timeframe[:-1]), timeframe[-1]
+    if unit in ("M", "y"):
+        months = (index.year - index[0].year) * 12 + (index.month - index[0].month)
+        per_step = amount * (12 if unit == "y" else 1)
+        return np.floor_divide(np.asarray(months, dtype="int64"), per_step)
+    step_ns = timeframe_seconds(timeframe) * 1_000_000_000
+    elapsed = (index.asi8 - index.asi8[0]) * _NS_PER_UNIT[index.unit]
+    return np.rint(elapsed / step_ns).astype("int64")
+
+
+_NS_PER_UNIT = {"s": 1_000_000_000, "ms": 1_000_000, "us": 1_000, "ns": 1}
 
 
 def season_length(timeframe: str, calendar: str = "24/7") -> int:

@@ -1,7 +1,9 @@
 """Metrics per model and per horizon step, recomputed independently of the package.
 
 The recomputation reads only the forecast rows and the candles (the MASE scale and the
-close at each origin come from the candles, not from the backtest), with plain loops.
+close at each origin come from the candles, not from the backtest), with plain loops;
+the directional test's Fisher p-value is summed from the hypergeometric distribution
+by hand.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ import numpy as np
 import pandas as pd
 import pytest
 from factories import random_walk_candles
-from scipy.stats import binom
 
 from forecasting.evaluation import (
     METRIC_COLUMNS,
@@ -65,14 +66,53 @@ def _sign(x: float) -> int:
     return (x > 0) - (x < 0)
 
 
-def _recompute(rows: pd.DataFrame, candles: pd.DataFrame, window: int | None) -> dict[str, float]:
+def _fisher_greater(table: list[list[int]]) -> float:
+    """One-sided Fisher exact p-value: P(top-left cell >= observed | the margins)."""
+    (a, b), (c, d) = table
+    row, column, n = a + b, a + c, a + b + c + d
+    high = min(row, column)
+    total = math.comb(n, column)
+    return (
+        sum(math.comb(row, k) * math.comb(n - row, column - k) for k in range(a, high + 1)) / total
+    )
+
+
+def _directional_pvalue(rows: pd.DataFrame) -> float:
+    """Per step: origins whose moves do not overlap, a 2 x 2 table, Fisher; Bonferroni."""
+    pvalues = []
+    for step in sorted(set(rows["step"])):
+        at_step = sorted((r for r in rows.itertuples() if r.step == step), key=lambda r: r.origin)
+        kept, last_target = [], None
+        for r in at_step:
+            if last_target is None or r.origin >= last_target:
+                kept.append(r)
+                last_target = r.timestamp
+        table = [[0, 0], [0, 0]]
+        for r in kept:
+            called, moved = _sign(r.yhat - r.y_origin), _sign(r.y - r.y_origin)
+            if called and moved:
+                table[0 if called > 0 else 1][0 if moved > 0 else 1] += 1
+        margins = [
+            sum(table[0]),
+            sum(table[1]),
+            table[0][0] + table[1][0],
+            table[0][1] + table[1][1],
+        ]
+        if all(margins):
+            pvalues.append(_fisher_greater(table))
+    return min(1.0, min(pvalues) * len(pvalues)) if pvalues else math.nan
+
+
+def _recompute(
+    rows: pd.DataFrame, candles: pd.DataFrame, window: int | None, level: float | None = 0.9
+) -> dict[str, float]:
     """Every metric from the rows, the textbook way, one row at a time."""
     closes = candles["close"].tolist()
     position = {stamp: i for i, stamp in enumerate(candles.index)}
     scales: dict[pd.Timestamp, float] = {}
     abs_errors, squared, ape, sape, scaled = [], [], [], [], []
     hits = calls = inside = 0
-    widths = []
+    widths, scores = [], []
     intervals = True
     for row in rows.itertuples():
         error = row.y - row.yhat
@@ -98,8 +138,10 @@ def _recompute(rows: pd.DataFrame, candles: pd.DataFrame, window: int | None) ->
         else:
             inside += row.lower <= row.y <= row.upper
             widths.append(row.upper - row.lower)
+            alpha = 1 - level
+            below, above = max(row.lower - row.y, 0.0), max(row.y - row.upper, 0.0)
+            scores.append(row.upper - row.lower + 2 / alpha * (below + above))
     n = len(abs_errors)
-    pvalue = sum(binom.pmf(k, calls, 0.5) for k in range(hits, calls + 1)) if calls else math.nan
     return {
         "mae": sum(abs_errors) / n,
         "rmse": math.sqrt(sum(squared) / n),
@@ -107,10 +149,11 @@ def _recompute(rows: pd.DataFrame, candles: pd.DataFrame, window: int | None) ->
         "smape": 100 * sum(sape) / n,
         "mase": sum(scaled) / n,
         "directional_accuracy": hits / calls if calls else math.nan,
-        "directional_pvalue": pvalue,
+        "directional_pvalue": _directional_pvalue(rows),
         "direction_calls": calls,
         "coverage": inside / n if intervals else math.nan,
         "width": sum(widths) / n if intervals else math.nan,
+        "interval_score": sum(scores) / n if intervals else math.nan,
         "n": n,
     }
 
@@ -183,6 +226,7 @@ def _tiny_backtest(**columns: list) -> Backtest:
         folds=[],
         settings=BacktestSettings(),
         naive_scale=columns.get("scale", {1: 2.0}),
+        levels={"a": 0.9},
     )
 
 
@@ -207,7 +251,13 @@ def test_metrics_of_a_hand_built_backtest() -> None:
     # forecast equals the origin's close and calls no direction.
     assert row["direction_calls"] == 4
     assert row["directional_accuracy"] == pytest.approx(3 / 4)
-    assert row["directional_pvalue"] == pytest.approx(5 / 16)  # P(X >= 3), X ~ B(4, 1/2)
+    # Step 1 (origins 9, 11 and 13 Jan, moves that do not overlap): calls up, down, none;
+    # moves up, down, down: the table [[1, 0], [0, 1]] gives P = 1/2. Step 2 (origins 10
+    # and 12 Jan): calls down, down, only one direction called: no test. Bonferroni over
+    # one step: 1/2.
+    assert row["directional_pvalue"] == pytest.approx(0.5)
+    # Interval scores (alpha = 0.1): widths 3, 10, 3, 2, 2; 50 lies 2 below [52, 55].
+    assert row["interval_score"] == pytest.approx((3 + 10 + (3 + 20 * 2) + 2 + 2) / 5)
     # 50 lies below [52, 55]; 100 on the bound 100 of [100, 103] is inside.
     assert row["coverage"] == pytest.approx(4 / 5)
     assert row["width"] == pytest.approx((3 + 10 + 3 + 2 + 2) / 5)
@@ -250,9 +300,6 @@ def test_directional_accuracy_counts_only_calls(y, yhat, origin, accuracy, calls
     assert row["direction_calls"] == calls
     if calls:
         assert row["directional_accuracy"] == pytest.approx(accuracy)
-        hits = round(accuracy * calls)
-        expected = sum(binom.pmf(k, calls, 0.5) for k in range(hits, calls + 1))
-        assert row["directional_pvalue"] == pytest.approx(expected)
     else:
         assert math.isnan(row["directional_accuracy"])
         assert math.isnan(row["directional_pvalue"])

@@ -10,7 +10,7 @@ import pytest
 from factories import random_walk_candles
 from scipy import stats
 
-from forecasting.errors import InsufficientHistory
+from forecasting.errors import ConfigurationError, InsufficientHistory
 from forecasting.evaluation import (
     Backtest,
     BacktestSettings,
@@ -124,9 +124,9 @@ def test_swapping_the_forecasts_flips_the_sign(loss, horizon) -> None:
         # forecasts of different lengths
         ([1.0, 2, 3, 4], [1.0, 2, 3], [1.0, 2, 3, 5], {}, InsufficientHistory),
         # an unknown loss
-        ([1.0, 2, 3], [1.0, 2, 4], [2.0, 2, 3], {"loss": "hinge"}, ValueError),
+        ([1.0, 2, 3], [1.0, 2, 4], [2.0, 2, 3], {"loss": "hinge"}, ConfigurationError),
         # an unknown alternative
-        ([1.0, 2, 3], [1.0, 2, 4], [2.0, 2, 3], {"alternative": "bigger"}, ValueError),
+        ([1.0, 2, 3], [1.0, 2, 4], [2.0, 2, 3], {"alternative": "bigger"}, ConfigurationError),
     ],
 )
 def test_diebold_mariano_refuses_what_it_cannot_test(actual, a, b, kwargs, error) -> None:
@@ -173,7 +173,7 @@ def _comparison_backtest(steps: int = 2, n: int = 40) -> Backtest:
 
 def test_dm_table_pairs_each_model_with_naive_and_lstm_with_prophet() -> None:
     backtest = _comparison_backtest()
-    table = dm_table(backtest)
+    table = dm_table(backtest, loss="squared")
 
     expected_pairs = [("drift", "naive"), ("lstm", "naive"), ("prophet", "naive")]
     expected_pairs.append(("lstm", "prophet"))
@@ -201,7 +201,8 @@ def test_dm_table_pairs_each_model_with_naive_and_lstm_with_prophet() -> None:
 
 
 def test_dm_table_verdicts_in_words() -> None:
-    table = dm_table(_comparison_backtest()).set_index(["step", "model", "against"])
+    table = dm_table(_comparison_backtest(), loss="squared")
+    table = table.set_index(["step", "model", "against"])
 
     lstm = table.loc[(1, "lstm", "naive")]
     # The construction really is "lower loss, but not significantly".
@@ -226,13 +227,15 @@ def test_dm_table_verdicts_in_words() -> None:
         == "prophet is significantly better than lstm at the 5 % level"
     )
     # Another level changes the threshold and the words.
-    loose = dm_table(_comparison_backtest(), level=0.5).set_index(["step", "model", "against"])
+    loose = dm_table(_comparison_backtest(), loss="squared", level=0.5)
+    loose = loose.set_index(["step", "model", "against"])
     assert loose.loc[(1, "drift", "naive"), "verdict"].endswith("at the 50 % level")
 
 
 def test_dm_table_names_the_loss() -> None:
     backtest = _comparison_backtest(steps=1)
-    table = dm_table(backtest, loss="absolute")
+    # Absolute error by default: the same loss as the verdict's.
+    table = dm_table(backtest)
 
     assert (table["loss"] == "absolute").all()
     row = table.set_index(["model", "against"]).loc[("prophet", "naive")]
@@ -281,7 +284,7 @@ def test_dm_table_allows_for_the_overlap_the_stride_leaves() -> None:
     candles = random_walk_candles(200, seed=8)
     settings = BacktestSettings(horizon=4, folds=2, test_size=60, stride=2)
     backtest = walk_forward({"naive": Naive(), "drift": Drift()}, candles, settings)
-    table = dm_table(backtest)
+    table = dm_table(backtest, loss="squared")
 
     # Step-h targets of origins 2 apart share candles up to lag ceil(h / 2) - 1.
     assert table["step"].tolist() == [1, 2, 3, 4]

@@ -242,6 +242,8 @@ def test_every_model_gets_the_same_origin_target_pairs(settings) -> None:
     reference = pairs["naive"]
     assert all(p == reference for p in pairs.values())
     # Every origin of every fold forecasts min(horizon, candles left) steps.
+    assert backtest.pairs.scored == len(reference)
+    assert backtest.pairs.missing_target == 0
     n = len(candles)
     expected = sum(
         min(settings.horizon, n - 1 - origin) for f in backtest.folds for origin in f.origins
@@ -345,16 +347,20 @@ def test_naive_scale_is_each_folds_in_sample_one_step_error() -> None:
 
 
 def test_progress_is_reported_per_fold_and_model() -> None:
-    calls: list[tuple[float, str]] = []
+    calls: list[tuple[str, float, dict]] = []
     settings = BacktestSettings(horizon=2, folds=3, test_size=30)
     walk_forward(BASELINES, random_walk_candles(100), settings, progress=lambda *a: calls.append(a))
 
-    fractions = [fraction for fraction, _ in calls]
+    fractions = [fraction for _, fraction, _ in calls]
     assert len(calls) == settings.folds * len(BASELINES)
     assert all(b > a for a, b in zip(fractions, fractions[1:], strict=False))
     assert fractions[-1] == 1.0
-    assert calls[0][1] == "fold 1/3: naive"
-    assert calls[-1][1] == "fold 3/3: moving_average"
+    assert {stage for stage, _, _ in calls} == {"backtest"}
+    # Jobs run model by model, each over its folds.
+    assert calls[0][2]["message"] == "fold 1/3: naive"
+    assert calls[-1][2]["message"] == "fold 3/3: moving_average"
+    assert calls[-1][2]["model"] == "moving_average"
+    assert calls[-1][2]["folds"] == 3
 
 
 @pytest.mark.parametrize(
@@ -380,7 +386,7 @@ def test_should_stop_cancels_the_backtest(polls_before_stop) -> None:
             {"spy": spy()},
             random_walk_candles(100),
             BacktestSettings(horizon=2, folds=3, test_size=60),
-            progress=lambda fraction, _: progress.append(fraction),
+            progress=lambda _stage, fraction, _details: progress.append(fraction),
             should_stop=should_stop,
         )
     fits = sum(kind == "fit" for kind, _ in spy.events)
@@ -414,3 +420,168 @@ def test_settings_to_dict_is_json_ready() -> None:
         "stride": 2,
         "window": 50,
     }
+
+
+# --- steps are time, not rows ------------------------------------------------------------
+
+
+def _with_gaps(candles: pd.DataFrame, positions: list[int]) -> pd.DataFrame:
+    return candles.drop(candles.index[positions])
+
+
+def test_a_step_is_k_timeframes_and_missing_targets_are_left_out_for_every_model() -> None:
+    full = random_walk_candles(140, seed=4)
+    gaps = [121, 122, 130]  # three candles missing inside the test period
+    candles = _with_gaps(full, gaps)
+    settings = BacktestSettings(horizon=4, folds=2, test_size=24)
+    backtest = walk_forward({**BASELINES, "spy": _spy_class()()}, candles, settings)
+    rows = backtest.forecasts
+
+    day = pd.Timedelta(days=1)
+    assert ((rows["timestamp"] - rows["origin"]) == rows["step"] * day).all()
+    assert not rows["timestamp"].isin(full.index[gaps]).any()
+    # The same pairs for every model, and each missing target counted once per pair.
+    pairs = {m: set(zip(g["origin"], g["step"], strict=True)) for m, g in rows.groupby("model")}
+    assert len({frozenset(p) for p in pairs.values()}) == 1
+    expected_missing = 0
+    present = set(candles.index)
+    last = candles.index[-1]
+    for fold in backtest.folds:
+        for origin in fold.origins:
+            for step in range(1, 5):
+                target = candles.index[origin] + step * day
+                if target <= last and target not in present:
+                    expected_missing += 1
+    assert backtest.pairs.missing_target == expected_missing > 0
+    assert backtest.pairs.scored == len(pairs["naive"])
+    # Seasonal naive looks back by time: a week before the target's weekday.
+    seasonal = rows[rows["model"] == "seasonal_naive"]
+    for row in seasonal.itertuples():
+        source = row.timestamp - 7 * day * int(np.ceil(row.step / 7))
+        expected = candles["close"][candles.index <= source].iloc[-1]
+        assert row.yhat == expected
+
+
+def test_filled_candles_are_never_origins_or_targets() -> None:
+    candles = random_walk_candles(120, seed=5)
+    filled = candles.index[[101, 102, 110]]
+    settings = BacktestSettings(horizon=3, folds=2, test_size=20)
+    backtest = walk_forward(BASELINES, candles, settings, excluded=filled)
+    rows = backtest.forecasts
+
+    assert not rows["origin"].isin(filled).any()
+    assert not rows["timestamp"].isin(filled).any()
+    assert backtest.pairs.filled_origin == 3
+    # Origins are 99..108 and 109..118. Candle 101 is the target of origins 99 and 100;
+    # 102 of 99 and 100 (101 is filled, no origin); 110 of 107, 108 and 109: seven pairs.
+    assert backtest.pairs.filled_target == 7
+    # ...and they do not count as one-step changes in MASE's scale.
+    plain = walk_forward(BASELINES, candles, settings)
+    assert plain.pairs.filled_origin == plain.pairs.filled_target == 0
+    assert len(rows) < len(plain.forecasts)
+
+
+def test_naive_scale_uses_changes_one_timeframe_apart_and_is_nan_when_flat() -> None:
+    candles = _with_gaps(random_walk_candles(120, seed=6), [50, 51, 52])
+    settings = BacktestSettings(horizon=2, folds=1, test_size=20)
+    backtest = walk_forward({"naive": Naive()}, candles, settings)
+    fold = backtest.folds[0]
+    train = candles.iloc[: fold.cutoff + 1]
+    step = train.index.to_series().diff() == pd.Timedelta(days=1)
+    expected = train["close"].diff().abs()[step].mean()
+    assert backtest.naive_scale[1] == pytest.approx(expected, rel=1e-12)
+
+    flat = candles.copy()
+    flat[["open", "high", "low", "close"]] = 1.0
+    assert np.isnan(walk_forward({"naive": Naive()}, flat, settings).naive_scale[1])
+
+
+def _refitting_spy_class() -> type[Forecaster]:
+    """A spy that cannot condition on history: it must be refitted at every origin."""
+    from forecasting.models.base import Capabilities
+
+    class Refitter(Forecaster):
+        alias = "refitter"
+        title = "Refitter"
+        capabilities = Capabilities(conditions_on_history=False, warm_starts=True)
+        events: ClassVar[list[tuple[str, pd.Timestamp, object]]] = []
+
+        def __init__(self, level: float = 0.9) -> None:
+            self.level = level
+
+        def _fit(self, candles: pd.DataFrame, *, warm_start=None, **_: object) -> None:
+            self.last_ = float(candles["close"].iloc[-1])
+            start = None if warm_start is None else warm_start.history_.index[-1]
+            type(self).events.append(("fit", candles.index[-1], start))
+
+        def _predict(self, horizon: int, history: pd.DataFrame):
+            # Only what was fitted: the last close of the fit, never the history's.
+            return np.full(horizon, self.last_), None, None
+
+    return Refitter
+
+
+@pytest.mark.parametrize("window", [None, 30])
+def test_a_model_that_cannot_condition_is_refitted_at_each_origin(window) -> None:
+    candles = random_walk_candles(100, seed=7)
+    refitter = _refitting_spy_class()
+    settings = BacktestSettings(horizon=3, folds=2, test_size=20, window=window)
+    backtest = walk_forward({"r": refitter(), "naive": Naive()}, candles, settings)
+
+    events = list(refitter.events)
+    assert len(events) == sum(len(fold.origins) for fold in backtest.folds)
+    for fold in backtest.folds:
+        # Jobs run one after another (one worker): the fold's fits come together. One
+        # fit at the cutoff (cold), then one per later origin, each warm-started from
+        # the previous origin's fit.
+        fits, events = events[: len(fold.origins)], events[len(fold.origins) :]
+        assert [e[1] for e in fits] == [candles.index[o] for o in fold.origins]
+        assert fits[0][2] is None
+        assert [e[2] for e in fits[1:]] == [candles.index[o] for o in fold.origins[:-1]]
+    # So its forecasts from each origin are the close at that origin, like naive's.
+    rows = backtest.forecasts
+    np.testing.assert_array_equal(
+        rows.loc[rows["model"] == "r", "yhat"], rows.loc[rows["model"] == "naive", "yhat"]
+    )
+
+
+def test_seeded_models_are_run_over_every_seed_on_the_same_pairs() -> None:
+    from forecasting.models.base import Capabilities
+
+    class Noisy(Forecaster):
+        alias = "noisy"
+        title = "Noisy"
+        capabilities = Capabilities(seeded=True, seed_changes_forecast=True)
+
+        def __init__(self, seed: int = 1) -> None:
+            self.seed = seed
+
+        def _fit(self, candles: pd.DataFrame, **_: object) -> None:
+            self.bias_ = float(np.random.default_rng(self.seed).normal())
+
+        def _predict(self, horizon: int, history: pd.DataFrame):
+            return np.full(horizon, history["close"].iloc[-1] + self.bias_), None, None
+
+    candles = random_walk_candles(100, seed=8)
+    settings = BacktestSettings(horizon=2, folds=2, test_size=20)
+    backtest = walk_forward(
+        {"naive": Naive(), "noisy": Noisy(seed=1)}, candles, settings, seeds=(1, 2, 3)
+    )
+    assert backtest.model_seeds == {"naive": None, "noisy": 1}
+    assert set(backtest.seed_forecasts) == {"noisy"}
+    assert sorted(backtest.seed_forecasts["noisy"]) == [2, 3]
+    own = backtest.forecasts[backtest.forecasts["model"] == "noisy"].reset_index(drop=True)
+    for seed, rows in backtest.seed_forecasts["noisy"].items():
+        rows = rows.reset_index(drop=True)
+        pd.testing.assert_frame_equal(rows[["origin", "step"]], own[["origin", "step"]])
+        assert not np.allclose(rows["yhat"], own["yhat"]), seed
+
+
+def test_the_forecasts_do_not_depend_on_the_number_of_workers() -> None:
+    candles = _with_gaps(random_walk_candles(160, seed=9), [140])
+    settings = BacktestSettings(horizon=3, folds=3, test_size=30, stride=2)
+    models = {**BASELINES, "r": _refitting_spy_class()()}
+    one = walk_forward(models, candles, settings, workers=1)
+    two = walk_forward(models, candles, settings, workers=2)
+    pd.testing.assert_frame_equal(one.forecasts, two.forecasts, check_exact=True)
+    assert one.pairs == two.pairs

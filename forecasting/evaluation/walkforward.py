@@ -4,12 +4,18 @@ The test period (the last ``test_size`` candles, or everything from ``test_start
 split into ``folds`` consecutive folds. For each fold every model is fitted on the
 candles up to the fold's cutoff only (all earlier candles, or the last ``window`` of
 them), then forecasts ``horizon`` candles ahead from every origin in the fold (every
-``stride`` candles), conditioning on the actual candles up to that origin. Features,
+``stride`` candles), from exactly the actual candles up to that origin: a model that
+conditions on new candles reads them (``predict(horizon, history=)``); one that cannot
+(Prophet) is refitted on them at every origin, each refit warm-started from the
+previous origin's (see :class:`~forecasting.models.base.Capabilities`). Features,
 scalers and intervals are the models' own, fitted inside ``fit`` on the training
 candles: nothing after an origin is ever passed to a model.
 
-Every model gets exactly the same (origin, target) pairs: the pairs are decided here,
-from the data's index, before any model runs.
+Steps are time, not rows: the target of step ``k`` from an origin is the candle ``k``
+timeframes after it. Every model gets exactly the same (origin, target) pairs, decided
+here from the data's index before any model runs. A pair whose target candle is missing
+(a gap) is left out for every model, and so is any pair whose origin or target is a
+candle that was filled in rather than traded; :class:`Pairs` counts what was left out.
 
 ::
 
@@ -19,16 +25,21 @@ from the data's index, before any model runs.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+import os
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import pandas as pd
 
 from forecasting.errors import Cancelled, ConfigurationError, InsufficientHistory
 from forecasting.models.base import Forecaster
+from forecasting.ohlcv import grid_positions, infer_calendar, infer_timeframe
+from forecasting.progress import ProgressCallback, StopCheck, report
 
-__all__ = ["Backtest", "BacktestSettings", "Fold", "make_folds", "walk_forward"]
+__all__ = ["Backtest", "BacktestSettings", "Fold", "Pairs", "make_folds", "walk_forward"]
 
 FORECAST_COLUMNS = [
     "fold",
@@ -43,9 +54,6 @@ FORECAST_COLUMNS = [
     "upper",
     "y_origin",
 ]
-
-# progress(done_fraction, message) after every model of every fold.
-BacktestProgress = Callable[[float, str], None]
 
 
 @dataclass(frozen=True)
@@ -126,6 +134,32 @@ class Fold:
     end: int
 
 
+@dataclass(frozen=True)
+class Pairs:
+    """What the (origin, target) layout scored and left out, counted over every fold.
+
+    Attributes
+    ----------
+    scored
+        Pairs every model forecast and is scored on.
+    missing_target
+        Pairs left out because the target candle is missing from the data (a gap).
+    filled_target
+        Pairs left out because the target is a filled (invented) candle.
+    filled_origin
+        Origins left out (with all their steps) because the origin is a filled candle.
+    """
+
+    scored: int
+    missing_target: int = 0
+    filled_target: int = 0
+    filled_origin: int = 0
+
+    def to_dict(self) -> dict[str, int]:
+        """JSON-ready counts."""
+        return asdict(self)
+
+
 @dataclass
 class Backtest:
     """Every model's forecasts on the same (origin, target) pairs, and how they were made.
@@ -141,9 +175,21 @@ class Backtest:
     settings
         The layout used.
     naive_scale
-        Per fold, the mean absolute one-step change of the training closes: MASE's scale.
+        Per fold, the mean absolute change between training candles one timeframe
+        apart (filled candles left out): MASE's scale. ``nan`` when the training closes
+        never change.
     levels
         Interval level per model (``None`` where a model has no interval).
+    pairs
+        How many (origin, target) pairs were scored, and how many were left out.
+    seed_forecasts
+        For models whose point forecast depends on the seed, the forecast rows of every
+        further seed run, by model and seed (the same columns and pairs as
+        ``forecasts``, which holds the model's own seed).
+    notes
+        Per model, what its forecasts said the reader must know (deduplicated).
+    model_seeds
+        Per model, the seed of the rows in ``forecasts`` (``None`` without a seed).
     """
 
     forecasts: pd.DataFrame
@@ -151,6 +197,10 @@ class Backtest:
     settings: BacktestSettings
     naive_scale: dict[int, float]
     levels: dict[str, float | None] = field(default_factory=dict)
+    pairs: Pairs | None = None
+    seed_forecasts: dict[str, dict[int, pd.DataFrame]] = field(default_factory=dict)
+    notes: dict[str, list[str]] = field(default_factory=dict)
+    model_seeds: dict[str, int | None] = field(default_factory=dict)
 
     @property
     def models(self) -> list[str]:
@@ -206,13 +256,69 @@ def make_folds(index: pd.DatetimeIndex, settings: BacktestSettings) -> list[Fold
     return out
 
 
+def _layout(
+    index: pd.DatetimeIndex,
+    folds: list[Fold],
+    horizon: int,
+    excluded: pd.DatetimeIndex,
+) -> tuple[dict[int, list[tuple[int, int]]], Pairs]:
+    """Per origin position, its ``(step, target position)`` pairs; and the counts."""
+    timeframe = infer_timeframe(index)
+    positions = grid_positions(index, timeframe, infer_calendar(index, timeframe))
+    excluded_mask = index.isin(excluded) if len(excluded) else np.zeros(len(index), bool)
+    layout: dict[int, list[tuple[int, int]]] = {}
+    scored = missing = filled_target = filled_origin = 0
+    last = positions[-1]
+    for fold in folds:
+        for origin in fold.origins:
+            if excluded_mask[origin]:
+                filled_origin += 1
+                continue
+            wanted = positions[origin] + np.arange(1, horizon + 1)
+            wanted = wanted[wanted <= last]  # beyond the data: nothing to score yet
+            found = np.searchsorted(positions, wanted)
+            pairs = []
+            for step, (target_position, target) in enumerate(zip(wanted, found, strict=True), 1):
+                if positions[target] != target_position:
+                    missing += 1
+                elif excluded_mask[target]:
+                    filled_target += 1
+                else:
+                    pairs.append((step, int(target)))
+            if pairs:
+                layout[origin] = pairs
+                scored += len(pairs)
+    return layout, Pairs(scored, missing, filled_target, filled_origin)
+
+
+def _naive_scale(train: pd.DataFrame, excluded: pd.DatetimeIndex) -> float:
+    """Mean absolute change between training candles one timeframe apart (not filled)."""
+    if len(train) < 2:
+        return float("nan")
+    timeframe = infer_timeframe(train.index)
+    positions = grid_positions(train.index, timeframe, infer_calendar(train.index, timeframe))
+    close = train["close"].to_numpy(dtype="float64")
+    real = ~train.index.isin(excluded) if len(excluded) else np.ones(len(train), bool)
+    consecutive = (np.diff(positions) == 1) & real[1:] & real[:-1]
+    changes = np.abs(np.diff(close))[consecutive]
+    scale = float(changes.mean()) if changes.size else float("nan")
+    return scale if scale > 0 else float("nan")
+
+
+def _with_seed(model: Forecaster, seed: int) -> Forecaster:
+    return type(model)(**{**model.get_params(), "seed": int(seed)})
+
+
 def walk_forward(
     models: Mapping[str, Forecaster],
     candles: pd.DataFrame,
     settings: BacktestSettings | None = None,
     *,
-    progress: BacktestProgress | None = None,
-    should_stop: Callable[[], bool] | None = None,
+    progress: ProgressCallback | None = None,
+    should_stop: StopCheck | None = None,
+    excluded: pd.DatetimeIndex | None = None,
+    seeds: Sequence[int] = (),
+    workers: int = 1,
 ) -> Backtest:
     """Fit and forecast every model on every fold (see the module docs).
 
@@ -225,9 +331,21 @@ def walk_forward(
     settings
         The backtest layout.
     progress
-        Called as ``progress(fraction_done, message)`` after each model of each fold.
+        ``progress("backtest", fraction, details)`` after each model of each fold (and
+        after each origin of a model refitted per origin); ``details`` has ``message``,
+        ``fold``, ``folds``, ``model`` and ``seed``.
     should_stop
         Polled between steps (and passed to long fits); True raises ``Cancelled``.
+    excluded
+        Candles that may feed the models but are never an origin or a target: candles
+        filled in where the exchange had none.
+    seeds
+        Further seeds for models whose point forecast depends on the seed
+        (``capabilities.seed_changes_forecast``): each is run on the same folds, and its
+        rows are kept in ``Backtest.seed_forecasts``.
+    workers
+        Threads that run (model, fold) jobs side by side. The forecasts do not depend on
+        it: every job is a deterministic function of its own inputs.
 
     Returns
     -------
@@ -236,49 +354,159 @@ def walk_forward(
     """
     settings = settings or BacktestSettings()
     folds = make_folds(candles.index, settings)
-    close = candles["close"].to_numpy(dtype="float64")
-    n, horizon = len(candles), int(settings.horizon)
-    rows: list[dict] = []
-    naive_scale: dict[int, float] = {}
+    excluded = pd.DatetimeIndex([]) if excluded is None else pd.DatetimeIndex(excluded)
+    horizon = int(settings.horizon)
+    layout, pairs = _layout(candles.index, folds, horizon, excluded)
+    naive_scale = {
+        fold.number: _naive_scale(candles.iloc[fold.train_start : fold.cutoff + 1], excluded)
+        for fold in folds
+    }
+    runs: list[tuple[str, int | None, Forecaster]] = []
+    for name, template in models.items():
+        runs.append((name, None, template))
+        if template.capabilities.seed_changes_forecast:
+            own = getattr(template, "seed", None)
+            for seed in dict.fromkeys(int(s) for s in seeds):
+                if seed != own:
+                    runs.append((name, seed, _with_seed(template, seed)))
+    jobs = [(run, fold) for run in runs for fold in folds]
+    weights = {
+        id(job): 1 + (0 if job[0][2].capabilities.conditions_on_history else len(job[1].origins))
+        for job in jobs
+    }
+    total = float(sum(weights.values()))
+    done = [0.0]
+    lock = threading.Lock()
+
+    def advance(amount: float, fold: Fold, name: str, seed: int | None) -> None:
+        with lock:
+            done[0] += amount
+            fraction = done[0] / total
+        label = name if seed is None else f"{name} (seed {seed})"
+        report(
+            progress,
+            "backtest",
+            fraction,
+            message=f"fold {fold.number}/{len(folds)}: {label}",
+            fold=fold.number,
+            folds=len(folds),
+            model=name,
+            seed=seed,
+        )
+
+    def run_job(job) -> tuple[list[dict], list[str]]:
+        (name, seed, template), fold = job
+        return _run_fold(
+            name, seed, template, fold, candles, layout, settings, should_stop, advance
+        )
+
+    if workers > 1 and len(jobs) > 1:
+        with ThreadPoolExecutor(max_workers=int(workers)) as pool:
+            results = list(pool.map(run_job, jobs))
+    else:
+        results = [run_job(job) for job in jobs]
+
+    primary: list[dict] = []
+    extra: dict[str, dict[int, list[dict]]] = {}
+    notes: dict[str, list[str]] = {}
     levels: dict[str, float | None] = {}
-    steps_total = len(folds) * len(models)
-    done = 0
-    for fold in folds:
-        train = candles.iloc[fold.train_start : fold.cutoff + 1]
-        naive_scale[fold.number] = float(np.mean(np.abs(np.diff(train["close"].to_numpy()))))
-        for name, template in models.items():
-            if should_stop is not None and should_stop():
-                raise Cancelled("The backtest was cancelled.")
-            model = template.clone().fit(train, should_stop=should_stop)
-            levels[name] = getattr(model, "level", None)
-            for origin in fold.origins:
-                # Forecasting from many origins (Prophet's sampling) takes long too.
-                if should_stop is not None and should_stop():
-                    raise Cancelled("The backtest was cancelled.")
-                steps = min(horizon, n - 1 - origin)
-                if steps < 1:
-                    continue
-                history = candles.iloc[fold.train_start : origin + 1]
-                forecast = model.predict(steps, history=history)
-                for step in range(1, steps + 1):
-                    target = origin + step
-                    rows.append(
-                        {
-                            "fold": fold.number,
-                            "cutoff": candles.index[fold.cutoff],
-                            "origin": candles.index[origin],
-                            "timestamp": candles.index[target],
-                            "step": step,
-                            "model": name,
-                            "y": close[target],
-                            "yhat": forecast.mean[step - 1],
-                            "lower": np.nan if forecast.lower is None else forecast.lower[step - 1],
-                            "upper": np.nan if forecast.upper is None else forecast.upper[step - 1],
-                            "y_origin": close[origin],
-                        }
-                    )
-            done += 1
-            if progress is not None:
-                progress(done / steps_total, f"fold {fold.number}/{len(folds)}: {name}")
-    frame = pd.DataFrame(rows, columns=FORECAST_COLUMNS)
-    return Backtest(frame, folds, settings, naive_scale, levels)
+    for ((name, seed, template), _fold), (rows, job_notes) in zip(jobs, results, strict=True):
+        if seed is None:
+            primary.extend(rows)
+            levels[name] = getattr(template, "level", None)
+        else:
+            extra.setdefault(name, {}).setdefault(seed, []).extend(rows)
+        bucket = notes.setdefault(name, [])
+        bucket.extend(n for n in job_notes if n not in bucket)
+    frame = pd.DataFrame(primary, columns=FORECAST_COLUMNS)
+    seed_forecasts = {
+        name: {seed: pd.DataFrame(rows, columns=FORECAST_COLUMNS) for seed, rows in by.items()}
+        for name, by in extra.items()
+    }
+    notes = {name: found for name, found in notes.items() if found}
+    model_seeds = {
+        name: int(model.seed) if model.capabilities.seeded else None
+        for name, model in models.items()
+    }
+    return Backtest(
+        frame, folds, settings, naive_scale, levels, pairs, seed_forecasts, notes, model_seeds
+    )
+
+
+def _run_fold(
+    name: str,
+    seed: int | None,
+    template: Forecaster,
+    fold: Fold,
+    candles: pd.DataFrame,
+    layout: dict[int, list[tuple[int, int]]],
+    settings: BacktestSettings,
+    should_stop: StopCheck | None,
+    advance: Callable[[float, Fold, str, int | None], None],
+) -> tuple[list[dict], list[str]]:
+    """One model on one fold: fit at the cutoff, forecast from every origin."""
+    if should_stop is not None and should_stop():
+        raise Cancelled("The backtest was cancelled.")
+    close = candles["close"].to_numpy(dtype="float64")
+    index = candles.index
+    train = candles.iloc[fold.train_start : fold.cutoff + 1]
+    model = template.clone().fit(train, should_stop=should_stop)
+    refits = not model.capabilities.conditions_on_history
+    rows: list[dict] = []
+    notes: list[str] = []
+    for origin in fold.origins:
+        # Forecasting from many origins (a refit per origin) takes long too.
+        if should_stop is not None and should_stop():
+            raise Cancelled("The backtest was cancelled.")
+        pairs = layout.get(origin)
+        if not pairs:
+            if refits:
+                advance(1.0, fold, name, seed)
+            continue
+        start = fold.train_start
+        if refits and settings.window is not None:
+            # A rolling window rolls with the origin when the model is refitted there.
+            start = max(start, origin + 1 - int(settings.window))
+        history = candles.iloc[start : origin + 1]
+        if refits:
+            model = model.updated(history)  # warm-started from the previous origin's fit
+            forecast = model.predict(pairs[-1][0])
+        else:
+            forecast = model.predict(pairs[-1][0], history=history)
+        notes.extend(n for n in forecast.notes if n not in notes)
+        for step, target in pairs:
+            # Step k of every forecast is stamped k timeframes after its origin: the same
+            # candle the layout chose, or the layout and the model disagree about time.
+            if forecast.timestamps[step - 1] != index[target]:
+                raise ConfigurationError(
+                    f"{name} forecast {forecast.timestamps[step - 1]} as step {step} from "
+                    f"{index[origin]}, but that step's candle is {index[target]}."
+                )
+            rows.append(
+                {
+                    "fold": fold.number,
+                    "cutoff": index[fold.cutoff],
+                    "origin": index[origin],
+                    "timestamp": index[target],
+                    "step": step,
+                    "model": name,
+                    "y": close[target],
+                    "yhat": forecast.mean[step - 1],
+                    "lower": np.nan if forecast.lower is None else forecast.lower[step - 1],
+                    "upper": np.nan if forecast.upper is None else forecast.upper[step - 1],
+                    "y_origin": close[origin],
+                }
+            )
+        if refits:
+            advance(1.0, fold, name, seed)
+    advance(1.0, fold, name, seed)
+    return rows, notes
+
+
+def default_workers() -> int:
+    """Threads for a backtest: at most two, at most the CPUs this process may use."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    return max(1, min(2, cpus))

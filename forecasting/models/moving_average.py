@@ -7,11 +7,14 @@ import pandas as pd
 
 from forecasting.errors import ConfigurationError
 from forecasting.models._intervals import normal_interval, rms
-from forecasting.models.base import Forecaster
+from forecasting.models.base import Capabilities, Forecaster
 
 
 class MovingAverage(Forecaster):
     """Forecast the average of the last ``window`` closes for every step.
+
+    The window is the last ``window`` candles that exist (a missing candle is not
+    averaged as anything).
 
     Intervals scale the one-step residual spread by ``sqrt(step)``, as for a random
     walk: an approximation, stated as such.
@@ -26,6 +29,7 @@ class MovingAverage(Forecaster):
 
     alias = "moving_average"
     title = "Moving average"
+    capabilities = Capabilities(interval_methods=("normal",))
 
     def __init__(self, window: int = 7, level: float = 0.9) -> None:
         self.window = window

@@ -5,14 +5,17 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from forecasting.models._intervals import normal_interval, rms
-from forecasting.models.base import Forecaster
+from forecasting.models._intervals import normal_interval, one_step_changes, rms
+from forecasting.models.base import Capabilities, Forecaster
 
 
 class Naive(Forecaster):
     """Forecast the last observed close for every step ahead.
 
-    Intervals are the random walk's: the one-step residual spread times ``sqrt(step)``.
+    Intervals are the random walk's: the one-step residual spread times ``sqrt(step)``
+    (Hyndman & Athanasopoulos, *Forecasting: Principles and Practice*, 3rd ed., 5.5).
+    The spread is the root mean square of the changes between candles exactly one
+    timeframe apart: a change across a gap is not a one-step change.
 
     Parameters
     ----------
@@ -22,13 +25,13 @@ class Naive(Forecaster):
 
     alias = "naive"
     title = "Naive"
+    capabilities = Capabilities(interval_methods=("normal",))
 
     def __init__(self, level: float = 0.9) -> None:
         self.level = level
 
     def _fit(self, candles: pd.DataFrame, **_: object) -> None:
-        close = candles["close"].to_numpy(dtype="float64")
-        self.sigma_ = rms(np.diff(close))
+        self.sigma_ = rms(one_step_changes(candles, self.timeframe_, self.calendar_))
 
     def _predict(self, horizon: int, history: pd.DataFrame):
         mean = np.full(horizon, float(history["close"].iloc[-1]))

@@ -6,25 +6,31 @@ import numpy as np
 import pandas as pd
 
 from forecasting.errors import ConfigurationError, InsufficientHistory
-from forecasting.models._intervals import normal_interval, rms
-from forecasting.models.base import Forecaster
-from forecasting.ohlcv import season_length
+from forecasting.models._intervals import lagged_changes, normal_interval, rms
+from forecasting.models.base import Capabilities, Forecaster
+from forecasting.ohlcv import grid_positions, season_length
 
 
 class SeasonalNaive(Forecaster):
-    """Repeat the last full season of closes.
+    """Repeat the last full season of closes, looking back by time.
+
+    Step ``h`` repeats the close at the same phase of the last season: ``h - m *
+    ceil(h / m)`` timeframes from the origin, for a season of ``m`` timeframes (FPP3
+    5.2). Seasons are counted in time, not rows: where that candle is missing, the last
+    candle before it stands in (the newest close known at that time).
 
     Parameters
     ----------
     season
-        Candles per season; ``None`` takes it from the timeframe (7 for 1d, 24 for 1h,
-        6 for 4h, 5 for business days, 52 for 1w).
+        Timeframes per season; ``None`` takes it from the timeframe (7 for 1d, 24 for
+        1h, 6 for 4h, 5 for business days, 52 for 1w).
     level
         Interval coverage, e.g. 0.9.
     """
 
     alias = "seasonal_naive"
     title = "Seasonal naive"
+    capabilities = Capabilities(interval_methods=("normal",))
 
     def __init__(self, season: int | None = None, level: float = 0.9) -> None:
         self.season = season
@@ -40,7 +46,7 @@ class SeasonalNaive(Forecaster):
             raise ConfigurationError(
                 f"Seasonal naive: season must be at least 1, got {self.season}."
             )
-        # One full season plus a candle, or the forecast would index before the data
+        # One full season plus a candle, or the forecast would look back before the data
         # (24 hourly candles per season need at least 25 candles, not 8).
         if len(candles) < self.season_ + 1:
             raise InsufficientHistory(
@@ -48,18 +54,20 @@ class SeasonalNaive(Forecaster):
                 f"{self.season_} {self.timeframe_} candles; got {len(candles)}. "
                 "Choose a longer date range."
             )
-        close = candles["close"].to_numpy(dtype="float64")
-        self.sigma_ = rms(close[self.season_ :] - close[: -self.season_])
+        self.sigma_ = rms(lagged_changes(candles, self.season_, self.timeframe_, self.calendar_))
 
     def _predict(self, horizon: int, history: pd.DataFrame):
-        close = history["close"].to_numpy(dtype="float64")
         m = self.season_
-        if len(close) < m:
-            raise InsufficientHistory(
-                f"{self.title} forecasts from the last {m} candles; history has {len(close)}."
-            )
+        close = history["close"].to_numpy(dtype="float64")
+        positions = grid_positions(history.index, self.timeframe_, self.calendar_)
         steps = np.arange(1, horizon + 1)
-        # Step h repeats the close m - ((h - 1) mod m) candles before the origin.
-        mean = close[len(close) - m + (steps - 1) % m]
+        source = positions[-1] + steps - m * np.ceil(steps / m).astype("int64")
+        if source.min() < 0:
+            raise InsufficientHistory(
+                f"{self.title} forecasts from the last {m} timeframes; the history before "
+                f"the origin spans {positions[-1] + 1}."
+            )
+        # As of each source time: the last candle at or before it.
+        mean = close[np.searchsorted(positions, source, side="right") - 1]
         sigma = self.sigma_ * np.sqrt((steps - 1) // m + 1)
         return (mean, *normal_interval(mean, sigma, self.level))
