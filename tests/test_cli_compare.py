@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from factories import random_walk_candles
-from scipy.stats import binom
+from independent import directional_pvalue
 
 from forecasting.data import write_ohlcv_csv
 
@@ -80,6 +80,24 @@ def json_run(request, data_file, tmp_path_factory):
     return json.loads(result.stdout), out, window, flags
 
 
+def _typed(rows: list[dict[str, str]], close: dict[str, float]) -> pd.DataFrame:
+    """CSV rows as the typed columns the directional test reads."""
+    return pd.DataFrame(
+        {
+            "origin": pd.to_datetime([r["origin"] for r in rows], utc=True),
+            "timestamp": pd.to_datetime([r["timestamp"] for r in rows], utc=True),
+            "step": [int(r["step"]) for r in rows],
+            "y": [float(r["y"]) for r in rows],
+            "yhat": [float(r["yhat"]) for r in rows],
+            "y_origin": [close[r["origin"]] for r in rows],
+        }
+    )
+
+
+def _nan_as_none(value: float) -> float | None:
+    return None if math.isnan(value) else value
+
+
 def _recompute(rows: list[dict[str, str]], candles: pd.DataFrame, window: int | None) -> dict:
     """Every metric of one model's CSV rows, with plain loops."""
     close = {stamp.strftime("%Y-%m-%dT%H:%M:%SZ"): c for stamp, c in candles["close"].items()}
@@ -115,9 +133,7 @@ def _recompute(rows: list[dict[str, str]], candles: pd.DataFrame, window: int | 
         "smape": 100 * sum(sape) / n,
         "mase": sum(scaled) / n,
         "directional_accuracy": hits / calls if calls else None,
-        "directional_pvalue": (
-            sum(binom.pmf(k, calls, 0.5) for k in range(hits, calls + 1)) if calls else None
-        ),
+        "directional_pvalue": _nan_as_none(directional_pvalue(_typed(rows, close))),
         "coverage": inside / n,
         "width": sum(widths) / n,
         "n": n,
@@ -140,6 +156,48 @@ def test_json_metrics_equal_a_recomputation_from_the_forecasts_csv(json_run, can
                 assert metrics[name] == pytest.approx(value, rel=1e-9), (model, name)
     # Naive calls no direction: null in JSON, never NaN (which is not JSON).
     assert document["metrics"]["naive"]["directional_accuracy"] is None
+
+
+def test_json_verdict_per_model(json_run) -> None:
+    document, out, _, _ = json_run
+    with open(out, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+
+    verdict = document["verdict"]
+    # Every model but naive (which does not fail to beat itself); no LSTM, no LSTM vs Prophet.
+    assert list(verdict) == ["drift", "seasonal_naive", "moving_average"]
+    naive = {(r["origin"], r["step"]): float(r["y"]) - float(r["yhat"]) for r in rows
+             if r["model"] == "naive"}  # fmt: skip
+    for model, found in verdict.items():
+        assert set(found) >= {"against", "loss", "ratio", "pvalue", "seeds", "holds_for", "reading"}
+        assert found["against"] == "naive"
+        assert found["loss"] == "absolute"
+        assert found["seeds"] == 1  # a baseline's forecast does not depend on a seed
+        assert found["holds_for"] == 1
+        assert found["reading"] in ("better", "worse", "not different")
+        assert 0 <= found["pvalue"] <= 1
+        errors = {(r["origin"], r["step"]): float(r["y"]) - float(r["yhat"]) for r in rows
+                  if r["model"] == model}  # fmt: skip
+        ratio = sum(abs(e) for e in errors.values()) / sum(abs(naive[k]) for k in errors)
+        assert found["ratio"] == pytest.approx(ratio, rel=1e-9)
+        if found["reading"] != "not different":
+            assert found["pvalue"] < 0.05
+    assert document["pairs"]["scored"] == len(rows) // len(MODELS.split(","))
+    assert document["pairs"]["missing_target"] == 0
+
+
+def test_loss_squared_is_used_by_the_verdict_and_the_tests(data_file) -> None:
+    flags = ["--models", "naive,drift", "--horizon", "2", "--folds", "2", "--test-size", "20"]
+    result = _run("compare", "--data", str(data_file), *flags, "--loss", "squared", "--json")
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    assert document["settings"]["loss"] == "squared"
+    assert document["verdict"]["drift"]["loss"] == "squared"
+    assert {row["loss"] for row in document["dm_tests"]} == {"squared"}
+    rmse = {m: document["metrics"][m]["rmse"] for m in ("naive", "drift")}
+    assert document["verdict"]["drift"]["ratio"] == pytest.approx(
+        (rmse["drift"] / rmse["naive"]) ** 2, rel=1e-9
+    )
 
 
 def test_json_settings_by_horizon_and_dm_tests(json_run) -> None:
@@ -252,7 +310,7 @@ def test_compare_lstm_and_prophet(data_file, tmp_path) -> None:
     settings = {"lstm": {"lookback": 10, "units": 8, "epochs": 2}}
     result = _run(
         "compare", "--data", str(data_file), "--models", "lstm,prophet",
-        "--horizon", "2", "--folds", "2", "--test-size", "16", "--seed", "4",
+        "--horizon", "2", "--folds", "2", "--test-size", "16", "--seed", "4", "--seeds", "2",
         "--settings", json.dumps(settings), "--json",
         "--forecasts-out", str(tmp_path / "f.csv"),
     )  # fmt: skip
@@ -272,6 +330,18 @@ def test_compare_lstm_and_prophet(data_file, tmp_path) -> None:
     for model in ("lstm", "prophet"):
         assert 0 <= document["metrics"][model]["coverage"] <= 1
         assert len(document["future"][model]) == 2
+    # Two LSTM seeds (4 and 5): the verdict holds only if it holds for both.
+    assert document["settings"]["seeds"] == [4, 5]
+    verdict = document["verdict"]
+    assert list(verdict) == ["lstm", "prophet", "lstm_vs_prophet"]
+    assert verdict["lstm"]["seeds"] == 2
+    assert [s["seed"] for s in verdict["lstm"]["per_seed"]] == [4, 5]
+    assert verdict["prophet"]["seeds"] == 1  # Prophet's point forecast has no seed
+    assert verdict["lstm_vs_prophet"]["against"] == "prophet"
+    assert verdict["lstm_vs_prophet"]["seeds"] == 2
+    readings = {s["reading"] for s in verdict["lstm"]["per_seed"]}
+    if len(readings) > 1:
+        assert verdict["lstm"]["reading"] == "not different"
     table = pd.read_csv(tmp_path / "f.csv")
     assert set(table["model"]) == {"naive", "lstm", "prophet"}
 
@@ -306,6 +376,12 @@ def _assert_one_line_failure(result: subprocess.CompletedProcess[str], *phrases:
         (["--window", "1"], "window must be at least 2"),
         # no horizon
         (["--horizon", "0"], "at least 1"),
+        # seeds that are not numbers
+        (["--seeds", "many"], "--seeds is a count (3) or a list"),
+        # no seed at all
+        (["--seeds", "0"], "seeds must be between 1 and 20"),
+        # a loss the tests do not know
+        (["--loss", "hinge"], "invalid choice: 'hinge'"),
     ],
     ids=[
         "unknown-model",
@@ -316,6 +392,9 @@ def _assert_one_line_failure(result: subprocess.CompletedProcess[str], *phrases:
         "test-period-too-long",
         "window-of-one",
         "horizon-0",
+        "seeds-not-numbers",
+        "seeds-zero",
+        "unknown-loss",
     ],
 )
 def test_failures_print_one_line(data_file, args, phrase) -> None:

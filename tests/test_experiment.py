@@ -7,6 +7,7 @@ import io
 import json
 import math
 import re
+import threading
 import zipfile
 
 import pandas as pd
@@ -57,6 +58,10 @@ def test_json_document_sections(result, candles) -> None:
         "dm_tests",
         "copy_check",
         "future",
+        "verdict",
+        "pairs",
+        "undefined",
+        "notes",
     ]
     # naive is always added, first: every comparison needs it.
     assert list(document["metrics"]) == ["naive", *BASELINES]
@@ -125,7 +130,7 @@ def test_json_dm_tests_copy_check_and_future(result, candles) -> None:
     pairs = {(row["step"], row["model"], row["against"]) for row in document["dm_tests"]}
     assert pairs == {(step, model, "naive") for step in (1, 2, 3) for model in BASELINES}
     for row in document["dm_tests"]:
-        assert row["loss"] == "squared"
+        assert row["loss"] == "absolute"  # the verdict's loss, absolute by default
         assert row["verdict"].endswith(" at the 5 % level")
         assert isinstance(row["pvalue"], float)
     assert document["copy_check"]["naive"]["copies_last"] is True
@@ -223,22 +228,37 @@ def test_the_same_seed_gives_the_same_json(models, model_settings) -> None:
     assert dumps(other.to_json()) != first  # the seed is really used
 
 
-def test_progress_runs_to_one(candles) -> None:
-    calls: list[tuple[float, str]] = []
+@pytest.mark.parametrize("workers", [1, 2])
+def test_progress_runs_to_one(candles, workers) -> None:
+    calls: list[tuple[str, float, dict]] = []
     settings = ExperimentSettings(models=BASELINES, backtest=BACKTEST)
-    run_experiment(candles, settings, progress=lambda *a: calls.append(a))
+    caller = threading.current_thread()
+    threads = set()
 
-    fractions = [fraction for fraction, _ in calls]
+    def progress(*args) -> None:
+        threads.add(threading.current_thread())
+        calls.append(args)
+
+    run_experiment(candles, settings, progress=progress, workers=workers)
+
+    # Reported from the calling thread only, even when the backtest runs on two.
+    assert threads == {caller}
+    fractions = [fraction for _, fraction, _ in calls]
     models = 1 + len(BASELINES)
     assert len(calls) == BACKTEST.folds * models + models
     assert all(b > a for a, b in zip(fractions, fractions[1:], strict=False))
     # The backtest fills 90 % of the bar, the refit on all data the rest.
+    assert [stage for stage, _, _ in calls] == ["backtest"] * (BACKTEST.folds * models) + [
+        "refit"
+    ] * models
     assert fractions[BACKTEST.folds * models - 1] == pytest.approx(0.9)
     assert fractions[-1] == pytest.approx(1.0)
-    assert calls[-1][1] == "refit on all data: moving_average"
+    assert calls[-1][2]["message"] == "refit on all data: moving_average"
 
     without: list[float] = []
-    quick = run_experiment(candles, settings, progress=lambda f, _: without.append(f), future=False)
+    quick = run_experiment(
+        candles, settings, progress=lambda _s, f, _d: without.append(f), future=False
+    )
     assert quick.future == {}
     assert quick.to_json()["future"] == {}
     assert len(without) == BACKTEST.folds * models
@@ -261,7 +281,7 @@ def test_should_stop_cancels_the_experiment(candles, stop_after) -> None:
         run_experiment(
             candles,
             settings,
-            progress=lambda fraction, _: seen.append(fraction),
+            progress=lambda _stage, fraction, _details: seen.append(fraction),
             should_stop=lambda: seen[-1] >= stop_after,
         )
     # Nothing was reported after the stop.

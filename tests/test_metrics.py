@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from factories import random_walk_candles
+from independent import directional_pvalue
 
 from forecasting.evaluation import (
     METRIC_COLUMNS,
@@ -66,43 +67,6 @@ def _sign(x: float) -> int:
     return (x > 0) - (x < 0)
 
 
-def _fisher_greater(table: list[list[int]]) -> float:
-    """One-sided Fisher exact p-value: P(top-left cell >= observed | the margins)."""
-    (a, b), (c, d) = table
-    row, column, n = a + b, a + c, a + b + c + d
-    high = min(row, column)
-    total = math.comb(n, column)
-    return (
-        sum(math.comb(row, k) * math.comb(n - row, column - k) for k in range(a, high + 1)) / total
-    )
-
-
-def _directional_pvalue(rows: pd.DataFrame) -> float:
-    """Per step: origins whose moves do not overlap, a 2 x 2 table, Fisher; Bonferroni."""
-    pvalues = []
-    for step in sorted(set(rows["step"])):
-        at_step = sorted((r for r in rows.itertuples() if r.step == step), key=lambda r: r.origin)
-        kept, last_target = [], None
-        for r in at_step:
-            if last_target is None or r.origin >= last_target:
-                kept.append(r)
-                last_target = r.timestamp
-        table = [[0, 0], [0, 0]]
-        for r in kept:
-            called, moved = _sign(r.yhat - r.y_origin), _sign(r.y - r.y_origin)
-            if called and moved:
-                table[0 if called > 0 else 1][0 if moved > 0 else 1] += 1
-        margins = [
-            sum(table[0]),
-            sum(table[1]),
-            table[0][0] + table[1][0],
-            table[0][1] + table[1][1],
-        ]
-        if all(margins):
-            pvalues.append(_fisher_greater(table))
-    return min(1.0, min(pvalues) * len(pvalues)) if pvalues else math.nan
-
-
 def _recompute(
     rows: pd.DataFrame, candles: pd.DataFrame, window: int | None, level: float | None = 0.9
 ) -> dict[str, float]:
@@ -149,7 +113,7 @@ def _recompute(
         "smape": 100 * sum(sape) / n,
         "mase": sum(scaled) / n,
         "directional_accuracy": hits / calls if calls else math.nan,
-        "directional_pvalue": _directional_pvalue(rows),
+        "directional_pvalue": directional_pvalue(rows),
         "direction_calls": calls,
         "coverage": inside / n if intervals else math.nan,
         "width": sum(widths) / n if intervals else math.nan,

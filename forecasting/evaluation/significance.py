@@ -3,9 +3,11 @@ steps, a valid test of directional accuracy, and a copy check.
 
 The Diebold-Mariano test compares two forecasts' losses on the same targets. For
 ``h``-step forecasts the loss differences are autocorrelated up to lag ``h - 1``, so
-their variance sums those autocovariances; Harvey, Leybourne and Newbold (1997) scale
-the statistic for small samples and compare it with Student's t on ``n - 1`` degrees
-of freedom. A negative statistic means the first model's loss is lower.
+their variance sums those autocovariances (where that truncated sum is not positive,
+as happens in small samples, with Bartlett's weights instead: Newey and West 1987);
+Harvey, Leybourne and Newbold (1997) scale the statistic for small samples and compare
+it with Student's t on ``n - 1`` degrees of freedom. A negative statistic means the
+first model's loss is lower.
 
 :func:`joint_test` answers for all steps at once: the loss differences of each origin
 are averaged over the steps 1..H, and that series (autocorrelated up to lag H - 1, the
@@ -151,6 +153,11 @@ def _dm_on_differences(d: np.ndarray, horizon: int, loss: str, alternative: str)
     # Autocovariances up to lag h-1, each divided by n (as Diebold and Mariano do).
     gamma = [np.dot(centred[k:], centred[: n - k]) / n for k in range(min(horizon, n))]
     variance = (gamma[0] + 2 * sum(gamma[1:])) / n
+    if not variance > 0 and len(gamma) > 1:
+        # The truncated (rectangular) sum can go negative in small samples; Bartlett's
+        # weights (Newey & West 1987) over the same lags cannot.
+        weights = 1 - np.arange(1, len(gamma)) / len(gamma)
+        variance = (gamma[0] + 2 * float(np.dot(weights, gamma[1:]))) / n
     if not variance > 0 or not np.isfinite(variance):
         raise InsufficientHistory(
             "The two forecasts' losses do not vary: the Diebold-Mariano test is undefined."

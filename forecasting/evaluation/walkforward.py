@@ -26,9 +26,10 @@ candle that was filled in rather than traded; :class:`Pairs` counts what was lef
 from __future__ import annotations
 
 import os
+import queue
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -376,35 +377,65 @@ def walk_forward(
     }
     total = float(sum(weights.values()))
     done = [0.0]
-    lock = threading.Lock()
+    # Workers only queue their progress; the calling thread reports it, so a callback
+    # that draws on a screen (Streamlit's, which only the script's thread may update)
+    # is never called from a worker.
+    events: queue.SimpleQueue = queue.SimpleQueue()
+    aborted = threading.Event()
+
+    def stop() -> bool:
+        return aborted.is_set() or (should_stop is not None and bool(should_stop()))
+
+    caller = threading.current_thread()
 
     def advance(amount: float, fold: Fold, name: str, seed: int | None) -> None:
-        with lock:
+        events.put((amount, fold, name, seed))
+        if threading.current_thread() is caller:
+            drain()
+
+    def drain() -> None:
+        while True:
+            try:
+                amount, fold, name, seed = events.get_nowait()
+            except queue.Empty:
+                return
             done[0] += amount
-            fraction = done[0] / total
-        label = name if seed is None else f"{name} (seed {seed})"
-        report(
-            progress,
-            "backtest",
-            fraction,
-            message=f"fold {fold.number}/{len(folds)}: {label}",
-            fold=fold.number,
-            folds=len(folds),
-            model=name,
-            seed=seed,
-        )
+            label = name if seed is None else f"{name} (seed {seed})"
+            report(
+                progress,
+                "backtest",
+                done[0] / total,
+                message=f"fold {fold.number}/{len(folds)}: {label}",
+                fold=fold.number,
+                folds=len(folds),
+                model=name,
+                seed=seed,
+            )
 
     def run_job(job) -> tuple[list[dict], list[str]]:
         (name, seed, template), fold = job
-        return _run_fold(
-            name, seed, template, fold, candles, layout, settings, should_stop, advance
-        )
+        return _run_fold(name, seed, template, fold, candles, layout, settings, stop, advance)
 
+    results: list[tuple[list[dict], list[str]]] = []
     if workers > 1 and len(jobs) > 1:
         with ThreadPoolExecutor(max_workers=int(workers)) as pool:
-            results = list(pool.map(run_job, jobs))
+            futures = [pool.submit(run_job, job) for job in jobs]
+            pending = set(futures)
+            try:
+                while pending:
+                    finished, pending = wait(pending, timeout=0.1, return_when=FIRST_COMPLETED)
+                    drain()
+                    for future in finished:
+                        future.result()  # the first failure stops the rest
+            except BaseException:
+                aborted.set()
+                raise
+            results = [future.result() for future in futures]
+        drain()
     else:
-        results = [run_job(job) for job in jobs]
+        for job in jobs:
+            results.append(run_job(job))
+            drain()
 
     primary: list[dict] = []
     extra: dict[str, dict[int, list[dict]]] = {}
