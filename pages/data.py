@@ -1,9 +1,21 @@
 """Data: the chosen candles, their quality, and a download."""
 
+import pandas as pd
 import streamlit as st
 
 from forecasting.charts import candlestick_chart
 from ui import state
+
+
+def _dropped_list(stamps: pd.DatetimeIndex, limit: int = 200) -> str:
+    """The dropped open times as one sentence, or "None."."""
+    if not len(stamps):
+        return "None."
+    daily = bool((stamps == stamps.normalize()).all())
+    shown = [f"{stamp:%Y-%m-%d}" if daily else f"{stamp:%Y-%m-%d %H:%M}" for stamp in stamps]
+    more = f" and {len(shown) - limit:,} more" if len(shown) > limit else ""
+    return f"Candles with zero or negative prices, dropped: {', '.join(shown[:limit])}{more}."
+
 
 dataset = state.current_dataset(state.page_setup())
 candles = dataset.candles
@@ -47,6 +59,12 @@ elif report.missing:
         "Gaps are left as they are (shaded on the chart). Turn on *Fill gaps* in the sidebar "
         "to fill them with flat candles."
     )
+if dropped := len(report.nonpositive):
+    st.warning(
+        f"{dropped:,} candle{'s' if dropped != 1 else ''} had a zero or negative price (a data "
+        "provider's placeholder for a candle it does not have) and were dropped: they show as "
+        "missing candles."
+    )
 if dataset.calendar == "business":
     st.caption("Business-day calendar: weekends are not counted as missing; holidays are.")
 
@@ -54,6 +72,10 @@ with st.expander(
     f"Missing candles: {len(report.gaps):,} ranges", expanded=0 < counts["missing"] < 50
 ):
     state.table(report.gaps, hide_index=True)
+with st.expander(
+    f"Zero or negative prices: {counts['nonpositive']:,}", expanded=0 < counts["nonpositive"] < 50
+):
+    st.caption(_dropped_list(report.nonpositive))
 with st.expander(f"Extreme moves: {counts['extreme_moves']:,}"):
     state.table(report.extreme_moves, hide_index=True)
 with st.expander(

@@ -182,7 +182,7 @@ def test_progress_never_shares_the_error_line(
 ):
     def fails_midway(*args, progress=None, **kwargs):
         if progress:
-            progress(500, 1000)
+            progress("fetch", 0.5, {"done": 500, "expected": 1000})
         raise NetworkUnreachable("Could not reach\nbinance.")  # a stray newline, too
 
     monkeypatch.setattr("forecasting.data.load_exchange_candles", fails_midway)

@@ -28,6 +28,7 @@ from forecasting.data.csvfile import (
     read_ohlcv_csv,
     write_ohlcv_csv,
 )
+from forecasting.data.quality import dropped_nonpositive
 from forecasting.errors import DataFormatError, ForecastingError
 from forecasting.ohlcv import COLUMNS, timeframe_seconds
 
@@ -63,7 +64,8 @@ def _assert_ohlcv(frame: pd.DataFrame) -> None:
     assert frame.index.is_unique
     values = frame.to_numpy()
     assert np.isfinite(values).all()
-    assert (values >= 0).all()
+    assert (frame[["open", "high", "low", "close"]].to_numpy() > 0).all()
+    assert (frame["volume"].to_numpy() >= 0).all()
 
 
 def _read(data: bytes) -> CsvData:
@@ -276,13 +278,64 @@ def test_calendar(index: pd.DatetimeIndex, calendar: str) -> None:
     assert _read(_csv(*rows)).calendar == calendar
 
 
+# --- zero or negative prices: placeholders, dropped and listed ---------------------------
+
+
+def test_zero_and_negative_price_rows_dropped_and_listed() -> None:
+    data = _csv(
+        ROW_A,
+        "2024-01-01T01:00:00Z,0,0,0,0,0",  # a provider's placeholder
+        ROW_C,
+        "2024-01-01T03:00:00Z,106,107,-1,106.5,2",  # a negative low
+        "2024-01-01T04:00:00Z,106.5,108,106,107,4",
+    )
+    result = _read(data)
+    assert len(result.candles) == 3
+    assert list(result.nonpositive) == list(_utc("2024-01-01 01:00", "2024-01-01 03:00"))
+    # recorded on the frame too, where the quality report finds it
+    assert dropped_nonpositive(result.candles).equals(result.nonpositive)
+    assert result.duplicates == 0
+    assert result.timeframe == "1h"
+
+
+def test_placeholder_beside_a_priced_row_is_a_duplicate() -> None:
+    result = _read(_csv(ROW_A, "2024-01-01T00:00:00Z,0,0,0,0,0", ROW_B))
+    assert result.candles["close"].tolist() == [105.0, 105.5]
+    assert (result.duplicates, len(result.nonpositive)) == (1, 0)
+
+
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [
+        # nothing but placeholders
+        (
+            ("2024-01-01T00:00:00Z,0,0,0,0,0", "2024-01-01T01:00:00Z,0,0,0,0,0"),
+            "Every row of the file has a zero or negative price (2 rows, the first on line 2)",
+        ),
+        # one priced candle is not enough to tell the timeframe
+        (
+            ("2024-01-01T00:00:00Z,0,0,0,0,0", ROW_B),
+            "Only one candle of the file has prices above zero (1 row has a zero or negative",
+        ),
+    ],
+)
+def test_files_of_placeholders_are_refused_in_one_line(rows: tuple[str, ...], message: str) -> None:
+    with pytest.raises(DataFormatError) as caught:
+        read_ohlcv_csv(_csv(*rows))
+    text = str(caught.value)
+    assert text.startswith(message)
+    assert "\n" not in text
+    assert "Export" in text  # says what to do
+    assert caught.value.row == 2
+
+
 # --- round trips --------------------------------------------------------------------------
 
 
 def test_write_format_and_round_trip(tmp_path) -> None:
     frame = _candles(
         _utc("2024-01-01", "2024-01-02"),
-        [[0.1 + 0.2, 1 / 3, 1e-9, 42123.456789012345, 1e20], [5e-324, 2.5, 0.0, 7.0, 123.0]],
+        [[0.1 + 0.2, 1 / 3, 1e-9, 42123.456789012345, 1e20], [5e-324, 2.5, 1e-300, 7.0, 0.0]],
     )
     buffer = io.StringIO()
     write_ohlcv_csv(frame, buffer)
@@ -342,8 +395,8 @@ ERRORS = [
     (_csv(ROW_A, "2024-01-01T01:00:00Z,105,abc,104,105.5,3"), 3, "high", "'abc' is not a number"),
     # empty value
     (_csv("2024-01-01T00:00:00Z,1,2,0.5,1.5,", ROW_B), 2, "volume", "an empty value"),
-    # negative price
-    (_csv(ROW_A, ROW_B, "2024-01-01T02:00:00Z,1,2,-0.5,1.5,1"), 4, "low", "negative number"),
+    # negative volume (a negative price is a placeholder row, dropped: see below)
+    (_csv(ROW_A, ROW_B, "2024-01-01T02:00:00Z,1,2,0.5,1.5,-1"), 4, "volume", "negative number"),
     # infinity
     (_csv(ROW_A, "2024-01-01T01:00:00Z,inf,2,0.5,1.5,1"), 3, "open", "'inf' is not a number"),
     # NaN written out
@@ -553,6 +606,7 @@ def _check_outcome(data: bytes) -> None:
     _assert_ohlcv(result.candles)
     assert len(result.candles) >= 2
     assert result.duplicates >= 0
+    assert not result.nonpositive.isin(result.candles.index).any()
     assert result.calendar in ("24/7", "business")
     assert timeframe_seconds(result.timeframe) > 0
 
@@ -663,7 +717,8 @@ def test_fuzz_one_column_of_anything(column: str, cells: list[str]) -> None:
 
 
 TIMEFRAMES = st.sampled_from(["1m", "5m", "1h", "4h", "1d", "1w"])
-PRICES = st.floats(min_value=0.0, max_value=1e300, allow_nan=False, allow_infinity=False)
+PRICES = st.floats(min_value=0.0, max_value=1e300, exclude_min=True, allow_nan=False)
+VOLUMES = st.floats(min_value=0.0, max_value=1e300, allow_nan=False, allow_infinity=False)
 
 
 @st.composite
@@ -677,7 +732,7 @@ def ohlcv_frames(draw, min_rows: int = 2) -> pd.DataFrame:
     index = pd.to_datetime(
         [(start + i * step) * 1000 + offset_ms for i in range(n)], unit="ms", utc=True
     )
-    values = draw(st.lists(st.tuples(*[PRICES] * 5), min_size=n, max_size=n))
+    values = draw(st.lists(st.tuples(*[PRICES] * 4, VOLUMES), min_size=n, max_size=n))
     return _candles(pd.DatetimeIndex(index), [list(v) for v in values])
 
 
@@ -699,8 +754,6 @@ BAD_NUMBERS = st.one_of(
             "",
             " ",
             "abc",
-            "-1",
-            "-0.5",
             "nan",
             "NaN",
             "inf",
@@ -764,7 +817,12 @@ def test_property_one_corrupted_cell_is_named(
         for cells, stamp in zip(body, frame.index, strict=True):
             cells[0] = str(stamp.value // 1_000_000)
     target = data.draw(st.integers(min_value=0, max_value=len(body) - 1), label="row")
-    bad = data.draw(BAD_TIMES if column == "timestamp" else BAD_NUMBERS, label="bad")
+    if column == "timestamp":
+        bad = data.draw(BAD_TIMES, label="bad")
+    elif column == "volume":  # a negative price is no error: the row is dropped
+        bad = data.draw(BAD_NUMBERS | st.sampled_from(["-1", "-0.5"]), label="bad")
+    else:
+        bad = data.draw(BAD_NUMBERS, label="bad")
     body[target][position] = bad
     text = "\n".join([lines[0], *(",".join(cells) for cells in body)]) + "\n"
     with pytest.raises(DataFormatError) as caught:

@@ -143,7 +143,7 @@ def test_candle_open_at_now_is_dropped_and_closed_one_kept(fake):
 
 
 def test_progress_reaches_the_number_of_candles(fake):
-    calls: list[tuple[int, int]] = []
+    calls: list[tuple[str, float, dict]] = []
     frame = fetch_ohlcv(
         fake.client(),
         SYMBOL,
@@ -151,11 +151,13 @@ def test_progress_reaches_the_number_of_candles(fake):
         at(0),
         at(2500),
         now=NOW,
-        progress=lambda done, expected: calls.append((done, expected)),
+        progress=lambda stage, fraction, details: calls.append((stage, fraction, dict(details))),
     )
-    assert len(calls) == 3  # one per page
-    assert [done for done, _ in calls] == [1000, 2000, 2500]
-    assert {expected for _, expected in calls} == {2500}
+    assert len(calls) == 3  # one per page, in the package's one signature
+    assert {stage for stage, _, _ in calls} == {"fetch"}
+    assert [details["done"] for _, _, details in calls] == [1000, 2000, 2500]
+    assert {details["expected"] for _, _, details in calls} == {2500}
+    assert [fraction for _, fraction, _ in calls] == [0.4, 0.8, 1.0]
     assert len(frame) == 2500
 
 

@@ -115,7 +115,7 @@ def test_covered_range_makes_no_request_at_all(fake, tmp_cache, since, until, fi
     _load(fake, tmp_cache, C[1000], C[2000])
     fake.clear_requests()
     factory = CountingFactory(fake)
-    progress: list[tuple[int, int]] = []
+    progress: list[tuple[str, float, dict]] = []
 
     frame = _load(
         fake,
@@ -123,13 +123,35 @@ def test_covered_range_makes_no_request_at_all(fake, tmp_cache, since, until, fi
         since,
         until,
         factory=factory,
-        progress=lambda done, expected: progress.append((done, expected)),
+        progress=lambda stage, fraction, details: progress.append((stage, fraction, details)),
     )
 
     _same(frame, candles.iloc[first:stop])
     assert fake.requests == []  # not even the market list
     assert factory.calls == 0  # no client was even built
-    assert progress == [(1, 1)]  # the page still learns that loading is done
+    # the page still learns that loading is done, and how many candles it has
+    count = stop - first
+    assert progress == [("fetch", 1.0, {"done": count, "expected": count})]
+
+
+def test_progress_counts_over_every_part_fetched(fake, tmp_cache):
+    _load(fake, tmp_cache, C[1000], C[2000])
+    calls: list[tuple[str, float, dict]] = []
+
+    _load(
+        fake,
+        tmp_cache,
+        C[500],
+        C[2500],
+        progress=lambda stage, fraction, details: calls.append((stage, fraction, dict(details))),
+    )
+
+    # one page before the cached range, one after it: counted as one fetch of 1000 candles
+    assert [(stage, details) for stage, _, details in calls] == [
+        ("fetch", {"done": 500, "expected": 1000}),
+        ("fetch", {"done": 1000, "expected": 1000}),
+    ]
+    assert [fraction for _, fraction, _ in calls] == [0.5, 1.0]
 
 
 def test_empty_stretch_before_listing_is_remembered(fake, tmp_cache, candles):

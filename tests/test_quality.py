@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pandas as pd
 import pytest
 from fake_exchange import load_shared_csv
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from forecasting.data.quality import EXTREME_SIGMAS, QualityReport, fill_gaps, quality_report
-from forecasting.ohlcv import COLUMNS
+from forecasting.data import quality
+from forecasting.data.quality import (
+    EXTREME_SIGMAS,
+    QualityReport,
+    drop_nonpositive,
+    dropped_nonpositive,
+    fill_gaps,
+    quality_report,
+)
+from forecasting.ohlcv import COLUMNS, expected_timestamps, timeframe_offset
 
 
 def _utc(*stamps: str) -> list[pd.Timestamp]:
@@ -60,6 +72,7 @@ def test_gaps_listed_as_runs() -> None:
         "missing": 4,
         "gap_ranges": 2,
         "duplicates": 0,
+        "nonpositive": 0,
         "zero_volume": 0,
         "inconsistent_ohlc": 0,
         "extreme_moves": 0,
@@ -87,6 +100,7 @@ def test_clean_series(frame: pd.DataFrame) -> None:
     assert report.zero_volume.empty
     assert report.inconsistent.empty
     assert report.extreme_moves.empty
+    assert report.nonpositive.empty
     assert report.is_clean
     assert (report.timeframe, report.calendar) == ("1h", "24/7")
 
@@ -96,6 +110,50 @@ def test_duplicates_are_carried() -> None:
     assert report.duplicates == 3
     assert report.summary()["duplicates"] == 3
     assert not report.is_clean
+
+
+# --- zero or negative prices -------------------------------------------------------------
+
+
+def test_nonpositive_candles_carried_like_duplicates() -> None:
+    index = _hours(8)
+    dropped = index[[2, 5]]
+    report = quality_report(_flat(index.drop(dropped)), "1h", nonpositive=dropped)
+    assert report.nonpositive.equals(pd.DatetimeIndex(dropped, name="timestamp").as_unit("ms"))
+    assert report.summary()["nonpositive"] == 2
+    # dropped candles are missing candles too
+    assert report.gaps["start"].tolist() == list(dropped)
+    assert report.missing == 2
+    assert not report.is_clean
+
+
+def test_nonpositive_candles_read_from_what_the_loader_recorded() -> None:
+    frame = _flat(_hours(8))
+    frame.loc[frame.index[3], ["open", "high", "low", "close", "volume"]] = 0.0
+    frame.loc[frame.index[6], "low"] = -1.0
+    loaded = drop_nonpositive(frame)
+    assert len(loaded) == 6
+    assert list(dropped_nonpositive(loaded)) == _utc("2024-01-01 03:00", "2024-01-01 06:00")
+    # the record survives the slicing and copying pages do
+    report = quality_report(loaded[loaded.index >= _utc("2024-01-01 01:00")[0]].copy(), "1h")
+    assert list(report.nonpositive) == _utc("2024-01-01 03:00", "2024-01-01 06:00")
+    assert report.gaps["missing"].tolist() == [1, 1]
+    # an explicit list wins over the record
+    assert quality_report(loaded, "1h", nonpositive=[]).nonpositive.empty
+    # a clean frame carries no record at all
+    assert drop_nonpositive(_flat(_hours(3))).attrs == {}
+
+
+@pytest.mark.filterwarnings("error::RuntimeWarning")
+def test_nonpositive_candles_left_in_a_frame_are_listed_not_used() -> None:
+    frame = _flat(_hours(12))
+    frame.loc[frame.index[4], ["open", "high", "low", "close"]] = 0.0
+    frame.loc[frame.index[7], "close"] = np.nan
+    frame.loc[frame.index[9], "high"] = np.inf
+    report = quality_report(frame, "1h")  # no log-of-zero warning either
+    assert list(report.nonpositive) == list(frame.index[[4, 7, 9]])
+    assert (report.candles, report.missing, report.expected) == (9, 3, 12)
+    assert report.inconsistent.empty
 
 
 def test_zero_volume_candles() -> None:
@@ -153,6 +211,59 @@ def test_too_few_returns_for_extremes() -> None:
     # under ten returns there is no robust scale to judge by, so nothing is flagged
     frame = _flat(_hours(8), np.array([100.0, 101, 100, 101, 100, 10, 100, 101]))
     assert quality_report(frame, "1h").extreme_moves.empty
+
+
+# --- cost follows the candles, not the span ------------------------------------------------
+
+
+def test_two_candles_a_year_apart_on_1m_are_one_gap_at_once(monkeypatch) -> None:
+    def span_listing(*args, **kwargs):
+        raise AssertionError("the expected open times of the whole span were listed")
+
+    monkeypatch.setattr(quality, "expected_timestamps", span_listing)
+    frame = _flat(pd.DatetimeIndex(_utc("2024-01-01", "2025-01-01")))
+    started = time.perf_counter()
+    report = quality_report(frame, "1m")
+    assert time.perf_counter() - started < 0.5
+    assert report.gaps["start"].tolist() == _utc("2024-01-01 00:01")
+    assert report.gaps["end"].tolist() == _utc("2024-12-31 23:59")
+    assert report.gaps["missing"].tolist() == [366 * 24 * 60 - 1]
+    assert report.expected == 366 * 24 * 60 + 1
+
+
+def _listed_gaps(index: pd.DatetimeIndex, timeframe: str) -> list[tuple]:
+    """The gaps as listing every expected open time finds them (the old way)."""
+    expected = expected_timestamps(index[0], index[-1], timeframe)
+    absent = expected.difference(index)
+    if absent.empty:
+        return []
+    position = expected.get_indexer(absent)
+    starts = np.flatnonzero(np.diff(position, prepend=-2) != 1)
+    ends = np.append(starts[1:], len(position)) - 1
+    return list(zip(absent[starts], absent[ends], (ends - starts + 1).tolist(), strict=True))
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.sampled_from(["1m", "1h", "4h", "1d", "1w"]),
+    st.lists(st.integers(min_value=0, max_value=400), min_size=2, max_size=40, unique=True),
+    st.lists(st.sampled_from([0.0, 0.0, 0.25, 0.5]), min_size=40, max_size=40),
+)
+def test_gaps_same_as_listing_every_expected_candle(
+    timeframe: str, steps: list[int], offgrid: list[float]
+) -> None:
+    # candles on the grid, some shifted off it, as messy exports have them
+    step = pd.Timedelta(timeframe_offset(timeframe))
+    positions = sorted({k + shift for k, shift in zip(sorted(steps), offgrid, strict=False)})
+    if len(positions) < 2:
+        return
+    index = pd.DatetimeIndex(
+        [pd.Timestamp("2024-01-01", tz="UTC") + p * step for p in positions], name="timestamp"
+    ).as_unit("ms")
+    report = quality_report(_flat(index), timeframe)
+    found = list(report.gaps.itertuples(index=False, name=None))
+    assert found == _listed_gaps(index, timeframe)
+    assert report.expected == len(index) + sum(n for _, _, n in found)
 
 
 # --- business calendar ------------------------------------------------------------------

@@ -12,6 +12,10 @@ Safety:
 * a lock file per series (``flock``) serialises read-fetch-merge-write, so two
   sessions fetching the same series at once neither corrupt it nor lose rows;
 * a file that cannot be read is moved aside (``*.corrupt-<time>``) and fetched again.
+
+Candles with a zero or negative price are never returned: they are kept out of the file,
+and their open times are kept in its metadata, so every later read still reports them
+(see :func:`~forecasting.data.quality.drop_nonpositive`).
 """
 
 from __future__ import annotations
@@ -24,14 +28,21 @@ import re
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from forecasting.data.quality import (
+    drop_nonpositive,
+    dropped_nonpositive,
+    nonpositive_mask,
+    open_times,
+    with_nonpositive,
+)
 from forecasting.ohlcv import COLUMNS, normalize_ohlcv
 
 try:  # POSIX; Streamlit Community Cloud runs Linux
@@ -70,11 +81,17 @@ class CachedSeries:
     covered_start, covered_end
         ``[covered_start, covered_end)``: every closed candle in this range is in
         ``candles`` (or does not exist on the exchange).
+    nonpositive
+        Open times of candles the exchange sent with a zero or negative price, dropped
+        (also recorded in ``candles.attrs``).
     """
 
     candles: pd.DataFrame
     covered_start: pd.Timestamp
     covered_end: pd.Timestamp
+    nonpositive: pd.DatetimeIndex = field(
+        default_factory=lambda: pd.DatetimeIndex([], tz="UTC", name="timestamp").as_unit("ms")
+    )
 
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -128,13 +145,16 @@ class CandleCache:
             if meta.get("version") != _FORMAT_VERSION:
                 raise ValueError(f"cache format {meta.get('version')}")
             frame = table.to_pandas()
-            candles = normalize_ohlcv(frame)
+            frame.attrs = {}  # whatever pyarrow restored: the metadata below is the record
+            candles = with_nonpositive(normalize_ohlcv(frame), meta.get("nonpositive", []))
+            # Files written before placeholders were dropped may still hold some.
+            candles = drop_nonpositive(candles)
             start = pd.Timestamp(int(meta["covered_start"]), unit="ms", tz="UTC")
             end = pd.Timestamp(int(meta["covered_end"]), unit="ms", tz="UTC")
         except Exception as exc:  # noqa: BLE001 - any unreadable file is set aside, never a crash
             self._set_aside(path, exc)
             return None
-        return CachedSeries(candles, start, end)
+        return CachedSeries(candles, start, end, dropped_nonpositive(candles))
 
     def write(
         self,
@@ -144,11 +164,36 @@ class CandleCache:
         candles: pd.DataFrame,
         covered_start: pd.Timestamp,
         covered_end: pd.Timestamp,
+        *,
+        nonpositive: Iterable[pd.Timestamp] = (),
     ) -> Path:
-        """Replace the series atomically. Call it while holding :meth:`lock`."""
+        """Replace the series atomically. Call it while holding :meth:`lock`.
+
+        Parameters
+        ----------
+        source, symbol, timeframe
+            Which series (see :meth:`path`).
+        candles
+            The candles to keep. Any with a zero or negative price are left out and
+            recorded with ``nonpositive``, as are those ``candles.attrs`` records.
+        covered_start, covered_end
+            The range that was asked for and answered.
+        nonpositive
+            Open times of candles already dropped for a zero or negative price; those
+            that now have a candle are forgotten.
+        """
         path = self.path(source, symbol, timeframe)
         path.parent.mkdir(parents=True, exist_ok=True)
         frame = normalize_ohlcv(candles).loc[:, list(COLUMNS)]
+        bad = nonpositive_mask(frame)
+        frame = frame[~bad]
+        frame.attrs = {}  # kept in the metadata below, never in pyarrow's pandas metadata
+        dropped = (
+            dropped_nonpositive(candles)
+            .union(open_times(nonpositive))
+            .union(open_times(candles.index[bad]))
+            .difference(frame.index)
+        )
         table = pa.Table.from_pandas(frame, preserve_index=True)
         meta = {
             "version": _FORMAT_VERSION,
@@ -157,6 +202,7 @@ class CandleCache:
             "source": source,
             "symbol": symbol,
             "timeframe": timeframe,
+            "nonpositive": [int(ms) for ms in dropped.asi8],
         }
         table = table.replace_schema_metadata(
             {**(table.schema.metadata or {}), _META_KEY: json.dumps(meta).encode()}

@@ -5,6 +5,10 @@ Accepted: a header row in any case and with the usual names (``Date``, ``Timesta
 epoch seconds, milliseconds or microseconds, extra columns (ignored). The file is parsed
 as text only: nothing in it is executed or unpickled. Errors name the line (the header
 is line 1) and the column.
+
+Rows with a zero or negative open, high, low or close (what data providers write for a
+candle they do not have) are dropped and listed in :attr:`CsvData.nonpositive`: they
+then show as missing candles.
 """
 
 from __future__ import annotations
@@ -12,13 +16,14 @@ from __future__ import annotations
 import csv
 import io
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
 import pandas as pd
 
+from forecasting.data.quality import nonpositive_mask, with_nonpositive
 from forecasting.errors import DataFormatError
 from forecasting.ohlcv import COLUMNS, infer_calendar, normalize_ohlcv, timeframe_from_seconds
 
@@ -64,12 +69,19 @@ class CsvData:
         else ``"24/7"``.
     duplicates
         Rows dropped because their timestamp repeated an earlier one.
+    nonpositive
+        Open times of the rows dropped because their open, high, low or close was zero
+        or negative; also recorded in ``candles.attrs`` for
+        :func:`~forecasting.data.quality.quality_report`.
     """
 
     candles: pd.DataFrame
     timeframe: str
     calendar: str
     duplicates: int
+    nonpositive: pd.DatetimeIndex = field(
+        default_factory=lambda: pd.DatetimeIndex([], tz="UTC", name="timestamp").as_unit("ms")
+    )
 
 
 def read_ohlcv_csv(
@@ -138,13 +150,44 @@ def read_ohlcv_csv(
     index = _parse_timestamps(records["timestamp"], lines, header[mapping["timestamp"]])
     values = {}
     for name in COLUMNS:
-        values[name] = _parse_numbers(records[name], lines, header[mapping[name]])
+        values[name] = _parse_numbers(
+            records[name], lines, header[mapping[name]], signed=name != "volume"
+        )
     frame = pd.DataFrame(values, index=index)
-    candles = normalize_ohlcv(frame)
+    bad = nonpositive_mask(frame)
+    candles = normalize_ohlcv(frame[~bad])
+    # A placeholder at the time of a priced row repeats that timestamp: a duplicate.
+    nonpositive = normalize_ohlcv(frame[bad]).index.difference(candles.index)
+    if bad.any() and len(candles) < 2:
+        _refuse_placeholders(len(candles), int(bad.sum()), lines[int(np.flatnonzero(bad)[0])])
+    candles = with_nonpositive(candles, nonpositive)
     # Counted after normalising: timestamps that differ below a millisecond become one.
-    duplicates = len(frame) - len(candles)
-    timeframe = infer_timeframe(candles.index)
-    return CsvData(candles, timeframe, infer_calendar(candles.index, timeframe), duplicates)
+    duplicates = len(frame) - len(candles) - len(nonpositive)
+    # The placeholders' times are the file's candle grid too: with them left out, every
+    # other candle missing would read as a timeframe twice as long.
+    stamps = candles.index.union(nonpositive)
+    timeframe = infer_timeframe(stamps)
+    calendar = infer_calendar(stamps, timeframe)
+    return CsvData(candles, timeframe, calendar, duplicates, nonpositive)
+
+
+def _refuse_placeholders(priced: int, dropped: int, line: int) -> None:
+    """Refuse a file whose rows are (nearly) all zero-price placeholders, saying so."""
+    rows = f"{dropped:,} row{'s' if dropped != 1 else ''}"
+    if not priced:
+        raise DataFormatError(
+            f"Every row of the file has a zero or negative price ({rows}, the first on line "
+            f"{line}), as providers write for candles they do not have: there are no candles "
+            "to use. Export the data again from a source that has prices for this pair.",
+            row=line,
+        )
+    raise DataFormatError(
+        f"Only one candle of the file has prices above zero ({rows} "
+        f"{'has' if dropped == 1 else 'have'} a zero or negative price, the first on line "
+        f"{line}): at least two are needed. Export a longer range or the data from another "
+        "source.",
+        row=line,
+    )
 
 
 def write_ohlcv_csv(candles: pd.DataFrame, target: str | os.PathLike[str] | io.TextIOBase) -> None:
@@ -340,16 +383,26 @@ def _parse_epochs(
     return pd.DatetimeIndex(parsed, name="timestamp")
 
 
-def _parse_numbers(values: list[str], lines: list[int], column: str) -> np.ndarray:
+def _parse_numbers(
+    values: list[str], lines: list[int], column: str, *, signed: bool = False
+) -> np.ndarray:
+    """The cells of one column as floats, refusing any that is not a finite number.
+
+    ``signed`` lets negative numbers through: a price below zero marks a placeholder row,
+    dropped later with the zero ones, while a negative volume is an error in the file.
+    """
     numbers = pd.to_numeric(pd.Series(values, dtype="object"), errors="coerce")
     array = numbers.to_numpy(dtype="float64", na_value=np.nan)
-    bad_mask = ~np.isfinite(array) | (array < 0)
+    bad_mask = ~np.isfinite(array) | (~signed & (array < 0))
     if bad_mask.any():
         bad = int(np.flatnonzero(bad_mask)[0])
-        reason = "a negative number" if np.isfinite(array[bad]) else "not a number"
+        if np.isfinite(array[bad]):
+            message = "is a negative number. Volumes must be plain non-negative numbers"
+        else:
+            message = "is not a number. Prices and volumes must be plain numbers"
         raise DataFormatError(
-            f"Line {lines[bad]}, column '{column}': {_shown(values[bad])} is {reason}. Prices "
-            "and volumes must be plain non-negative numbers such as 42123.5.",
+            f"Line {lines[bad]}, column '{column}': {_shown(values[bad])} {message} such as "
+            "42123.5.",
             row=lines[bad],
             column=column,
         )

@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 import ccxt
 import pandas as pd
 
+from forecasting.data.quality import drop_nonpositive, dropped_nonpositive
 from forecasting.errors import (
     BadCredentials,
     ExchangeFailure,
@@ -38,6 +39,7 @@ from forecasting.errors import (
     UnknownExchange,
 )
 from forecasting.ohlcv import drop_unclosed, empty_ohlcv, frame_from_rows, timeframe_seconds
+from forecasting.progress import ProgressCallback, report
 
 __all__ = [
     "DEFAULT_EXCHANGE",
@@ -81,7 +83,6 @@ SECRET_KEYS = frozenset(
 # Used when an exchange does not declare its page size: small enough for every exchange.
 FALLBACK_PAGE_LIMIT = 200
 
-ProgressCallback = Callable[[int, int], None]
 T = TypeVar("T")
 
 
@@ -290,7 +291,9 @@ def fetch_ohlcv(
     since, until
         UTC bounds; ``until`` defaults to now, ``since`` to 1000 candles before ``until``.
     progress
-        Called as ``progress(candles_so_far, candles_expected)`` after every page.
+        Called after every page as ``progress("fetch", fraction, details)`` with
+        ``details["done"]`` the candles received so far and ``details["expected"]`` the
+        number the range holds (see :mod:`forecasting.progress`).
     now
         The current time, to drop the candle still open at ``now``; defaults to the clock.
     retry
@@ -302,6 +305,9 @@ def fetch_ohlcv(
     -------
     pd.DataFrame
         An OHLCV frame (see :mod:`forecasting.ohlcv`), possibly with gaps, possibly empty.
+        Candles with a zero or negative price (an exchange's placeholder for a candle it
+        does not have) are dropped, and their open times recorded in the frame's
+        ``attrs`` (see :func:`~forecasting.data.quality.drop_nonpositive`).
 
     Raises
     ------
@@ -338,13 +344,11 @@ def fetch_ohlcv(
             # Nothing from here on: either the end of the data, or a stretch before the
             # pair was listed / an outage longer than a page. Skip a page's span ahead.
             cursor += limit * step_ms
-            if progress:
-                progress(len(rows), expected)
+            report(progress, "fetch", len(rows) / expected, done=len(rows), expected=expected)
             continue
         last = max(row[0] for row in page)
         rows.extend(row for row in page if since_ms <= row[0] < until_ms)
-        if progress:
-            progress(len(rows), expected)
+        report(progress, "fetch", len(rows) / expected, done=len(rows), expected=expected)
         if last < cursor:
             # The exchange ignored `since` and answered with older candles: no way forward.
             break
@@ -352,7 +356,18 @@ def fetch_ohlcv(
             break  # the next candle would open at or after the end: nothing left to ask
         cursor = int(last) + 1
     frame = frame_from_rows(rows) if rows else empty_ohlcv()
-    return drop_unclosed(frame, timeframe, now)
+    frame = drop_nonpositive(drop_unclosed(frame, timeframe, now))
+    dropped = dropped_nonpositive(frame)
+    if len(dropped):
+        log.info(
+            "%s %s %s: dropped %d candles with zero or negative prices, the first at %s",
+            exchange.id,
+            symbol,
+            timeframe,
+            len(dropped),
+            dropped[0],
+        )
+    return frame
 
 
 def _checked(exchange: ccxt.Exchange, page: list[list[Any]]) -> list[list[Any]]:

@@ -1,4 +1,9 @@
-"""Exchange candles through the local cache: fetch only what the cache lacks."""
+"""Exchange candles through the local cache: fetch only what the cache lacks.
+
+Candles an exchange sends with a zero or negative price (its placeholder for a candle it
+does not have) are dropped, remembered in the cache, and recorded on every frame
+returned (see :func:`~forecasting.data.quality.drop_nonpositive`).
+"""
 
 from __future__ import annotations
 
@@ -10,15 +15,16 @@ import pandas as pd
 
 from forecasting.data.cache import CandleCache
 from forecasting.data.exchange import (
-    ProgressCallback,
     RetryPolicy,
     create_exchange,
     fetch_ohlcv,
     source_key,
     validate_request,
 )
+from forecasting.data.quality import dropped_nonpositive, open_times, with_nonpositive
 from forecasting.errors import InvalidDateRange, NoCandles
 from forecasting.ohlcv import normalize_ohlcv, timeframe_offset, timeframe_seconds
+from forecasting.progress import ProgressCallback, report
 
 __all__ = ["load_exchange_candles"]
 
@@ -62,11 +68,20 @@ def load_exchange_candles(
         A ready ccxt client, or a function making one; by default one is created from
         ``exchange_id`` and ``config`` only if something must be fetched.
     progress
-        ``progress(candles_so_far, candles_expected)`` while fetching.
+        ``progress("fetch", fraction, details)`` while fetching, ``details["done"]`` and
+        ``details["expected"]`` counting candles over all the parts fetched; called once
+        with ``fraction`` 1 when the cache had everything (see :mod:`forecasting.progress`).
     now
         The current time (tests pin it); defaults to the clock.
     retry
         Backoff for transient failures.
+
+    Returns
+    -------
+    pd.DataFrame
+        An OHLCV frame, possibly with gaps. Candles with a zero or negative price are
+        not in it; their open times in the range are in its ``attrs``, where
+        :func:`~forecasting.data.quality.quality_report` finds them.
 
     Raises
     ------
@@ -110,6 +125,7 @@ def load_exchange_candles(
             validate_request(client, symbol, timeframe, retry or RetryPolicy())
             expected = sum(max(1, int((b - a) / step)) for a, b in missing)
             pieces = [cached.candles] if cached is not None else []
+            dropped = cached.nonpositive if cached is not None else open_times(())
             done = 0
             for start, end in missing:
                 frame = fetch_ohlcv(
@@ -125,23 +141,34 @@ def load_exchange_candles(
                 )
                 done += max(1, int((end - start) / step))
                 pieces.append(frame)
+                dropped = dropped.union(dropped_nonpositive(frame))
             merged = normalize_ohlcv(pd.concat(pieces)) if len(pieces) > 1 else pieces[0]
+            dropped = dropped.difference(merged.index)  # a real candle came since
             start = since if cached is None else min(since, cached.covered_start)
             end = answerable_end if cached is None else max(answerable_end, cached.covered_end)
-            cache.write(key, symbol, timeframe, merged, start, end)
+            cache.write(key, symbol, timeframe, merged, start, end, nonpositive=dropped)
         else:
             merged = cached.candles
-            if progress:
-                progress(1, 1)
+            dropped = cached.nonpositive
 
-    selected = merged[(merged.index >= since) & (merged.index < until)]
+    selected = merged[(merged.index >= since) & (merged.index < until)].copy()
+    if not missing:
+        report(progress, "fetch", 1.0, done=len(selected), expected=len(selected))
+    placeholders = dropped[(dropped >= since) & (dropped < until)]
     if selected.empty:
+        if len(placeholders):
+            raise NoCandles(
+                f"{exchange_id} sent only candles with zero or negative prices "
+                f"({len(placeholders):,}, placeholders for missing data) for {symbol} "
+                f"{timeframe} between {since:%Y-%m-%d %H:%M} and {until:%Y-%m-%d %H:%M} UTC. "
+                "Try another range or another exchange."
+            )
         raise NoCandles(
             f"{exchange_id} has no {timeframe} candles for {symbol} between "
             f"{since:%Y-%m-%d %H:%M} and {until:%Y-%m-%d %H:%M} UTC. The pair may have been "
             "listed later: try a later start date or a longer range."
         )
-    return selected.copy()
+    return with_nonpositive(selected, placeholders)
 
 
 def _closed_in(
@@ -191,10 +218,16 @@ def _client(
 def _offset_progress(
     progress: ProgressCallback | None, done: int, expected: int
 ) -> ProgressCallback | None:
+    """A callback for one part of the fetch that reports on the whole of it.
+
+    The part's ``details["done"]`` is counted after the ``done`` candles of the parts
+    before it, out of the ``expected`` candles of all parts.
+    """
     if progress is None:
         return None
 
-    def report(so_far: int, _segment_expected: int) -> None:
-        progress(min(done + so_far, expected), expected)
+    def part(stage: str, _fraction: float, details: Mapping[str, Any]) -> None:
+        so_far = min(done + int(details.get("done", 0)), expected)
+        report(progress, stage, so_far / expected, done=so_far, expected=expected)
 
-    return report
+    return part

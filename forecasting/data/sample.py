@@ -3,6 +3,7 @@
 The ``arch`` package ships daily S&P 500 index candles (1999-2018) inside its wheel.
 They are not crypto prices and the index has no traded volume of its own (the column
 is the exchange's share volume), so every screen labels them as the offline sample.
+Like every loader, it drops candles with a zero or negative price (the sample has none).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import functools
 
 import pandas as pd
 
+from forecasting.data.quality import drop_nonpositive
 from forecasting.ohlcv import normalize_ohlcv
 
 __all__ = ["SAMPLE_CALENDAR", "SAMPLE_LABEL", "SAMPLE_TIMEFRAME", "load_sample"]
@@ -27,7 +29,7 @@ def _load() -> pd.DataFrame:
     raw = sp500.load()
     frame = raw.rename(columns=str.lower).loc[:, ["open", "high", "low", "close", "volume"]]
     frame.index = pd.DatetimeIndex(frame.index).tz_localize("UTC")
-    return normalize_ohlcv(frame)
+    return drop_nonpositive(normalize_ohlcv(frame))
 
 
 def load_sample() -> pd.DataFrame:

@@ -37,7 +37,8 @@ def test_first_open_shows_default_pair_chart(app_env):
     # Nothing missing, extreme or inconsistent in these candles: no empty tables.
     assert app.metric[1].value == "0"
     assert not app.dataframe
-    assert [c.value for c in app.caption].count("None.") == 3
+    assert [c.value for c in app.caption].count("None.") == 4
+    assert not app.warning
 
 
 def test_the_run_begins_with_the_chart_library_request(app_env):
@@ -142,4 +143,25 @@ def test_quality_tables_list_what_was_found(app_env):
     gaps = app.dataframe[0].value
     assert len(app.dataframe) == 1
     assert len(gaps) == 2
-    assert [c.value for c in app.caption].count("None.") == 2
+    assert [c.value for c in app.caption].count("None.") == 3
+
+
+def test_zero_price_rows_are_listed_as_dropped(app_env):
+    days = pd.date_range("2024-01-01", periods=60, freq="D")
+    frame = pd.DataFrame(
+        {"Date": days.strftime("%Y-%m-%d"), "Open": 100.0, "High": 102.0, "Low": 99.0,
+         "Close": 101.0, "Volume": 10.0}
+    )  # fmt: skip
+    frame.loc[[10, 30], ["Open", "High", "Low", "Close", "Volume"]] = 0.0  # placeholders
+    app = run_app()
+    app.radio(key="source").set_value("csv").run()
+    app.file_uploader(key="csv_file").upload("zeros.csv", frame.to_csv(index=False).encode())
+    app.date_input(key="date_range").set_value((days[0].date(), days[-1].date())).run()
+    assert not app.exception
+    assert not app.error
+    assert app.metric[0].value == "58"
+    assert app.metric[1].value == "2"  # the dropped candles are missing candles
+    assert any("2 candles had a zero or negative price" in w.value for w in app.warning)
+    captions = [c.value for c in app.caption]
+    assert "Candles with zero or negative prices, dropped: 2024-01-11, 2024-01-31." in captions
+    assert captions.count("None.") == 2  # extreme moves, zero-volume or inconsistent
