@@ -8,6 +8,13 @@ which leaks the future), and warm-up rows are reported as NaN and dropped, never
 ``ta``'s ATR and ADX write zeros into their warm-up, which we mask as NaN. The RSI is
 Wilder's own (computed here, not by ``ta``; see :func:`_rsi`).
 
+After its warm-up every feature has a value on every candle with a positive close,
+flat stretches included (a stablecoin at its peg, a market with no trades): where a
+formula would divide zero by zero, the feature defines the value its limit or its
+meaning gives, and says so (RSI with no losses is 100; Bollinger %B with bands of
+zero width is 0.5). A model reading a window of features never meets an undefined
+value after the warm-up, so it never has to skip rows.
+
 A feature is named by a spec string ``kind[:param[:param...]]``, e.g. ``rsi:14``,
 ``macd:12:26:9``, ``sma:50``, ``log_return``.
 """
@@ -174,8 +181,29 @@ def _ema(c: pd.DataFrame, p: tuple) -> pd.DataFrame:
 
 
 def _bollinger(c: pd.DataFrame, p: tuple) -> pd.DataFrame:
-    bands = _ta().volatility.BollingerBands(c["close"], int(p[0]), float(p[1]))
-    return pd.DataFrame({"bb_pctb": bands.bollinger_pband(), "bb_width": bands.bollinger_wband()})
+    """%B ``(close - lower) / (upper - lower)`` and the band width ``(upper - lower) / middle``
+    (in percent), with ta's bands: the ``window``-candle mean -/+ ``std`` population
+    standard deviations.
+
+    On a flat stretch (``window`` equal closes) the bands have zero width and %B is
+    0/0: it is defined as 0.5, the close at the middle band (all three bands equal the
+    close there), and the width as exactly 0. A window is flat when its highest and
+    lowest close are equal, not when the rolling standard deviation is 0: pandas'
+    running variance leaves a residue there (a standard deviation around 1e-10 of the
+    price, depending on how far back the data starts), which would make %B the ratio
+    of two rounding errors.
+    """
+    window = int(p[0])
+    close = c["close"].astype("float64")
+    bands = _ta().volatility.BollingerBands(close, window, float(p[1]))
+    # NaN during the warm-up compares unequal: the warm-up stays undefined.
+    flat = close.rolling(window).max().eq(close.rolling(window).min())
+    return pd.DataFrame(
+        {
+            "bb_pctb": bands.bollinger_pband().mask(flat, 0.5),
+            "bb_width": bands.bollinger_wband().mask(flat, 0.0),
+        }
+    )
 
 
 def _atr(c: pd.DataFrame, p: tuple) -> pd.DataFrame:
@@ -211,7 +239,7 @@ FEATURE_KINDS: dict[str, FeatureKind] = {
         FeatureKind("ema", "EMA", ("window",), (20,), _ema, lambda p: int(p[0]) - 1,
                     "Close relative to its exponential moving average, minus 1."),
         FeatureKind("bollinger", "Bollinger", ("window", "std"), (20, 2.0), _bollinger,
-                    lambda p: int(p[0]) - 1, "Bollinger %B and band width."),
+                    lambda p: int(p[0]) - 1, "Bollinger %B (0.5 when flat) and band width."),
         FeatureKind("atr", "ATR", ("window",), (14,), _atr, lambda p: int(p[0]) - 1,
                     "Average true range relative to the close."),
         FeatureKind("log_return", "Log return", (), (), _log_return, lambda p: 1,

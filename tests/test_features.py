@@ -210,6 +210,49 @@ def test_simple_features_by_hand() -> None:
     np.testing.assert_allclose(got["bb_width_5_2"], (upper - lower) / mean * 100)
 
 
+def _flat_stretches() -> pd.DataFrame:
+    """Candles that move, stand still (no trades: every price equal, zero volume), move
+    again, and end standing still: a stablecoin at its peg, a halted market."""
+    rng = np.random.default_rng(11)
+    close = 1.0 + 0.004 * rng.standard_normal(150)
+    close[40:75] = 1.0  # 35 flat candles in the middle
+    close[120:] = 1.0  # 30 at the end
+    candles = candles_from_close(close)
+    flat = candles.index[np.r_[40:75, 120:150]]
+    candles.loc[flat, ["open", "high", "low", "close"]] = 1.0
+    candles.loc[flat, "volume"] = 0.0
+    return candles
+
+
+def test_bollinger_pctb_is_one_half_when_the_bands_have_no_width() -> None:
+    candles = _flat_stretches()
+    got = compute_features(candles, [FeatureSpec("bollinger", (20, 2.0))], drop_warmup=False)
+    pctb, width = got["bb_pctb_20_2"], got["bb_width_20_2"]
+    # 20 equal closes: the bands meet at the close and %B = (close - lower) / (upper -
+    # lower) is 0/0, defined as 0.5 (the middle band), the width as 0. Exactly: on the
+    # second stretch pandas' running std is 5e-10, not 0, which left %B at 0.49999997
+    # (and at whatever two rounding errors divide to, elsewhere).
+    flat = np.zeros(len(candles), dtype=bool)
+    flat[40 + 19 : 75] = flat[120 + 19 :] = True
+    assert (pctb[flat] == 0.5).all()
+    assert (width[flat] == 0.0).all()
+    # The same wherever the data starts (the running std's residue does not).
+    for start in (30, 100, 125):
+        later = compute_features(
+            candles.iloc[start:], [FeatureSpec("bollinger")], drop_warmup=False
+        )
+        pd.testing.assert_series_equal(
+            later["bb_pctb_20_2"].loc[pctb.index[flat][-5:]], pctb[flat].iloc[-5:]
+        )
+    # Everywhere else the usual formula, and nothing undefined after the warm-up.
+    close = candles["close"]
+    mean, std = close.rolling(20).mean(), close.rolling(20).std(ddof=0)
+    expected = (close - (mean - 2 * std)) / (4 * std)
+    np.testing.assert_allclose(pctb[~flat].iloc[19:], expected[~flat].iloc[19:], rtol=1e-9)
+    assert pctb.iloc[:19].isna().all()
+    assert pctb.iloc[19:].notna().all()
+
+
 # --- no look-ahead ------------------------------------------------------------------------
 
 AUDITED = [
@@ -300,6 +343,21 @@ def test_real_4h_candles_with_outages_and_a_zero_volume_candle() -> None:
     assert np.isfinite(features.to_numpy()).all()
     assert features.index[0] == candles.index[warmup_length(specs)]
     assert lookahead_audit(candles, specs, checks=3)["passed"].all()
+
+
+@pytest.mark.parametrize("spec", AUDITED)
+def test_every_feature_is_defined_after_its_warmup_through_flat_stretches(
+    spec: FeatureSpec,
+) -> None:
+    # Every kind (the audit table covers them all): a feature undefined after its
+    # warm-up would make a model skip rows, so a window "ending" at a candle would
+    # really end earlier.
+    candles = _flat_stretches()
+    got = compute_features(candles, [spec], drop_warmup=False)
+    after = got.iloc[spec.warmup :]
+    assert np.isfinite(after.to_numpy()).all(), after[~np.isfinite(after).all(axis=1)]
+    # The value defined on the flat stretch is no look-ahead either.
+    assert lookahead_audit(candles, [spec])["passed"].all()
 
 
 # --- warm-up ------------------------------------------------------------------------------

@@ -1,4 +1,6 @@
-"""The LSTM: it learns, it saves without pickle, it reports and cancels, it stays small.
+"""The LSTM: it learns, it saves without pickle, it reports and cancels, it stays small;
+its intervals cover at their level (the textbook conformal rank, unbounded when the
+tail is too short), its input window ends at the origin, and its steps are time.
 
 TensorFlow runs on the CPU here, so every network is tiny and seeded. The contract shared
 with the other models is in ``test_models_contract.py``.
@@ -7,6 +9,7 @@ with the other models is in ``test_models_contract.py``.
 from __future__ import annotations
 
 import json
+import math
 import zipfile
 from collections import OrderedDict
 from pathlib import Path
@@ -16,10 +19,20 @@ import pandas as pd
 import pytest
 from factories import candles_from_close, sine_trend_candles
 
-from forecasting.errors import Cancelled, ConfigurationError, ForecastingError
-from forecasting.features import compute_features, parse_features
+from forecasting.errors import (
+    Cancelled,
+    ConfigurationError,
+    ForecastingError,
+    InsufficientHistory,
+)
 from forecasting.models import LSTM, NotFittedError
 from forecasting.models import lstm as lstm_module
+from forecasting.models.lstm import (
+    calibration_windows_needed,
+    conformal_quantile,
+    conformal_rank,
+    step_targets,
+)
 
 # Keras 3.15 saving weights under numpy 2 warns about __array__(copy=...): not ours.
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
@@ -84,6 +97,9 @@ def test_save_and_load_round_trip(tmp_path: Path, candles: pd.DataFrame, tiny: L
         np.testing.assert_allclose(restored.lower, original.lower, rtol=1e-12)
         np.testing.assert_allclose(restored.upper, original.upper, rtol=1e-12)
     assert loaded.epochs_trained_ == tiny.epochs_trained_
+    np.testing.assert_array_equal(loaded.interval_quantiles_, tiny.interval_quantiles_)
+    assert loaded.training_windows_.equals(tiny.training_windows_)
+    assert loaded.calibration_windows_.equals(tiny.calibration_windows_)
 
 
 def test_save_refuses_other_formats_and_unfitted_models(tmp_path: Path, tiny: LSTM) -> None:
@@ -179,6 +195,7 @@ def test_cannot_forecast_further_than_it_was_trained(tiny: LSTM) -> None:
         ({"target": "close"}, "target must be one of log_return, price"),  # unknown target
         ({"interval": "bootstrap"}, "interval must be one of conformal"),  # unknown interval
         ({"interval": "mc_dropout", "dropout": 0.0}, "MC dropout intervals need dropout"),
+        ({"interval": "mc_dropout", "mc_samples": 1}, "at least 2 mc_samples"),  # no spread
         ({"validation_fraction": 0.6}, "validation_fraction must be between 0 and 0.5"),
         ({"units": 0}, "units must be at least 1"),  # no network
         ({"features": "rsx:14"}, "Unknown feature 'rsx'"),  # a bad feature spec
@@ -225,23 +242,282 @@ def test_the_network_pool_stays_bounded(
     assert [spec[4] for spec in pool._networks] == [6, 10]
 
 
-def test_targets_stay_aligned_when_features_are_undefined_mid_series() -> None:
-    # Ten equal closes make Bollinger %B 0/0 (undefined) inside the series, so the rows
-    # with every input defined are not a suffix of the candles. Each training target
-    # must still be the close right after its window's last candle.
-    # Whole-unit price steps keep the rolling variance exact (0.0, not 1e-13).
-    rng = np.random.default_rng(3)
-    close = 100 + np.cumsum(rng.choice([-1.0, 1.0], 120))
-    close[60:70] = close[60]
-    candles = candles_from_close(close)
-    specs = "bollinger:3:2"
-    defined = compute_features(candles, parse_features(specs), drop_warmup=False).notna()
-    rows = np.flatnonzero(defined.all(axis=1).to_numpy())
-    assert len(rows) < len(candles) - 2 - 1  # undefined rows beyond the warm-up
+def test_the_validation_tail_is_the_last_usable_windows_and_never_trained_on(
+    candles: pd.DataFrame, tiny: LSTM
+) -> None:
+    # Default features: every input is defined from row 33 (MACD 12:26:9), so the first
+    # window of 10 ends at row 42; the last usable one ends 5 candles before the end.
+    assert tiny.training_windows_[0] == candles.index[33 + 10 - 1]
+    assert tiny.calibration_windows_[-1] == candles.index[-1 - 5]
+    usable = len(candles) - 42 - 5  # 103 windows
+    assert len(tiny.calibration_windows_) == round(usable * 0.15)  # 15
+    # The last training window's last target is the close the tail's first window ends
+    # at: the tail's targets (the closes after it) were never trained on. The 4 windows
+    # in between, whose targets reach into the tail's, are left out.
+    last_target = tiny.training_windows_[-1] + pd.Timedelta(days=5)
+    assert last_target == tiny.calibration_windows_[0]
+    assert len(tiny.training_windows_) == usable - 15 - 4
 
+
+# --- the split-conformal rank ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("n", "level", "rank"),
+    [
+        (9, 0.9, 9),  # ceil(10 x 0.9) = 9: the largest of nine
+        (8, 0.9, 9),  # ceil(9 x 0.9) = ceil(8.1) = 9 > 8: no score is large enough
+        (19, 0.9, 18),  # ceil(18) = 18, not the 19th ("higher" at 18/19 picked that)
+        (10, 0.8, 9),  # ceil(8.8) = 9
+        (19, 0.95, 19),  # ceil(19) = 19: the largest
+        (24, 0.56, 14),  # 25 x 0.56 is 14.000000000000002 in floating point: still 14
+        (0, 0.5, 1),  # no scores at all: unbounded
+    ],
+)
+def test_conformal_rank_is_ceil_n_plus_one_times_level(n: int, level: float, rank: int) -> None:
+    assert conformal_rank(n, level) == rank
+
+
+def test_conformal_quantile_is_the_kth_smallest_score() -> None:
+    rng = np.random.default_rng(0)
+    nine = rng.permutation(np.arange(1.0, 10.0))  # 1..9 shuffled
+    assert conformal_quantile(nine, 0.9) == 9.0  # the 9th smallest: the largest
+    assert conformal_quantile(nine, 0.8) == 8.0  # ceil(10 x 0.8) = 8
+    assert conformal_quantile(nine, 0.5) == 5.0  # ceil(5) = 5
+    assert conformal_quantile(nine[:8], 0.9) == np.inf  # n = 8: unbounded
+    nineteen = rng.permutation(np.arange(1.0, 20.0))
+    assert conformal_quantile(nineteen, 0.9) == 18.0  # not the 19th
+    # Per column (one per forecast step), each column ranked on its own.
+    scores = np.column_stack([nineteen, 10 * nineteen[::-1], np.full(19, 2.5)])
+    np.testing.assert_array_equal(conformal_quantile(scores, 0.9), [18.0, 180.0, 2.5])
+    np.testing.assert_array_equal(conformal_quantile(scores[:8], 0.9), [np.inf] * 3)
+    # An undefined score counts as the largest, never as small.
+    assert conformal_quantile(np.r_[np.nan, np.arange(1.0, 9.0)], 0.9) == np.inf
+    assert [calibration_windows_needed(level) for level in (0.8, 0.9, 0.95)] == [4, 9, 19]
+
+
+@pytest.mark.parametrize(
+    ("target", "lower", "upper"),
+    [
+        ("log_return", 0.0, np.inf),  # price = close x exp(-/+ inf)
+        ("price", -np.inf, np.inf),
+    ],
+)
+def test_too_short_a_validation_tail_gives_an_unbounded_interval_and_says_so(
+    tmp_path: Path, candles: pd.DataFrame, target: str, lower: float, upper: float
+) -> None:
+    # 103 usable windows x 0.05 = 5 in the tail: a 90 % interval needs 9.
+    model = LSTM(**TINY, target=target, validation_fraction=0.05).fit(candles)
+    assert len(model.calibration_windows_) == 5
+    forecast = model.predict(5)
+    assert np.isfinite(forecast.mean).all()
+    assert (forecast.lower == lower).all()
+    assert (forecast.upper == upper).all()
+    (note,) = forecast.notes
+    assert "unbounded" in note
+    assert "holds 5 window(s), too few for a 90 % interval, which needs at least 9" in note
+    assert forecast.to_records()[0]["upper"] is None
+    # Saved as JSON null, loaded back as infinite.
+    loaded = LSTM.load(model.save(tmp_path / "model.keras"))
+    again = loaded.predict(5)
+    np.testing.assert_array_equal(again.upper, forecast.upper)
+    assert again.notes == forecast.notes
+
+
+def _geometric_random_walk(n: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return 100.0 * np.exp(np.cumsum(0.02 * rng.standard_normal(n)))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("interval", ["conformal", "mc_dropout"])
+def test_intervals_cover_out_of_sample_targets_at_their_level(interval: str) -> None:
+    # A geometric random walk (independent 2 % daily log returns): the validation tail
+    # and the later origins are exchangeable, which is all split conformal assumes.
+    # Fitted on 800 candles (a tail of 237 windows), then forecasting 2 steps from 400
+    # later origins with the actual candles up to each. About 25 s per method.
+    n_fit, n_origins, horizon, level = 800, 400, 2, 0.9
+    close = _geometric_random_walk(n_fit + n_origins + horizon)
+    candles = candles_from_close(close)
     model = LSTM(
-        lookback=2, horizon=1, units=4, epochs=1, target="price", features=specs, dropout=0.0
-    ).fit(candles)
-    window_ends = rows[1:]  # each window's last row (lookback 2)
-    window_ends = window_ends[window_ends + 1 < len(candles)]
-    assert model.target_mean_ == pytest.approx(close[window_ends + 1].mean(), rel=1e-12)
+        lookback=8,
+        horizon=horizon,
+        units=4,
+        epochs=3,
+        batch_size=64,
+        features="",
+        validation_fraction=0.3,
+        interval=interval,
+        mc_samples=30,
+        level=level,
+        seed=1,
+    ).fit(candles.iloc[:n_fit])
+    n_cal = len(model.calibration_windows_)
+    hits = []
+    for origin in range(n_fit, n_fit + n_origins):
+        forecast = model.predict(horizon, history=candles.iloc[:origin])
+        actual = close[origin : origin + horizon]
+        hits.append((forecast.lower <= actual) & (actual <= forecast.upper))
+    coverage = float(np.mean(hits))
+    # Tolerance: three standard errors of two independent sources. The origins overlap
+    # (step 2's target shares a return with the next origin's), so they count as
+    # n_origins / horizon independent draws: binomial SE sqrt(p (1 - p) horizon / 400)
+    # = 0.021. Given the tail, the coverage itself is random, Beta(k, n + 1 - k)
+    # (Angelopoulos & Bates, on the size of the calibration set): SE
+    # sqrt(p (1 - p) / (n + 2)) = 0.019. So 3 x 0.029 = 0.086: 6 % or 100 % fail.
+    p = level
+    se = math.sqrt(p * (1 - p) * horizon / n_origins + p * (1 - p) / (n_cal + 2))
+    assert abs(coverage - level) <= 3 * se, f"{interval}: {coverage:.1%} covered"
+    if interval == "mc_dropout":
+        # The dropout spread alone is far too narrow: q is many of its sds, where a
+        # calibrated normal spread would need 1.645.
+        assert (model.interval_quantiles_ > 10).all()
+
+
+# --- the window ends at the origin ----------------------------------------------------------
+
+
+def _stablecoin(n_moving: int = 150, n_pegged: int = 30) -> pd.DataFrame:
+    """A stablecoin drifting around 1.0, then pegged at exactly 1.0 (flat candles)."""
+    rng = np.random.default_rng(5)
+    moving = 1.0 + 0.003 * np.sin(np.arange(n_moving) / 3) + 0.002 * rng.standard_normal(n_moving)
+    candles = candles_from_close(np.r_[moving, np.ones(n_pegged)])
+    pegged = candles.index[-n_pegged:]
+    candles.loc[pegged, ["open", "high", "low", "close"]] = 1.0
+    candles.loc[pegged, "volume"] = 0.0
+    return candles
+
+
+def test_a_flat_stretch_at_the_end_forecasts_from_a_window_ending_at_the_origin() -> None:
+    # Pegged at exactly 1.0 for 30 candles, the 20-candle Bollinger bands have zero
+    # width over the last 11: %B is 0.5 there, not undefined, so the window ends at the
+    # last candle (dropping undefined rows used to end it 11 candles earlier).
+    candles = _stablecoin()
+    features = "bollinger:20:2,rsi:14,log_return"
+    model = LSTM(**TINY, features=features).fit(candles)
+    # From the last candle (30 pegged: the last 11 have flat bands), and from inside
+    # the peg (26 pegged: the last 7 have).
+    for end, flat in ((len(candles), 10), (len(candles) - 4, 7)):
+        history = candles.iloc[:end]
+        window = model.input_window(history)
+        assert list(window.index) == list(history.index[-10:])
+        assert (window["bb_pctb_20_2"].iloc[-flat:] == 0.5).all()
+        assert (window["bb_width_20_2"].iloc[-flat:] == 0.0).all()
+        assert window.notna().all().all()
+        forecast = model.predict(5, history=history)
+        assert np.isfinite(forecast.mean).all()
+        assert forecast.timestamps[0] == history.index[-1] + pd.Timedelta(days=1)
+    # The pegged windows are trained on and calibrated on too, up to the last one with
+    # all five targets.
+    assert model.calibration_windows_[-1] == candles.index[-1 - 5]
+
+
+def _plant_undefined(
+    monkeypatch: pytest.MonkeyPatch, column: str, stamps: list[pd.Timestamp]
+) -> None:
+    """Make the LSTM's feature ``column`` undefined (NaN) at ``stamps``."""
+    real = lstm_module.compute_features
+
+    def planted(candles: pd.DataFrame, specs, **kwargs) -> pd.DataFrame:
+        features = real(candles, specs, **kwargs)
+        features.loc[features.index.isin(stamps), column] = np.nan
+        return features
+
+    monkeypatch.setattr(lstm_module, "compute_features", planted)
+
+
+def test_an_undefined_input_is_never_skipped(
+    monkeypatch: pytest.MonkeyPatch, candles: pd.DataFrame
+) -> None:
+    # %B planted undefined at candle 80: no window holding that candle (those ending at
+    # 80 .. 89, lookback 10) is trained on, and the windows around them still end
+    # where they say (their targets are the 5 closes after their own last candle).
+    planted = 80
+    _plant_undefined(monkeypatch, "bb_pctb_20_2", [candles.index[planted]])
+    model = LSTM(**TINY, features="bollinger:20:2,log_return").fit(candles)
+    used = model.training_windows_.append(model.calibration_windows_)
+    assert not used.isin(candles.index[planted : planted + 10]).any()
+    assert candles.index[planted - 1] in model.training_windows_
+    assert candles.index[planted + 10] in model.training_windows_
+    targets = step_targets(candles, 5, "1d")
+    rows = candles.index.get_indexer(model.training_windows_)
+    assert model.target_mean_ == pytest.approx(targets[rows].mean(), rel=1e-12)
+
+    # A forecast from that candle, or with it inside the window, is refused: never
+    # read from an earlier window.
+    with pytest.raises(InsufficientHistory) as refused:
+        model.predict(5, history=candles.iloc[: planted + 1])
+    message = str(refused.value)
+    assert "bb_pctb_20_2 is undefined at 2022-03-24 00:00 UTC (at the forecast origin)" in message
+    assert "or leave bollinger:20:2 out of the features and fit again." in message
+    with pytest.raises(InsufficientHistory, match=r"3 candle\(s\) before the forecast origin"):
+        model.predict(5, history=candles.iloc[: planted + 4])
+    # Ten candles on, the window is clear of it again.
+    window = model.input_window(candles.iloc[: planted + 11])
+    assert window.index[0] == candles.index[planted + 1]
+    assert np.isfinite(model.predict(5, history=candles.iloc[: planted + 11]).mean).all()
+
+
+# --- steps are time, not rows ---------------------------------------------------------------
+
+STEP = {
+    "1d": lambda k: pd.Timedelta(days=k),
+    "4h": lambda k: pd.Timedelta(hours=4 * k),
+    "1b": lambda k: pd.offsets.BDay(k),
+}
+
+
+def _hand_targets(candles: pd.DataFrame, horizon: int, timeframe: str) -> np.ndarray:
+    """Per candle t: log c(t + k) - log c(t + k - 1) by time, NaN rows when one is missing."""
+    log_close = dict(zip(candles.index, np.log(candles["close"]), strict=True))
+    out = np.full((len(candles), horizon), np.nan)
+    for row, t in enumerate(candles.index):
+        times = [t + STEP[timeframe](k) for k in range(horizon + 1)]
+        if all(time in log_close for time in times):
+            out[row] = [
+                log_close[times[k]] - log_close[times[k - 1]] for k in range(1, horizon + 1)
+            ]
+    return out
+
+
+@pytest.mark.parametrize(
+    ("kind", "timeframe", "calendar"),
+    [
+        ("1d", "1d", "24/7"),  # crypto daily
+        ("4h", "4h", "24/7"),  # intraday
+        ("1b", "1d", "business"),  # stock daily: a weekend is no gap, missing weekdays are
+    ],
+)
+def test_no_training_target_spans_a_gap(kind: str, timeframe: str, calendar: str) -> None:
+    full = sine_trend_candles(160, kind, noise=0.01)
+    missing = full.index[100:103]  # three candles lost (an outage, a holiday)
+    candles = full.drop(missing)
+    targets = step_targets(candles, 5, timeframe, calendar)
+    np.testing.assert_array_equal(targets, _hand_targets(candles, 5, kind))
+    # The 5 candles before the gap and the last 5 have a target candle missing.
+    undefined = np.flatnonzero(np.isnan(targets).any(axis=1))
+    np.testing.assert_array_equal(undefined, [*range(95, 100), *range(152, 157)])
+    # (By rows, candle 99's first target would have been c(103) / c(99), across the gap.)
+
+    model = LSTM(**TINY, features="").fit(candles)
+    assert (model.timeframe_, model.calendar_) == (timeframe, calendar)
+    used = model.training_windows_.append(model.calibration_windows_)
+    assert not used.isin(candles.index[95:100]).any()
+    for end in used:  # every target candle of every window used is in the data
+        assert all(end + STEP[kind](k) in candles.index for k in range(1, 6))
+    rows = candles.index.get_indexer(model.training_windows_)
+    hand = _hand_targets(candles, 5, kind)[rows]
+    assert model.target_mean_ == pytest.approx(hand.mean(), rel=1e-12)
+    assert model.target_std_ == pytest.approx(hand.std(), rel=1e-12)
+
+
+def test_price_targets_are_the_closes_k_timeframes_later() -> None:
+    candles = sine_trend_candles(40, noise=0.01).drop(pd.Timestamp("2022-01-20", tz="UTC"))
+    targets = step_targets(candles, 2, "1d", target="price")
+    close = candles["close"]
+    day = pd.Timedelta(days=1)
+    for row, t in enumerate(candles.index):
+        if t + day in close.index and t + 2 * day in close.index:
+            assert list(targets[row]) == [close[t + day], close[t + 2 * day]]
+        else:
+            assert np.isnan(targets[row]).all()

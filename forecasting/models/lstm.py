@@ -1,15 +1,68 @@
 """LSTM (Keras 3 on TensorFlow): direct multi-step forecasts of log returns or prices.
 
-What keeps it honest and quick:
-
-* The target is the next ``horizon`` log returns by default: a price-level target mostly
-  learns to copy the last price. Forecasts are turned back into prices from the close
-  at the origin.
-* Features and the scaler are computed and fitted on the data given to ``fit`` only
+Inputs and targets
+------------------
+* The network reads a window of ``lookback`` rows of inputs (the target series itself
+  plus the chosen features) that ends at the forecast origin ``t``, the last candle of
+  the history, and outputs the next ``horizon`` target values at once (direct
+  multi-step). The window always ends at ``t``: a row whose inputs are undefined is
+  never skipped to make a window fit. A training window holding such a row is not
+  trained on, and a forecast whose window holds one is refused with
+  :class:`~forecasting.errors.InsufficientHistory` naming the input (see
+  :meth:`LSTM.input_window`): never a silent, earlier window.
+* Steps are time, not rows. Step ``k`` is the candle ``k`` timeframes after the
+  origin, as :func:`forecasting.ohlcv.future_timestamps` stamps it (business days for
+  daily stock data), and the training target for step ``k`` is that candle's close,
+  found by timestamp (:func:`step_targets`). The default target is the per-step log
+  return ``log c(t + k) - log c(t + k - 1)`` by time (a price-level target mostly
+  learns to copy the last price); ``target="price"`` uses ``c(t + k)`` itself. A
+  window whose target candles are not all in the data (a gap: missing candles) is
+  neither trained on nor used for calibration, so no target spans a gap. Forecasts
+  are turned back into prices from the close at the origin:
+  ``c(t) exp(r_1 + ... + r_k)``.
+* Features and the scalers are computed and fitted on the data given to ``fit`` only
   (the training window), and forecasting from a later origin recomputes the features
   on the candles up to that origin: nothing after the origin is ever read.
-* Early stopping watches a chronological validation tail; intervals are split-conformal
-  on that tail (the quantile of absolute errors per step), or MC dropout.
+* Early stopping watches a chronological validation tail: the last
+  ``validation_fraction`` of the usable windows. Training windows whose targets reach
+  into the tail's targets (the last ``horizon - 1`` before it) are left out, so no
+  close the tail is scored on was trained on.
+
+Intervals
+---------
+Both methods are split-conformal on the validation tail (Vovk, Gammerman & Shafer,
+*Algorithmic Learning in a Random World*, 2005; Lei, G'Sell, Rinaldo, Tibshirani &
+Wasserman, "Distribution-free predictive inference for regression", JASA 2018;
+Angelopoulos & Bates, "A gentle introduction to conformal prediction", 2021). Each of
+the ``n`` tail windows gives a score per step; ``q`` is the ``k``-th smallest score
+with the textbook rank ``k = ceil((n + 1) level)`` (:func:`conformal_quantile`). When
+the tail's windows and the forecast's are exchangeable, the target falls inside the
+interval with probability at least ``level`` (marginally, per step, on average over
+origins; a change of regime after the tail breaks the assumption).
+
+* ``"conformal"``: the score is the absolute error of the forecast path (cumulative
+  log return, or price), and the interval is ``forecast -/+ q``.
+* ``"mc_dropout"``: ``mc_samples`` forward passes with dropout on give a spread
+  ``sd`` per step (the standard deviation of the sampled paths). That spread is only
+  the network's own uncertainty: as a 90 % interval, the raw sample quantiles covered
+  about 6 % of the targets. So it is conformalised with the normalised score
+  ``|y - forecast| / sd`` (locally weighted split conformal: Papadopoulos, Gammerman &
+  Vovk, "Normalized nonconformity measures for regression conformal prediction", 2008;
+  Lei et al. 2018, locally weighted conformal inference), and the interval is
+  ``forecast -/+ q sd``: at the level, and wider where the dropout samples disagree.
+  The centre is the network's forecast without dropout (the point shown), so the
+  interval always contains it.
+
+When ``k > n`` (fewer than ``level / (1 - level)`` tail windows: 9 for 90 %, 19 for
+95 %) no finite score reaches the rank: ``q`` is infinite and the interval is
+unbounded, lower 0 and upper ``inf`` in price with the log-return target (``-inf``
+and ``inf`` with the price target), and the forecast carries a note saying how many
+windows the level needs. The tail also chooses the early-stopping epoch, a selection
+among at most ``epochs`` networks; its effect on the residuals is small but makes the
+guarantee approximate.
+
+Engineering
+-----------
 * TensorFlow is imported inside the methods that need it, never by ``import forecasting``.
 * Keras leaks about 11 MB per freshly built model, so compiled networks are kept in a
   small pool keyed by architecture (not seed) and reset (the seed's initial weights,
@@ -21,6 +74,7 @@ What keeps it honest and quick:
 from __future__ import annotations
 
 import json
+import math
 import os
 import threading
 from collections import OrderedDict
@@ -31,18 +85,26 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from forecasting.errors import Cancelled, ConfigurationError, InsufficientHistory
+from forecasting.errors import (
+    Cancelled,
+    ConfigurationError,
+    InsufficientHistory,
+    NotFittedError,
+)
 from forecasting.features import compute_features, parse_features, warmup_length
 from forecasting.models.base import Capabilities, Forecaster, ProgressCallback
+from forecasting.ohlcv import timeframe_offset
 from forecasting.preprocessing import denoise
 
-__all__ = ["LSTM"]
+__all__ = ["LSTM", "conformal_quantile", "conformal_rank", "step_positions", "step_targets"]
 
 TARGETS = ("log_return", "price")
 # Candles read before a forecast window so recursive features have converged:
 # (13/14) ** 600 is about 5e-20 for RSI(14), and slower EMAs are far inside that too.
 TAIL_EXTRA = 600
 INTERVALS = ("conformal", "mc_dropout")
+# Rows per forward pass when drawing MC-dropout samples for the calibration windows.
+MC_CHUNK = 4096
 
 
 def _keras():
@@ -84,6 +146,21 @@ class _Network:
         # The variables that are not weights are the random-generator states of dropout.
         self.rng_variables = [v for v in self.model.variables if id(v) not in weights]
         self.lock = threading.Lock()
+        self._sampler: Any = None
+
+    def sample(self, batch: np.ndarray) -> np.ndarray:
+        """One forward pass with dropout on (an MC-dropout sample per row).
+
+        A traced graph: calling the model eagerly loops over the time steps in Python
+        (about 60 ms against 1.5 ms for 30 rows). Traced once per network, not per
+        call, and ``reduce_retracing`` keeps it to one or two traces for any batch size.
+        """
+        if self._sampler is None:
+            import tensorflow as tf
+
+            model = self.model
+            self._sampler = tf.function(lambda x: model(x, training=True), reduce_retracing=True)
+        return np.asarray(self._sampler(batch))
 
     def initial_weights(self, seed: int) -> dict[int, np.ndarray]:
         """Each weight's starting value for ``seed``, drawn with Keras' own initializers
@@ -158,7 +235,7 @@ class LSTM(Forecaster):
     Parameters
     ----------
     lookback
-        Candles in each input window.
+        Candles in each input window; the window ends at the forecast origin.
     horizon
         Steps the network forecasts at once; ``predict`` may ask for fewer.
     layers, units, dropout
@@ -167,19 +244,20 @@ class LSTM(Forecaster):
         Training: most epochs, batch size, Adam's learning rate, early-stopping patience
         (epochs without a better validation loss).
     validation_fraction
-        Share of the most recent training windows held out for early stopping and
-        conformal intervals.
+        Share of the most recent usable training windows held out for early stopping
+        and for calibrating the intervals (the validation tail).
     target
-        ``"log_return"`` (default) or ``"price"`` (scaled closes).
+        ``"log_return"`` (default: per-step log returns by time) or ``"price"``.
     features
         Feature specs for the inputs (see :func:`forecasting.features.parse_features`);
         ``""`` for none: then the only input is the target series itself.
     interval
-        ``"conformal"`` (validation residuals) or ``"mc_dropout"``.
+        ``"conformal"`` (split-conformal on the absolute errors) or ``"mc_dropout"``
+        (the MC-dropout spread, conformalised); see the module docs.
     level
         Interval coverage, e.g. 0.9.
     mc_samples
-        Forward passes for MC dropout.
+        Forward passes for MC dropout (at least 2).
     seed
         Random seed: the same seed gives the same forecast.
     denoise, denoise_window
@@ -187,6 +265,15 @@ class LSTM(Forecaster):
         over a trailing window; see :mod:`forecasting.preprocessing`.
     jit_compile
         Keras' XLA switch (``"auto"`` lets Keras decide; LSTM layers fall back without it).
+
+    Attributes
+    ----------
+    interval_quantiles_
+        The conformal ``q`` per step (absolute error, or normalised score for MC
+        dropout); infinite when the validation tail is too short for the level.
+    training_windows_, calibration_windows_
+        Open times of the last candle of each window trained on, and of each window of
+        the validation tail (early stopping and calibration).
     """
 
     alias = "lstm"
@@ -252,8 +339,18 @@ class LSTM(Forecaster):
         # Enough for at least 8 windows: a few to train on, a couple to validate.
         return warmup + 1 + int(self.lookback) + int(self.horizon) + 8
 
+    def _window_history(self) -> int:
+        """Candles up to the origin a forecast needs: the warm-up, one change, the window."""
+        warmup = warmup_length(self._specs()) if self.features else 0
+        return int(self.lookback) + warmup + 1
+
     def _inputs(self, candles: pd.DataFrame) -> pd.DataFrame:
-        """Unscaled input columns, from the first row where all have values."""
+        """Unscaled input columns, one row per candle: NaN where an input is undefined.
+
+        No row is dropped, so row ``i`` is candle ``i`` and a window of ``lookback``
+        rows ending at a candle really ends there. The warm-up rows are NaN, and so is
+        any input a feature leaves undefined; the noise filter never fills one in.
+        """
         close = candles["close"].astype("float64")
         if self.target == "price":
             base = pd.DataFrame({"close": close})
@@ -263,20 +360,24 @@ class LSTM(Forecaster):
         if specs:
             features = compute_features(candles, specs, drop_warmup=False)
             base = pd.concat([base, features], axis=1)
-        # Trailing filters only, on inputs only: the targets stay the real returns.
-        return denoise(base, self.denoise, self.denoise_window).dropna()
+        # Trailing filters only, on inputs only: the targets stay the real returns. The
+        # median filter would replace an undefined value by its neighbours' median.
+        return denoise(base, self.denoise, self.denoise_window).where(base.notna())
 
-    def _targets(self, close: np.ndarray) -> np.ndarray:
-        """Per row t: the next ``horizon`` values of the target series (NaN past the end)."""
+    def _targets(self, close: np.ndarray, positions: np.ndarray | None = None) -> np.ndarray:
+        """Per row t: the next ``horizon`` values of the target series, NaN rows where a
+        target candle is missing.
+
+        ``positions[t, k - 1]`` is the row of the candle ``k`` timeframes after row ``t``
+        (-1 when the data has none; see :func:`step_positions`). Without it the rows are
+        taken as consecutive candles (data without gaps).
+        """
         h = int(self.horizon)
-        series = np.log(close) if self.target == "log_return" else close
-        out = np.full((len(close), h), np.nan)
-        for step in range(1, h + 1):
-            if self.target == "log_return":
-                out[:-step, step - 1] = series[step:] - series[step - 1 : -1]
-            else:
-                out[:-step, step - 1] = series[step:]
-        return out
+        close = np.asarray(close, dtype="float64")
+        if positions is None:
+            later = np.arange(len(close))[:, None] + np.arange(1, h + 1)[None, :]
+            positions = np.where(later < len(close), later, -1)
+        return _target_values(close, positions, self.target)
 
     def _windows(self, scaled: np.ndarray) -> np.ndarray:
         """Sliding windows: row i holds inputs ``i - lookback + 1 .. i``."""
@@ -291,6 +392,8 @@ class LSTM(Forecaster):
             raise ConfigurationError(f"LSTM interval must be one of {', '.join(INTERVALS)}.")
         if self.interval == "mc_dropout" and not self.dropout > 0:
             raise ConfigurationError("MC dropout intervals need dropout above 0.")
+        if self.interval == "mc_dropout" and int(self.mc_samples) < 2:
+            raise ConfigurationError("MC dropout intervals need at least 2 mc_samples.")
         for name in ("lookback", "horizon", "layers", "units", "epochs", "batch_size"):
             if int(getattr(self, name)) < 1:
                 raise ConfigurationError(f"LSTM {name} must be at least 1.")
@@ -308,33 +411,57 @@ class LSTM(Forecaster):
         warm_start: LSTM | None = None,
     ) -> None:
         self._validate_settings()
+        lookback, horizon = int(self.lookback), int(self.horizon)
         inputs = self._inputs(candles)
-        close = candles["close"].to_numpy(dtype="float64")
-        # Row by row, by timestamp: _inputs drops every row with an undefined input, not
-        # only the warm-up (a flat stretch leaves Bollinger %B undefined mid-series), so
-        # the inputs are not always a suffix of the candles.
-        targets = self._targets(close)[candles.index.get_indexer(inputs.index)]
         values = inputs.to_numpy(dtype="float64")
+        defined = np.isfinite(values).all(axis=1)
+        if not defined.any():
+            raise InsufficientHistory(
+                f"No candle has every LSTM input defined among these {len(candles)}: use a "
+                "longer date range or fewer/shorter features."
+            )
         # The scaler sees only the training rows (the window given to fit).
-        self.scale_mean_ = values.mean(axis=0)
-        self.scale_std_ = np.where(values.std(axis=0) > 0, values.std(axis=0), 1.0)
+        self.scale_mean_ = values[defined].mean(axis=0)
+        std = values[defined].std(axis=0)
+        self.scale_std_ = np.where(std > 0, std, 1.0)
         self.input_columns_ = list(inputs.columns)
         scaled = (values - self.scale_mean_) / self.scale_std_
-        lookback = int(self.lookback)
-        X = self._windows(scaled)  # window i ends at row i + lookback - 1
-        y = targets[lookback - 1 :]
-        usable = ~np.isnan(y).any(axis=1)
-        X, y = X[usable], y[usable]
-        if len(X) < 4:
+
+        # Window j ends at row j + lookback - 1 and is usable when every input in it is
+        # defined and every one of its target candles (by time) is in the data.
+        positions = step_positions(candles.index, horizon, self.timeframe_, self.calendar_)
+        targets = self._targets(candles["close"].to_numpy(dtype="float64"), positions)
+        ends = np.arange(lookback - 1, len(candles))
+        complete = np.lib.stride_tricks.sliding_window_view(defined, lookback).all(axis=1)
+        usable = complete & np.isfinite(targets[ends]).all(axis=1)
+        ends = ends[usable]
+        if len(ends) < 4:
             raise InsufficientHistory(
-                f"Only {len(X)} training windows: use a longer date range or a shorter "
-                "lookback/horizon."
+                f"Only {len(ends)} training windows with every input defined and all "
+                f"{horizon} target candles present: use a longer date range, a shorter "
+                "lookback/horizon, or data without gaps."
             )
-        self.target_mean_, self.target_std_ = self._target_scale(y)
+        X, y = self._windows(scaled)[usable], targets[ends]
+
+        # The validation tail: the last usable windows. A training window's targets
+        # must all come before the tail's first target (its last target candle at or
+        # before the first tail window's last candle), so the tail is scored on closes
+        # the network never trained on.
+        n_val = max(2, int(round(len(ends) * float(self.validation_fraction))))
+        val = np.zeros(len(ends), dtype=bool)
+        val[-n_val:] = True
+        train = ~val & (positions[ends, horizon - 1] <= ends[-n_val])
+        if train.sum() < 2:
+            raise InsufficientHistory(
+                f"Only {int(train.sum())} training windows before the validation tail: use a "
+                "longer date range or a shorter lookback/horizon."
+            )
+        self.training_windows_ = candles.index[ends[train]]
+        self.calibration_windows_ = candles.index[ends[val]]
+        self.target_mean_, self.target_std_ = self._target_scale(y[train])
         y_scaled = ((y - self.target_mean_) / self.target_std_).astype("float32")
-        n_val = max(2, int(round(len(X) * float(self.validation_fraction))))
-        X_train, y_train = X[:-n_val], y_scaled[:-n_val]
-        X_val, y_val = X[-n_val:], y_scaled[-n_val:]
+        X_train, y_train = X[train], y_scaled[train]
+        X_val, y_val = X[val], y_scaled[val]
 
         keras = _keras()
         network = _POOL.get(self._spec(len(self.input_columns_)))
@@ -360,20 +487,50 @@ class LSTM(Forecaster):
             if callbacks[1].cancelled:
                 raise Cancelled("Training was cancelled.")
             self.weights_ = [w.copy() for w in network.model.get_weights()]
-            val_pred = np.asarray(network.model.predict_on_batch(X_val))
+            point = self._to_paths(np.asarray(network.model.predict_on_batch(X_val)))
+            if self.interval == "mc_dropout":
+                network.reset_rng(int(self.seed))
+                spread = self._mc_spread(network, X_val)
         self.loss_history_ = {k: [float(v) for v in vals] for k, vals in history.history.items()}
         self.epochs_trained_ = len(self.loss_history_.get("loss", []))
-        residuals = self._to_paths(val_pred) - self._to_paths(y_val)
-        self.conformal_quantiles_ = _conformal_quantiles(np.abs(residuals), float(self.level))
+        # Scores against the real targets (not their float32 scaled copies).
+        scores = np.abs(self._paths(y[val]) - point)
+        if self.interval == "mc_dropout":
+            scores = scores / spread
+        self.interval_quantiles_ = conformal_quantile(scores, float(self.level))
 
     def _target_scale(self, y: np.ndarray) -> tuple[float, float]:
         std = float(y.std())
         return float(y.mean()), std if std > 0 else 1.0
 
+    def _paths(self, y: np.ndarray) -> np.ndarray:
+        """Targets -> cumulative log returns (or prices) per step."""
+        y = np.asarray(y, dtype="float64")
+        return np.cumsum(y, axis=-1) if self.target == "log_return" else y
+
     def _to_paths(self, y_scaled: np.ndarray) -> np.ndarray:
         """Scaled network outputs -> cumulative log returns (or prices) per step."""
-        y = np.asarray(y_scaled, dtype="float64") * self.target_std_ + self.target_mean_
-        return np.cumsum(y, axis=-1) if self.target == "log_return" else y
+        return self._paths(
+            np.asarray(y_scaled, dtype="float64") * self.target_std_ + self.target_mean_
+        )
+
+    def _mc_spread(self, network: _Network, windows: np.ndarray) -> np.ndarray:
+        """Per window and step, the standard deviation of ``mc_samples`` sampled paths
+        (forward passes with dropout on), floored above zero: shape ``(windows, horizon)``.
+
+        The caller holds the network's lock with the fitted weights set.
+        """
+        samples = int(self.mc_samples)
+        batch = np.repeat(windows, samples, axis=0)  # each window's samples side by side
+        outputs = [
+            network.sample(batch[start : start + MC_CHUNK])
+            for start in range(0, len(batch), MC_CHUNK)
+        ]
+        paths = self._to_paths(np.concatenate(outputs))
+        paths = paths.reshape(len(windows), samples, -1)
+        spread = paths.std(axis=1, ddof=1)
+        # A zero spread would make a score 0/0; the floor is far below any real spread.
+        return np.maximum(spread, 1e-12 * self.target_std_)
 
     def _spec(self, n_inputs: int) -> tuple:
         return (
@@ -387,19 +544,74 @@ class LSTM(Forecaster):
             self.jit_compile,
         )
 
-    def _last_window(self, history: pd.DataFrame) -> np.ndarray:
+    def input_window(self, history: pd.DataFrame | None = None) -> pd.DataFrame:
+        """The unscaled inputs a forecast from the last candle of ``history`` reads.
+
+        Parameters
+        ----------
+        history
+            Candles up to the forecast origin; defaults to the data the model was
+            fitted on.
+
+        Returns
+        -------
+        pd.DataFrame
+            ``lookback`` rows, one per candle, ending at the origin (the last candle of
+            ``history``); one column per input.
+
+        Raises
+        ------
+        NotFittedError
+            When called before :meth:`fit`.
+        InsufficientHistory
+            When ``history`` is too short for the window, or an input is undefined in
+            the window ending at the origin (the forecast is refused rather than read
+            from an earlier window).
+        """
+        if not hasattr(self, "input_columns_"):
+            raise NotFittedError("LSTM is not fitted yet: call fit(candles) first.")
+        history = self.history_ if history is None else history
+        lookback, need = int(self.lookback), self._window_history()
+        if len(history) < need:
+            raise InsufficientHistory(
+                f"The LSTM needs {need} candles up to the forecast origin; got {len(history)}."
+            )
         # Features recomputed on the candles up to the origin. Recursive ones (RSI, MACD's
         # EMAs) depend on the whole past, so a generous tail is read: after TAIL_EXTRA
         # more candles the start's influence is below floating-point noise, and the
         # window matches what the network saw in training.
-        need = int(self.lookback) + (warmup_length(self._specs()) if self.features else 0) + 1
-        inputs = self._inputs(history.iloc[-(need + TAIL_EXTRA) :])
-        if len(inputs) < int(self.lookback):
-            raise InsufficientHistory(
-                f"The LSTM needs {need} candles before the forecast origin; got {len(history)}."
-            )
-        values = inputs[self.input_columns_].to_numpy(dtype="float64")[-int(self.lookback) :]
-        return ((values - self.scale_mean_) / self.scale_std_).astype("float32")[None, ...]
+        tail = history.iloc[-(need + TAIL_EXTRA) :]
+        window = self._inputs(tail)[self.input_columns_].iloc[-lookback:]
+        undefined = window.isna()
+        if undefined.to_numpy().any():
+            row = int(np.flatnonzero(undefined.any(axis=1).to_numpy())[-1])
+            columns = [c for c in window.columns if undefined[c].iloc[row]]
+            raise InsufficientHistory(self._undefined_message(tail, window, row, columns))
+        return window
+
+    def _undefined_message(
+        self, tail: pd.DataFrame, window: pd.DataFrame, row: int, columns: list[str]
+    ) -> str:
+        origin, when = window.index[-1], window.index[row]
+        where = (
+            "at the forecast origin"
+            if row == len(window) - 1
+            else f"{len(window) - 1 - row} candle(s) before the forecast origin, inside "
+            f"the {len(window)}-candle input window"
+        )
+        features = [str(s) for s in self._specs() if set(s.compute(tail).columns) & set(columns)]
+        drop = (
+            f", or leave {', '.join(features)} out of the features and fit again"
+            if features
+            else ""
+        )
+        return (
+            f"The LSTM cannot forecast from {origin:%Y-%m-%d %H:%M} UTC: its input "
+            f"{', '.join(columns)} is undefined at {when:%Y-%m-%d %H:%M} UTC ({where}). "
+            "A forecast must read the window ending at its origin, so it is refused rather "
+            "than read from an earlier one. Forecast from an origin where every input is "
+            f"defined{drop}."
+        )
 
     def _predict(self, horizon: int, history: pd.DataFrame):
         if horizon > int(self.horizon):
@@ -407,35 +619,40 @@ class LSTM(Forecaster):
                 f"This LSTM was trained for {self.horizon} steps ahead; asked for {horizon}. "
                 "Retrain it with a longer horizon."
             )
-        window = self._last_window(history)
+        values = self.input_window(history).to_numpy(dtype="float64")
+        window = ((values - self.scale_mean_) / self.scale_std_).astype("float32")[None, ...]
         last_close = float(history["close"].iloc[-1])
         network = _POOL.get(self._spec(len(self.input_columns_)))
         with network.lock:
             network.model.set_weights(self.weights_)
+            # predict_on_batch runs the compiled graph; calling the model directly loops
+            # over the time steps in Python (about 45 ms against 3 ms here).
+            point = self._to_paths(np.asarray(network.model.predict_on_batch(window)))[0]
             if self.interval == "mc_dropout":
                 # Each call advances the dropout RNG: without a reset, the same model
                 # (or another with the same seed) would draw a different interval.
                 network.reset_rng(int(self.seed))
-                batch = np.repeat(window, int(self.mc_samples), axis=0)
-                samples = self._to_paths(np.asarray(network.model(batch, training=True)))
-            # predict_on_batch runs the compiled graph; calling the model directly loops
-            # over the time steps in Python (about 45 ms against 3 ms here).
-            point = self._to_paths(np.asarray(network.model.predict_on_batch(window)))[0]
-        to_price = (
-            (lambda p: last_close * np.exp(p)) if self.target == "log_return" else (lambda p: p)
-        )
-        mean = to_price(point)[:horizon]
-        if self.interval == "mc_dropout":
-            tail = (1 - float(self.level)) / 2
-            lower = to_price(np.quantile(samples, tail, axis=0))[:horizon]
-            upper = to_price(np.quantile(samples, 1 - tail, axis=0))[:horizon]
+                half = self.interval_quantiles_ * self._mc_spread(network, window)[0]
+        if self.interval == "conformal":
+            half = self.interval_quantiles_
+        lower, upper = point - half, point + half
+        if self.target == "log_return":
+            with np.errstate(over="ignore"):  # an unbounded side is 0 or inf in price
+                mean, lower, upper = (last_close * np.exp(p) for p in (point, lower, upper))
         else:
-            q = self.conformal_quantiles_
-            if self.target == "log_return":
-                lower, upper = to_price(point - q)[:horizon], to_price(point + q)[:horizon]
-            else:
-                lower, upper = (point - q)[:horizon], (point + q)[:horizon]
-        return mean, lower, upper
+            mean = point
+        notes = () if np.isfinite(half).all() else (self._unbounded_note(),)
+        return mean[:horizon], lower[:horizon], upper[:horizon], notes
+
+    def _unbounded_note(self) -> str:
+        n, level = len(self.calibration_windows_), float(self.level)
+        return (
+            f"The interval is unbounded: the validation tail holds {n} window(s), too few "
+            f"for a {level * 100:g} % interval, which needs at least "
+            f"{calibration_windows_needed(level)} (split-conformal rank ceil((n + 1) "
+            f"x {level:g}) must not exceed n). Use a longer date range or a larger "
+            "validation_fraction."
+        )
 
     # --- persistence ---------------------------------------------------------------------
 
@@ -443,7 +660,8 @@ class LSTM(Forecaster):
         """Write the network as ``.keras`` and the rest as JSON beside it (``.keras.json``).
 
         Nothing is pickled: the network is Keras' own format, the scaler, intervals and
-        the candles needed for the next forecast are plain JSON.
+        the candles needed for the next forecast are plain JSON (an unbounded interval's
+        infinite quantile is ``null``).
         """
         path = Path(path)
         if path.suffix != ".keras":
@@ -454,8 +672,7 @@ class LSTM(Forecaster):
         with network.lock:
             network.model.set_weights(self.weights_)
             network.model.save(path)
-        need = int(self.lookback) + (warmup_length(self._specs()) if self.features else 0) + 1
-        tail = self.history_.iloc[-(need + TAIL_EXTRA) :]
+        tail = self.history_.iloc[-(self._window_history() + TAIL_EXTRA) :]
         state = {
             "params": self.get_params(),
             "timeframe": self.timeframe_,
@@ -465,14 +682,18 @@ class LSTM(Forecaster):
             "scale_std": self.scale_std_.tolist(),
             "target_mean": self.target_mean_,
             "target_std": self.target_std_,
-            "conformal_quantiles": self.conformal_quantiles_.tolist(),
+            "interval_quantiles": [
+                float(q) if np.isfinite(q) else None for q in self.interval_quantiles_
+            ],
+            "training_windows": _to_ms(self.training_windows_),
+            "calibration_windows": _to_ms(self.calibration_windows_),
             "loss_history": self.loss_history_,
             "history": {
-                "timestamp": [int(t.value // 1_000_000) for t in tail.index],
+                "timestamp": _to_ms(tail.index),
                 **{c: tail[c].astype(float).tolist() for c in tail.columns},
             },
         }
-        Path(f"{path}.json").write_text(json.dumps(state), encoding="utf-8")
+        Path(f"{path}.json").write_text(json.dumps(state, allow_nan=False), encoding="utf-8")
         return path
 
     @classmethod
@@ -491,20 +712,148 @@ class LSTM(Forecaster):
         model.scale_std_ = np.asarray(state["scale_std"])
         model.target_mean_ = state["target_mean"]
         model.target_std_ = state["target_std"]
-        model.conformal_quantiles_ = np.asarray(state["conformal_quantiles"])
+        model.interval_quantiles_ = np.asarray(
+            [np.inf if q is None else q for q in state["interval_quantiles"]], dtype="float64"
+        )
+        model.training_windows_ = _from_ms(state["training_windows"])
+        model.calibration_windows_ = _from_ms(state["calibration_windows"])
         model.loss_history_ = state["loss_history"]
         model.epochs_trained_ = len(model.loss_history_.get("loss", []))
         raw = dict(state["history"])
-        index = pd.to_datetime(raw.pop("timestamp"), unit="ms", utc=True).rename("timestamp")
+        index = _from_ms(raw.pop("timestamp"))
         model.history_ = pd.DataFrame(raw, index=index)
         return model
 
 
-def _conformal_quantiles(abs_residuals: np.ndarray, level: float) -> np.ndarray:
-    """Per step, the split-conformal quantile ``ceil((n + 1) level) / n`` of the errors."""
-    n = abs_residuals.shape[0]
-    rank = min(1.0, np.ceil((n + 1) * level) / n)
-    return np.quantile(abs_residuals, rank, axis=0, method="higher")
+def _to_ms(index: pd.DatetimeIndex) -> list[int]:
+    return [int(t.value // 1_000_000) for t in index]
+
+
+def _from_ms(values: list[int]) -> pd.DatetimeIndex:
+    return pd.DatetimeIndex(pd.to_datetime(values, unit="ms", utc=True), name="timestamp").as_unit(
+        "ms"
+    )
+
+
+# --- time steps and targets -------------------------------------------------------------
+
+
+def step_positions(
+    index: pd.DatetimeIndex, horizon: int, timeframe: str, calendar: str = "24/7"
+) -> np.ndarray:
+    """Row of the candle ``k`` timeframes after each candle, for ``k = 1 .. horizon``.
+
+    Step ``k`` from the candle opening at ``t`` is the one opening at ``t + k``
+    timeframes, as :func:`forecasting.ohlcv.future_timestamps` stamps it (business days
+    on the ``"business"`` calendar for daily candles, calendar months for ``1M``).
+
+    Returns
+    -------
+    np.ndarray
+        ``int64``, shape ``(len(index), horizon)``: the row in ``index`` of each step's
+        candle, or -1 when the data has no candle at that time (a gap, or the end).
+    """
+    out = np.full((len(index), int(horizon)), -1, dtype="int64")
+    for k in range(1, int(horizon) + 1):
+        if calendar == "business" and timeframe == "1d":
+            later = index + pd.offsets.BDay(k)
+        else:
+            later = index + timeframe_offset(timeframe) * k
+        out[:, k - 1] = index.get_indexer(later)
+    return out
+
+
+def step_targets(
+    candles: pd.DataFrame,
+    horizon: int,
+    timeframe: str,
+    calendar: str = "24/7",
+    target: str = "log_return",
+) -> np.ndarray:
+    """The LSTM's training targets: per candle ``t``, the next ``horizon`` steps by time.
+
+    Step ``k`` is ``log c(t + k) - log c(t + k - 1)`` (``target="log_return"``) or
+    ``c(t + k)`` (``"price"``), where ``t + k`` is ``k`` timeframes after ``t`` (see
+    :func:`step_positions`). A row is NaN where any of its ``horizon`` target candles is
+    missing from the data, so no target spans a gap.
+
+    Returns
+    -------
+    np.ndarray
+        Shape ``(len(candles), horizon)``.
+    """
+    if target not in TARGETS:
+        raise ConfigurationError(f"LSTM target must be one of {', '.join(TARGETS)}.")
+    positions = step_positions(candles.index, int(horizon), timeframe, calendar)
+    return _target_values(candles["close"].to_numpy(dtype="float64"), positions, target)
+
+
+def _target_values(close: np.ndarray, positions: np.ndarray, target: str) -> np.ndarray:
+    """Targets from the rows of each step's candle (see :meth:`LSTM._targets`)."""
+    n, h = positions.shape
+    complete = (positions >= 0).all(axis=1)
+    rows = np.where(complete[:, None], positions, 0)
+    out = np.full((n, h), np.nan)
+    if target == "log_return":
+        log_close = np.log(close)
+        previous = np.column_stack([np.arange(n), rows[:, :-1]])
+        values = log_close[rows] - log_close[previous]
+    else:
+        values = close[rows]
+    out[complete] = values[complete]
+    return out
+
+
+# --- split-conformal quantiles ----------------------------------------------------------
+
+
+def conformal_rank(n: int, level: float) -> int:
+    """The textbook split-conformal rank ``k = ceil((n + 1) level)`` for ``n`` scores.
+
+    The ``k``-th smallest of ``n`` calibration scores bounds a new exchangeable score
+    with probability at least ``level`` (Lei et al. 2018, Angelopoulos & Bates 2021).
+    ``(n + 1) level`` is computed in floating point (``10 x 0.9`` may come out a hair
+    above 9), so a difference below ``1e-9`` is taken as rounding: ``level`` is meant as
+    the decimal it is written as. May exceed ``n``: then no score is large enough.
+    """
+    return max(1, math.ceil((int(n) + 1) * float(level) - 1e-9))
+
+
+def calibration_windows_needed(level: float) -> int:
+    """The fewest calibration scores for which the conformal rank is at most their count
+    (9 for 0.9, 19 for 0.95): about ``level / (1 - level)``."""
+    n = max(1, math.floor(float(level) / (1.0 - float(level))) - 1)
+    while conformal_rank(n, level) > n:
+        n += 1
+    return n
+
+
+def conformal_quantile(scores: np.ndarray, level: float) -> np.ndarray:
+    """Split-conformal quantile: per column, the ``k``-th smallest of the ``n`` scores.
+
+    ``k = ceil((n + 1) level)`` (:func:`conformal_rank`), the rank of Vovk et al. (2005),
+    Lei et al. (2018) and Angelopoulos & Bates (2021). When ``k > n`` the quantile is
+    ``inf``: the interval is unbounded. A NaN score counts as ``inf`` (never as small).
+
+    Parameters
+    ----------
+    scores
+        Shape ``(n,)`` or ``(n, steps)``: one row per calibration window.
+    level
+        Coverage aimed at, between 0 and 1.
+
+    Returns
+    -------
+    np.ndarray
+        Shape ``scores.shape[1:]``.
+    """
+    scores = np.asarray(scores, dtype="float64")
+    scores = np.where(np.isnan(scores), np.inf, scores)
+    n = scores.shape[0]
+    k = conformal_rank(n, level)
+    if k > n:
+        return np.full(scores.shape[1:], np.inf)
+    return np.sort(scores, axis=0)[k - 1]
 
 
 class _ProgressCallback:
