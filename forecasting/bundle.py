@@ -1,7 +1,9 @@
 """The experiment bundle: one zip with everything needed to check or redo an experiment.
 
-Contents: ``settings.json`` (every model's parameters, the backtest layout, the seed),
-``data.json`` (the data source and a SHA-256 of the candles used), ``metrics.csv``,
+Contents: ``settings.json`` (every model's parameters, the backtest layout, the seeds
+and the loss), ``data.json`` (the data source and a SHA-256 of the candles used),
+``verdict.json`` (each model's verdict, the pairs scored and left out, the notes),
+``metrics.csv``,
 ``metrics_by_horizon.csv``, ``dm_tests.csv``, ``copy_check.csv``, ``forecasts.csv``
 (every backtest forecast), ``future.csv`` and ``charts/*.html`` (standalone Plotly pages).
 Only plain text: nothing in a bundle is ever executed or unpickled when it is read back.
@@ -48,6 +50,13 @@ def experiment_bundle(
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         archive.writestr("settings.json", json.dumps(document["settings"], indent=2))
         archive.writestr("data.json", json.dumps(document["data"], indent=2))
+        archive.writestr(
+            "verdict.json",
+            json.dumps(
+                {key: document[key] for key in ("verdict", "pairs", "undefined", "notes")},
+                indent=2,
+            ),
+        )
         archive.writestr("metrics.csv", result.metrics.to_csv())
         archive.writestr("metrics_by_horizon.csv", result.by_horizon.to_csv())
         archive.writestr("dm_tests.csv", result.dm_tests.to_csv(index=False))

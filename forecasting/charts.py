@@ -371,7 +371,13 @@ def forecast_chart(
         color = _color(forecast.model)
         x = [recent.index[-1], *forecast.timestamps]
         y = [float(recent["close"].iloc[-1]), *forecast.mean]
-        if forecast.lower is not None:
+        # An unbounded interval (too little calibration data) has no band to draw.
+        bounded = (
+            forecast.lower is not None
+            and np.isfinite(forecast.lower).all()
+            and np.isfinite(forecast.upper).all()
+        )
+        if bounded:
             figure.add_trace(
                 go.Scatter(
                     x=[*forecast.timestamps, *forecast.timestamps[::-1]],
@@ -455,7 +461,8 @@ def backtest_chart(forecasts: pd.DataFrame, *, step: int = 1, title: str = "") -
     for model, group in rows.groupby("model", sort=False):
         group = group.sort_values("timestamp")
         color = _color(model)
-        if group["lower"].notna().all():
+        bounds = group[["lower", "upper"]].to_numpy(dtype="float64")
+        if np.isfinite(bounds).all():
             figure.add_trace(
                 go.Scatter(
                     x=[*group["timestamp"], *group["timestamp"][::-1]],

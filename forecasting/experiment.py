@@ -15,6 +15,7 @@ from typing import Any
 
 import pandas as pd
 
+from forecasting.data.quality import dropped_nonpositive
 from forecasting.errors import Cancelled, ConfigurationError
 from forecasting.evaluation import (
     Backtest,
@@ -55,6 +56,7 @@ DEFAULT_MODELS: tuple[str, ...] = (
     "lstm",
 )
 DEFAULT_LOSS = "absolute"
+METRIC_NAMES = {"mase": "MASE", "mape": "MAPE", "directional_accuracy": "Directional accuracy"}
 # Seeds the LSTM runs in a default experiment: a verdict that one seed can flip is no
 # verdict, and three keep the default experiment under a minute on two cores.
 DEFAULT_SEEDS = 3
@@ -187,9 +189,19 @@ class ExperimentResult:
                 f"Filled candles are never scored: {pairs.filled_target} pairs with a filled "
                 f"target and {pairs.filled_origin} filled origins were left out for every model."
             )
+        undefined: dict[tuple[str, str], list[str]] = {}
         for model, reasons in self.undefined.items():
             for metric, reason in reasons.items():
-                out.append(f"{model}: {metric} is {reason}.")
+                undefined.setdefault((metric, reason), []).append(model)
+        for (metric, reason), models in undefined.items():
+            because = reason.removeprefix("undefined: ")
+            out.append(f"{METRIC_NAMES.get(metric, metric)} is undefined for "
+                       f"{', '.join(models)}: {because}.")  # fmt: skip
+        if self.data.get("nonpositive"):
+            out.append(
+                f"{self.data['nonpositive']} candles with zero or negative prices were dropped "
+                "when the data were read (see the Data page's quality report)."
+            )
         for model, found in self.backtest.notes.items():
             out.extend(f"{model}: {note}" for note in found)
         for model, forecast in self.future.items():
@@ -307,6 +319,9 @@ def run_experiment(
     }
     if filled is not None and len(filled):
         data["filled"] = len(filled)
+    dropped = dropped_nonpositive(candles)
+    if len(dropped):
+        data["nonpositive"] = len(dropped)
     return ExperimentResult(
         settings=settings,
         backtest=backtest,

@@ -12,7 +12,7 @@ from forecasting.charts import (
 )
 from forecasting.errors import ForecastingError
 from forecasting.experiment import DEFAULT_MODELS
-from ui import runs, settings, state
+from ui import runs, settings, sharing, state
 
 dataset = state.current_dataset(state.page_setup())
 
@@ -63,11 +63,26 @@ with st.form(FORM):
         help="0: expanding (train on all earlier candles); otherwise the last N candles.",
     )
     settings.seed_input(columns[5], FORM)
-    st.date_input(
+    columns = st.columns([2, 1, 1])
+    columns[0].date_input(
         "Test period from (optional)",
         value=None,
         key=settings.remember("compare.test_start", form=FORM),
         help="Start the test period on this date instead of using the last N test candles.",
+    )
+    columns[1].selectbox(
+        "Loss",
+        ["absolute", "squared"],
+        key=settings.remember("compare.loss", form=FORM),
+        format_func=lambda loss: f"{loss} error",
+        help="The one loss of the verdict: its ratio to naive and its significance test.",
+    )
+    columns[2].number_input(
+        "LSTM seeds",
+        **sharing.SPECS["compare.seeds"].limits(),
+        key=settings.remember("compare.seeds", form=FORM),
+        help="The LSTM is trained with this many seeds (the seed, the seed + 1, ...). It is "
+        "called better or worse than naive only when that holds for every seed.",
     )
     run = st.form_submit_button(
         "Run comparison",
@@ -85,7 +100,7 @@ try:
         result = runs.run_comparison(dataset, experiment)
         cancel.empty()
     else:
-        result = runs.stored_experiment(dataset.candles, experiment)
+        result = runs.stored_experiment(dataset, experiment)
 except ForecastingError as exc:
     st.error(str(exc))
     st.stop()
@@ -95,6 +110,23 @@ if result is None:
     else:
         st.info("Press **Run comparison** to backtest the models with these settings.")
     st.stop()
+
+st.subheader("Verdict")
+loss_name = f"{experiment.loss} error"
+st.caption(
+    f"Each model against naive on the same (origin, target) pairs: the ratio of mean {loss_name}s "
+    f"and one Diebold-Mariano test over all {experiment.backtest.horizon} steps at once "
+    "(two-sided, 5 % level). Over several LSTM seeds it is better or worse only if it is for every "
+    "seed."
+)
+for line in runs.verdict_lines(result.verdict):
+    st.markdown(f"- {line}")
+for note in result.notes:
+    st.info(note, icon=":material/info:")
+seeds = runs.seed_table(result.verdict)
+if not seeds.empty:
+    with st.expander("Each seed"):
+        st.dataframe(seeds, hide_index=True)
 
 horizon = experiment.backtest.horizon
 step = st.slider("Steps ahead shown", 1, horizon, 1, key="compare_step") if horizon > 1 else 1
@@ -115,13 +147,15 @@ state.chart(figures["backtest"], key="backtest_chart")
 
 st.subheader("Metrics")
 st.caption(
-    "Pooled over every fold and step; best per column in bold. MASE divides each error by "
-    "the in-sample one-step naive error: below 1 reads as beating naive, but multi-step "
-    "errors at later, higher prices make even naive's MASE exceed 1 on long histories, so "
-    "**beats naive** compares each model's MAE with naive's on the same pairs "
-    "(mae_vs_naive < 1)."
+    "Pooled over every fold and step; best per column in bold (for intervals, the lowest "
+    "interval score: the narrowest interval is not the best if it misses). MASE divides each "
+    "error by the in-sample one-step naive error: below 1 reads as beating naive, but "
+    "multi-step errors at later, higher prices make even naive's MASE exceed 1 on long "
+    "histories, so **against naive** is the verdict above. The directional p-value tests "
+    "whether the called and the actual direction are related (Fisher's exact test per step on "
+    "origins whose moves do not overlap, Bonferroni over the steps)."
 )
-st.table(runs.metrics_view(result.metrics))
+st.table(runs.metrics_view(result.metrics, result.verdict))
 for model, row in result.copy.iterrows():
     if row["copies_last"] and model != "naive":
         st.warning(
@@ -129,8 +163,11 @@ for model, row in result.copy.iterrows():
             f"{row['relative_move']:.0%} as much as the price does. Its accuracy is naive's."
         )
 
-st.subheader("Is it really better than naive?")
-st.caption("Diebold-Mariano tests (squared error, Harvey-Leybourne-Newbold correction), per step.")
+st.subheader("Step by step")
+st.caption(
+    f"Diebold-Mariano tests per step ({loss_name}, Harvey-Leybourne-Newbold correction): "
+    "one test per step, so read them beside the joint verdict above, not instead of it."
+)
 dm = result.dm_tests
 if dm.empty:
     st.info("Too few forecasts for significance tests: lengthen the test period.")

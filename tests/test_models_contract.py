@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 from factories import random_walk_candles, sine_trend_candles
 
-from forecasting.errors import ConfigurationError, InsufficientHistory
+from forecasting.errors import ConfigurationError, DataFormatError, InsufficientHistory
 from forecasting.models import MODELS, Forecast, Forecaster, NotFittedError, make_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -246,9 +246,13 @@ def test_baseline_point_forecasts_by_hand() -> None:
     average = make_model("moving_average", window=5).fit(candles).predict(10)
     np.testing.assert_allclose(average.mean, np.full(10, close[-5:].mean()))
 
-    # Random-walk intervals widen with sqrt(step).
-    half = naive.upper - naive.mean
+    # Random-walk intervals on log prices: log(upper / mean) widens with sqrt(step), and
+    # the interval is the same ratio either side of the forecast.
+    half = np.log(naive.upper / naive.mean)
     np.testing.assert_allclose(half, half[0] * np.sqrt(steps))
+    np.testing.assert_allclose(np.log(naive.mean / naive.lower), half)
+    one_step = np.diff(np.log(close))
+    np.testing.assert_allclose(half[0], 1.6448536269514722 * np.sqrt(np.mean(one_step**2)))
 
 
 @pytest.mark.parametrize(
@@ -312,3 +316,51 @@ def test_importing_the_models_loads_neither_tensorflow_nor_prophet() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == []
+
+
+@pytest.mark.parametrize(
+    ("alias", "settings", "phrase"),
+    [
+        ("lstm", {"epochs": "x"}, "epochs must be a whole number, got 'x'"),  # text for a count
+        ("lstm", {"dropout": True}, "dropout must be a number"),  # a flag for a rate
+        ("prophet", {"log_transform": "yes"}, "log_transform must be true or false"),
+        ("prophet", {"weekly_seasonality": 3}, "weekly_seasonality must be true or false or text"),
+        ("seasonal_naive", {"season": 2.5}, "season must be a whole number"),
+        ("naive", {"level": "0.9"}, "level must be a number"),
+    ],
+)
+def test_settings_are_checked_against_their_annotations(alias, settings, phrase) -> None:
+    with pytest.raises(ConfigurationError, match=phrase):
+        make_model(alias, **settings).fit(sine_trend_candles(120, noise=0.01))
+
+
+def test_every_model_declares_what_it_can_do() -> None:
+    from forecasting.models.base import Capabilities
+
+    for alias, cls in MODELS.items():
+        declared = cls.__dict__.get("capabilities")
+        assert isinstance(declared, Capabilities), f"{alias} declares no capabilities"
+        params = inspect.signature(cls.__init__).parameters
+        assert declared.seeded == ("seed" in params), alias
+        assert declared.trained_horizon == ("horizon" in params), alias
+        assert declared.interval_methods, alias
+        if declared.seed_changes_forecast:
+            assert declared.seeded, alias
+    # Only Prophet cannot condition on new candles without refitting, and it warm-starts.
+    assert [a for a, c in MODELS.items() if not c.capabilities.conditions_on_history] == ["prophet"]
+    assert MODELS["prophet"].capabilities.warm_starts
+    assert [a for a, c in MODELS.items() if c.capabilities.seed_changes_forecast] == ["lstm"]
+
+
+@pytest.mark.parametrize(("alias", "settings", "too_few"), CASES)
+def test_a_zero_close_is_refused_in_one_line_never_a_traceback(
+    alias: str, settings: dict, too_few: int
+) -> None:
+    candles = sine_trend_candles(120, noise=0.01)
+    broken = candles.copy()
+    broken.iloc[60, broken.columns.get_loc("close")] = 0.0
+    with pytest.raises(DataFormatError, match="needs positive closes"):
+        make_model(alias, **settings).fit(broken)
+    model = make_model(alias, **settings).fit(candles.iloc[:100])
+    with pytest.raises(DataFormatError, match="the candle at 2022-03-04"):
+        model.predict(HORIZON, history=broken.iloc[:110])

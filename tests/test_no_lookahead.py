@@ -101,3 +101,44 @@ def test_the_check_catches_a_model_that_looks_ahead() -> None:
     # The actual closes of the first fold are untouched; the leaky forecasts are not.
     assert first["y"].tolist() == again["y"].tolist()
     assert not np.allclose(first["yhat"], again["yhat"])
+
+
+def _scaled_between(candles: pd.DataFrame, first: int, last: int, factor: float) -> pd.DataFrame:
+    changed = candles.copy()
+    rows = changed.index[first : last + 1]
+    changed.loc[rows, PRICES] = changed.loc[rows, PRICES] * factor
+    return changed
+
+
+@pytest.mark.slow
+def test_every_model_forecasts_from_exactly_the_candles_up_to_its_origin() -> None:
+    """Change closes strictly between a fold's cutoff and a later origin of that fold.
+
+    Forecasts from origins before the change must be bit-identical; forecasts from
+    origins at or after it must move, for every model (each uses the price). Prophet,
+    fitted once per fold and forecasting from a timestamp alone, failed the second half:
+    its "step 1" from a late origin ignored every candle since the cutoff.
+    """
+    candles = sine_trend_candles(400, noise=0.01, seed=5)
+    models = _models()
+    before = walk_forward(models, candles, SETTINGS)
+    cutoff = before.folds[0].cutoff
+    first, last = cutoff + 5, cutoff + 7  # strictly inside fold 1 (origins cutoff .. +14)
+    assert cutoff + 10 in before.folds[0].origins
+    after = walk_forward(models, _scaled_between(candles, first, last, 1.5), SETTINGS)
+    changed_from = candles.index[first]
+
+    columns = ["fold", "origin", "timestamp", "step", "yhat", "lower", "upper"]
+    for model in [*MODELS, "prophet_rsi"]:
+        old = before.forecasts[
+            (before.forecasts["model"] == model) & (before.forecasts["fold"] == 1)
+        ]
+        new = after.forecasts[(after.forecasts["model"] == model) & (after.forecasts["fold"] == 1)]
+        early_old = old[old["origin"] < changed_from][columns].reset_index(drop=True)
+        early_new = new[new["origin"] < changed_from][columns].reset_index(drop=True)
+        assert len(early_old) > 0
+        pd.testing.assert_frame_equal(early_old, early_new, check_exact=True, obj=model)
+        late_old = old[old["origin"] >= changed_from]["yhat"].to_numpy()
+        late_new = new[new["origin"] >= changed_from]["yhat"].to_numpy()
+        assert len(late_old) == len(late_new) > 0
+        assert not np.array_equal(late_old, late_new), f"{model} ignored the changed candles"

@@ -13,6 +13,7 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import streamlit as st
 
@@ -328,46 +329,104 @@ def compare_settings() -> ExperimentSettings:
             test_start=pd.Timestamp(test_start, tz="UTC") if test_start else None,
         ),
         seed=int(setting("seed", 42)),
+        loss=setting("compare.loss"),
+        seeds=int(setting("compare.seeds")),
     )
 
 
-def experiment_key(candles: pd.DataFrame, settings: ExperimentSettings) -> tuple:
-    """The store key of an experiment: the data and every setting."""
-    return (fingerprint(candles), json.dumps(settings.to_dict(), sort_keys=True, default=str))
+def experiment_key(
+    candles: pd.DataFrame, settings: ExperimentSettings, filled: Any = None
+) -> tuple:
+    """The store key of an experiment: the data, which candles were filled, every setting."""
+    marks = "" if filled is None else ",".join(str(t.value) for t in filled)
+    return (
+        fingerprint(candles),
+        marks,
+        json.dumps(settings.to_dict(), sort_keys=True, default=str),
+    )
 
 
-def stored_experiment(candles: pd.DataFrame, settings: ExperimentSettings) -> Any:
+def stored_experiment(dataset: Dataset, settings: ExperimentSettings) -> Any:
     """A finished experiment with these data and settings, or ``None``."""
-    return EXPERIMENTS.get(experiment_key(candles, settings))
+    return EXPERIMENTS.get(experiment_key(dataset.candles, settings, dataset.filled))
 
 
 def run_comparison(dataset: Dataset, settings: ExperimentSettings) -> Any:
-    """Run (or fetch from the store) an experiment, with a progress bar while it runs."""
-    key = experiment_key(dataset.candles, settings)
+    """Run (or fetch from the store) an experiment, with a progress bar while it runs.
+
+    Filled candles (the sidebar's *Fill gaps*) feed the models but are never scored.
+    """
+    key = experiment_key(dataset.candles, settings, dataset.filled)
     result = EXPERIMENTS.get(key)
     if result is not None:
         return result
     bar = st.progress(0.0, text="Starting the walk-forward backtest…")
 
-    def progress(fraction: float, message: str) -> None:
-        bar.progress(min(max(fraction, 0.0), 1.0), text=message)
+    def progress(stage: str, fraction: float, details: Mapping[str, Any]) -> None:
+        bar.progress(fraction, text=details.get("message", stage))
 
     source = {"label": dataset.label, "source": dataset.source, "timeframe": dataset.timeframe}
-    result = run_experiment(dataset.candles, settings, source=source, progress=progress)
+    result = run_experiment(
+        dataset.candles, settings, source=source, progress=progress, filled=dataset.filled
+    )
     bar.empty()
     EXPERIMENTS.put(key, result)
     return result
 
 
-def metrics_view(metrics: pd.DataFrame) -> Any:
-    """The metrics table for display: best per column highlighted, MASE read against naive."""
+GOOD = "font-weight: bold; color: #26a69a"
+
+
+def metrics_view(metrics: pd.DataFrame, verdict: Mapping[str, Any]) -> Any:
+    """The metrics table for display, read against naive by the experiment's verdict.
+
+    The best value per column is in bold, except for the interval's width: the
+    narrowest interval is not the best when it covers less than its level, so the
+    interval score (which charges for every miss) picks the best interval instead.
+    Undefined values read "undefined"; an unbounded interval's width "unbounded".
+    """
     table = metrics.drop(columns=["direction_calls"]).copy()
     table.insert(0, "MASE < 1", table["mase"] < 1)
-    table.insert(0, "beats naive (same pairs)", table["mae_vs_naive"] < 1)
-    lower_is_better = ["mae", "rmse", "mape", "smape", "mase", "mae_vs_naive", "width"]
-    styled = table.style.format(precision=4, na_rep="—")
-    styled = styled.highlight_min(subset=lower_is_better, props="font-weight: bold; color: #26a69a")
-    styled = styled.highlight_max(
-        subset=["directional_accuracy"], props="font-weight: bold; color: #26a69a"
-    )
+    readings = {model: found.reading for model, found in verdict.items() if model in table.index}
+    table.insert(0, "against naive", [readings.get(m, "—") for m in table.index])
+    lower_is_better = ["mae", "rmse", "mape", "smape", "mase", "mae_vs_naive", "interval_score"]
+
+    def number(value: Any) -> str:
+        if isinstance(value, float) and np.isinf(value):
+            return "unbounded"
+        return "—" if pd.isna(value) else f"{value:.4f}"
+
+    numeric = [c for c in table.columns if c not in ("against naive", "MASE < 1", "n")]
+    styled = table.style.format(number, subset=numeric, na_rep="—")
+    finite = [c for c in lower_is_better if np.isfinite(table[c].to_numpy(dtype=float)).any()]
+    styled = styled.highlight_min(subset=finite, props=GOOD)
+    styled = styled.highlight_max(subset=["directional_accuracy"], props=GOOD)
     return styled
+
+
+def verdict_lines(verdict: Mapping[str, Any]) -> list[str]:
+    """The verdict in plain lines: each model against naive, then LSTM against Prophet."""
+    lines = []
+    for found in verdict.values():
+        words = found.sentence()
+        lines.append(f"**{found.model}** {words[len(found.model) + 1 :]}")
+    return lines
+
+
+def seed_table(verdict: Mapping[str, Any]) -> pd.DataFrame:
+    """Each seed's ratio, p-value and reading, for models run over several seeds."""
+    rows = []
+    for found in verdict.values():
+        if found.seeds < 2:
+            continue
+        for seed in found.per_seed:
+            rows.append(
+                {
+                    "comparison": f"{found.model} vs {found.against}",
+                    "seed": seed.seed,
+                    "ratio": seed.ratio,
+                    "p-value": seed.pvalue,
+                    "reading": seed.reading,
+                }
+            )
+    return pd.DataFrame(rows)

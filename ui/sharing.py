@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from forecasting.errors import ForecastingError
-from forecasting.experiment import DEFAULT_MODELS
+from forecasting.experiment import DEFAULT_LOSS, DEFAULT_MODELS, DEFAULT_SEEDS, MAX_SEEDS
 from forecasting.features import DEFAULT_FEATURES, FEATURE_KINDS
 from forecasting.ohlcv import timeframe_seconds
 from forecasting.preprocessing import DENOISERS
@@ -85,6 +85,8 @@ SPECS: dict[str, Spec] = {
     "compare.stride": Spec(1, lo=1, hi=100),
     "compare.window": Spec(0, lo=0, hi=100_000),
     "compare.test_start": Spec(None),
+    "compare.loss": Spec(DEFAULT_LOSS, choices=("absolute", "squared")),
+    "compare.seeds": Spec(DEFAULT_SEEDS, lo=1, hi=MAX_SEEDS),
     "features.kinds": Spec(
         [spec.kind for spec in DEFAULT_FEATURES], choices=tuple(FEATURE_KINDS), many=True
     ),

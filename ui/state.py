@@ -34,6 +34,7 @@ import pandas as pd
 import streamlit as st
 
 import forecasting as fc
+from forecasting.data.quality import dropped_nonpositive
 from forecasting.data.sample import SAMPLE_CALENDAR, SAMPLE_TIMEFRAME
 from forecasting.ohlcv import timeframe_seconds
 
@@ -69,6 +70,7 @@ class Dataset:
     source: str
     duplicates: int = 0
     filled: pd.DatetimeIndex | None = None
+    nonpositive: pd.DatetimeIndex | None = None
 
     @property
     def traded(self) -> pd.DataFrame:
@@ -86,7 +88,11 @@ class Dataset:
     def quality(self) -> fc.QualityReport:
         """The quality report of the traded candles."""
         return fc.quality_report(
-            self.traded, self.timeframe, calendar=self.calendar, duplicates=self.duplicates
+            self.traded,
+            self.timeframe,
+            calendar=self.calendar,
+            duplicates=self.duplicates,
+            nonpositive=self.nonpositive,
         )
 
 
@@ -338,6 +344,7 @@ def load_dataset(selection: Selection, *, progress: Any = None) -> Dataset:
             calendar=parsed.calendar,
             source="csv",
             duplicates=parsed.duplicates,
+            nonpositive=parsed.nonpositive,
         )
         return _clip_and_fill(dataset, selection)
 
@@ -366,6 +373,7 @@ def load_dataset(selection: Selection, *, progress: Any = None) -> Dataset:
         timeframe=selection.timeframe,
         calendar="24/7",
         source="exchange",
+        nonpositive=dropped_nonpositive(candles),
     )
     return _clip_and_fill(dataset, selection, clip=False)
 

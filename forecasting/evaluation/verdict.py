@@ -138,7 +138,7 @@ class Verdict:
             words = f"is not different from {self.against}"
         else:
             words = f"is {self.reading} than {self.against}"
-        p = "p undefined" if math.isnan(self.pvalue) else f"p = {_p(self.pvalue)}"
+        p = "p undefined" if math.isnan(self.pvalue) else _p(self.pvalue)
         detail = f"{loss} ratio {self.ratio:.3f}, {p}"
         if self.seeds > 1:
             detail += f", holds for {self.holds_for} of {self.seeds} seeds"
@@ -153,7 +153,7 @@ class Verdict:
 
 
 def _p(value: float) -> str:
-    return "< 0.001" if value < 0.001 else f"{value:.3f}"
+    return "p < 0.001" if value < 0.001 else f"p = {value:.3f}"
 
 
 def _finite(value: float) -> float | None:

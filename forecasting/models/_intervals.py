@@ -1,4 +1,11 @@
-"""Shared pieces of the simple baselines: residual spread, normal intervals, time steps."""
+"""Shared pieces of the simple baselines: residual spread, intervals, time steps.
+
+Prices move in proportion to their level (a 2 % day is 2 % at 4,000 or at 100,000), so
+the baselines measure their spread in log returns and draw their intervals on the log
+scale: ``forecast * exp(-/+ z * sigma)``. A spread in price units, estimated over a
+history whose price rose twentyfold, is far too narrow at today's price (the naive
+90 % interval covered 67 % of daily BTC closes that way).
+"""
 
 from __future__ import annotations
 
@@ -17,35 +24,33 @@ def z_value(level: float) -> float:
 
 def rms(residuals: np.ndarray) -> float:
     """Root mean square of the finite residuals (0.0 when there are none)."""
+    residuals = np.asarray(residuals, dtype="float64")
     finite = residuals[np.isfinite(residuals)]
     return float(np.sqrt(np.mean(finite**2))) if finite.size else 0.0
 
 
-def normal_interval(
+def log_interval(
     mean: np.ndarray, sigma: np.ndarray, level: float
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``mean -/+ z * sigma`` per step."""
+    """``mean * exp(-/+ z * sigma)`` per step, for a spread ``sigma`` of log returns."""
     half = z_value(level) * np.asarray(sigma, dtype="float64")
-    return mean - half, mean + half
+    return mean * np.exp(-half), mean * np.exp(half)
 
 
 def one_step_changes(candles: pd.DataFrame, timeframe: str, calendar: str) -> np.ndarray:
-    """Close-to-close changes between candles exactly one timeframe apart.
+    """Log returns between candles exactly one timeframe apart.
 
     A change across a gap spans several timeframes: counting it as one step would
     inflate the one-step spread, so it is left out.
     """
-    close = candles["close"].to_numpy(dtype="float64")
-    positions = grid_positions(candles.index, timeframe, calendar)
-    return np.diff(close)[np.diff(positions) == 1]
+    return lagged_changes(candles, 1, timeframe, calendar)
 
 
 def lagged_changes(candles: pd.DataFrame, lag: int, timeframe: str, calendar: str) -> np.ndarray:
-    """``close(t) - close(t - lag timeframes)`` for every candle whose lagged candle exists."""
-    close = candles["close"].to_numpy(dtype="float64")
+    """``log close(t) - log close(t - lag timeframes)`` for each candle whose lagged one exists."""
+    log_close = np.log(candles["close"].to_numpy(dtype="float64"))
     positions = grid_positions(candles.index, timeframe, calendar)
     earlier = np.searchsorted(positions, positions - lag)
-    found = (earlier < len(positions)) & (
-        positions[np.minimum(earlier, len(positions) - 1)] == positions - lag
-    )
-    return close[found] - close[earlier[found]]
+    clipped = np.minimum(earlier, len(positions) - 1)
+    found = (earlier < len(positions)) & (positions[clipped] == positions - lag)
+    return log_close[found] - log_close[earlier[found]]

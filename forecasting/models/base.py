@@ -169,9 +169,11 @@ class Forecaster:
             allowed = _allowed_types(hints.get(name))
             if allowed is None or value is None and type(None) in allowed:
                 continue
+            others = tuple(t for t in allowed if t not in (bool, int, float, str, type(None)))
             integral = isinstance(value, numbers.Integral) and not isinstance(value, bool)
             ok = (
-                (bool in allowed and isinstance(value, bool | np.bool_))
+                (bool(others) and isinstance(value, others))
+                or (bool in allowed and isinstance(value, bool | np.bool_))
                 or (int in allowed and integral)
                 or (
                     float in allowed

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from forecasting.errors import ConfigurationError
-from forecasting.models._intervals import normal_interval, rms
+from forecasting.models._intervals import log_interval, one_step_changes, rms
 from forecasting.models.base import Capabilities, Forecaster
 
 
@@ -16,8 +16,11 @@ class MovingAverage(Forecaster):
     The window is the last ``window`` candles that exist (a missing candle is not
     averaged as anything).
 
-    Intervals scale the one-step residual spread by ``sqrt(step)``, as for a random
-    walk: an approximation, stated as such.
+    Intervals are drawn on the log scale. On a random walk the error ``h`` steps ahead
+    is the walk's ``h`` steps from the last close plus the distance from the last close
+    to the average, so the spread is ``sqrt(h * s1**2 + d**2)``: ``s1`` the RMS of
+    one-step log returns, ``d`` the RMS of ``log(close / mean of the window)`` over the
+    training candles. An approximation for other series, stated as such.
 
     Parameters
     ----------
@@ -29,7 +32,7 @@ class MovingAverage(Forecaster):
 
     alias = "moving_average"
     title = "Moving average"
-    capabilities = Capabilities(interval_methods=("normal",))
+    capabilities = Capabilities(interval_methods=("log-normal",), needs_positive_prices=True)
 
     def __init__(self, window: int = 7, level: float = 0.9) -> None:
         self.window = window
@@ -44,11 +47,13 @@ class MovingAverage(Forecaster):
                 f"Moving average: window must be at least 1, got {self.window}."
             )
         self.window_ = int(self.window)
-        close = candles["close"]
-        previous_mean = close.rolling(self.window_).mean().shift(1)
-        self.sigma_ = rms((close - previous_mean).to_numpy(dtype="float64"))
+        close = candles["close"].astype("float64")
+        window_mean = close.rolling(self.window_).mean()
+        self.step_sigma_ = rms(one_step_changes(candles, self.timeframe_, self.calendar_))
+        self.distance_sigma_ = rms(np.log(close / window_mean).to_numpy(dtype="float64"))
 
     def _predict(self, horizon: int, history: pd.DataFrame):
         mean = np.full(horizon, float(history["close"].iloc[-self.window_ :].mean()))
         steps = np.arange(1, horizon + 1)
-        return (mean, *normal_interval(mean, self.sigma_ * np.sqrt(steps), self.level))
+        sigma = np.sqrt(steps * self.step_sigma_**2 + self.distance_sigma_**2)
+        return (mean, *log_interval(mean, sigma, self.level))

@@ -5,17 +5,18 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from forecasting.models._intervals import normal_interval, one_step_changes, rms
+from forecasting.models._intervals import log_interval, one_step_changes, rms
 from forecasting.models.base import Capabilities, Forecaster
 
 
 class Naive(Forecaster):
     """Forecast the last observed close for every step ahead.
 
-    Intervals are the random walk's: the one-step residual spread times ``sqrt(step)``
-    (Hyndman & Athanasopoulos, *Forecasting: Principles and Practice*, 3rd ed., 5.5).
-    The spread is the root mean square of the changes between candles exactly one
-    timeframe apart: a change across a gap is not a one-step change.
+    Intervals are the random walk's, on log prices: the one-step spread times
+    ``sqrt(step)`` (Hyndman & Athanasopoulos, *Forecasting: Principles and Practice*,
+    3rd ed., 5.5), as ``close * exp(-/+ z sigma sqrt(step))``. The spread is the root
+    mean square of the log returns between candles exactly one timeframe apart: a
+    change across a gap is not a one-step change.
 
     Parameters
     ----------
@@ -25,7 +26,7 @@ class Naive(Forecaster):
 
     alias = "naive"
     title = "Naive"
-    capabilities = Capabilities(interval_methods=("normal",))
+    capabilities = Capabilities(interval_methods=("log-normal",), needs_positive_prices=True)
 
     def __init__(self, level: float = 0.9) -> None:
         self.level = level
@@ -36,4 +37,4 @@ class Naive(Forecaster):
     def _predict(self, horizon: int, history: pd.DataFrame):
         mean = np.full(horizon, float(history["close"].iloc[-1]))
         steps = np.arange(1, horizon + 1)
-        return (mean, *normal_interval(mean, self.sigma_ * np.sqrt(steps), self.level))
+        return (mean, *log_interval(mean, self.sigma_ * np.sqrt(steps), self.level))

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from forecasting.errors import ConfigurationError, InsufficientHistory
-from forecasting.models._intervals import lagged_changes, normal_interval, rms
+from forecasting.models._intervals import lagged_changes, log_interval, rms
 from forecasting.models.base import Capabilities, Forecaster
 from forecasting.ohlcv import grid_positions, season_length
 
@@ -17,7 +17,9 @@ class SeasonalNaive(Forecaster):
     Step ``h`` repeats the close at the same phase of the last season: ``h - m *
     ceil(h / m)`` timeframes from the origin, for a season of ``m`` timeframes (FPP3
     5.2). Seasons are counted in time, not rows: where that candle is missing, the last
-    candle before it stands in (the newest close known at that time).
+    candle before it stands in (the newest close known at that time). The interval is
+    FPP3's (5.5) on the log scale: the spread of season-apart log differences times
+    ``sqrt(full seasons ahead + 1)``.
 
     Parameters
     ----------
@@ -30,7 +32,7 @@ class SeasonalNaive(Forecaster):
 
     alias = "seasonal_naive"
     title = "Seasonal naive"
-    capabilities = Capabilities(interval_methods=("normal",))
+    capabilities = Capabilities(interval_methods=("log-normal",), needs_positive_prices=True)
 
     def __init__(self, season: int | None = None, level: float = 0.9) -> None:
         self.season = season
@@ -70,4 +72,4 @@ class SeasonalNaive(Forecaster):
         # As of each source time: the last candle at or before it.
         mean = close[np.searchsorted(positions, source, side="right") - 1]
         sigma = self.sigma_ * np.sqrt((steps - 1) // m + 1)
-        return (mean, *normal_interval(mean, sigma, self.level))
+        return (mean, *log_interval(mean, sigma, self.level))

@@ -32,15 +32,26 @@ def test_compare_page_runs_and_reports(app_env):
     app.multiselect(key=f"w:compare.models@{FORM}").set_value(["naive", "drift", "lstm"])
     app.number_input(key=f"w:compare.test_size@{FORM}").set_value(30)
     app.number_input(key=f"w:horizon@{FORM}").set_value(3)
+    app.number_input(key=f"w:compare.seeds@{FORM}").set_value(2)
     app.get("form_submit_button")[0].click().run()
     assert not app.exception
     assert not app.error
+    # The verdict comes first, in plain lines: one per model against naive, over the seeds.
+    assert app.subheader[0].value == "Verdict"
+    lines = [m.value for m in app.markdown if m.value.startswith("- **")]
+    assert [line.split("**")[1] for line in lines] == ["drift", "lstm"]
+    assert all("absolute error ratio" in line for line in lines)
+    assert "of 2 seeds" in lines[1]
+    assert any(
+        phrase in lines[1] for phrase in ("better than naive", "worse than naive", "from naive")
+    )
     metrics = app.table[0].value
     assert list(metrics.index) == ["naive", "drift", "lstm"]
-    assert {"beats naive (same pairs)", "MASE < 1"} <= set(metrics.columns)
+    assert {"against naive", "MASE < 1", "interval_score"} <= set(metrics.columns)
+    assert metrics.loc["naive", "against naive"] == "—"  # naive is not judged against itself
     assert metrics.loc["naive", "n"] == 3 * 30 - 3  # 30 origins x 3 steps, minus the end
-    verdicts = [m.value for m in app.markdown if "at the 5 % level" in m.value]
-    assert any("than naive" in v or "from naive" in v for v in verdicts)
+    steps = [m.value for m in app.markdown if "at the 5 % level" in m.value]
+    assert any("than naive" in v or "from naive" in v for v in steps)
     charts = [json.loads(c.proto.spec) for c in app.get("plotly_chart")]
     assert len(charts) == 5
     names = {t.get("name") for t in charts[0]["data"]}
@@ -79,8 +90,12 @@ def test_bundle_contents(app_env):
             "copy_check.csv",
             "forecasts.csv",
             "future.csv",
+            "verdict.json",
             "charts/backtest.html",
         } <= names
+        verdict = json.loads(archive.read("verdict.json"))
+        assert verdict["verdict"]["drift"]["against"] == "naive"
+        assert verdict["pairs"]["scored"] == len(result.backtest.forecasts) // 2
         meta = json.loads(archive.read("data.json"))
         assert meta["source"] == "test"
         assert len(meta["sha256"]) == 64
