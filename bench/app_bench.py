@@ -345,7 +345,7 @@ def under_memory_limit(limit_mb: float, runs: int = 5) -> dict[str, object] | No
                     page.wait_for_function(IDLE, timeout=120_000)
                     began = time.perf_counter()
                     page.get_by_role("button", name="Run comparison").click()
-                    page.get_by_text("Is it really better than naive?").wait_for(timeout=900_000)
+                    page.get_by_text("Step by step").wait_for(timeout=900_000)
                     page.wait_for_function(IDLE, timeout=120_000)
                     seconds = time.perf_counter() - began
                     table = page.locator("[data-testid='stTable']").first.inner_text()

@@ -82,6 +82,10 @@ from forecasting.experiment import ExperimentResult, ExperimentSettings, run_exp
 from forecasting.models.base import Forecaster  # noqa: E402
 
 TOTAL_TARGET_S = 60.0
+# Threads for the walk-forward (None: the library's default, up to two). With more than one
+# the (model, fold) jobs overlap, so a stage's time is the wall time between its report
+# and the previous one, not that job's own time.
+WORKERS: int | None = None
 REVISIT_TARGET_S = 1.0
 REFIT = "refit on all data"
 SCORING = "scores, DM tests, copy check"
@@ -165,7 +169,10 @@ def run_once(candles: pd.DataFrame, settings: ExperimentSettings) -> ExperimentR
             candles,
             settings,
             source=source,
-            progress=lambda fraction, message: marks.append((time.perf_counter(), message)),
+            progress=lambda stage, fraction, details: marks.append(
+                (time.perf_counter(), details["message"])
+            ),
+            workers=WORKERS,
         )
         end = time.perf_counter()
     stages, previous = [], start
@@ -259,7 +266,9 @@ def run_revisit(
         json_bytes[name] = len(text)
 
     other_work: dict[str, Callable[[], Any]] = {
-        "metrics_view(...).to_html()": lambda: app.metrics_view(result.metrics).to_html(),
+        "metrics_view(...).to_html()": lambda: app.metrics_view(
+            result.metrics, result.verdict
+        ).to_html(),
         "metrics CSV": lambda: result.metrics.to_csv(),
         "forecasts_table().to_csv()": lambda: result.forecasts_table().to_csv(index=False),
     }
@@ -499,7 +508,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--revisit-runs", type=int, default=20, help="repeats of each revisit step (20)"
     )
+    parser.add_argument(
+        "--workers", type=int, help="walk-forward threads (default: the library's, up to 2)"
+    )
     args = parser.parse_args(argv)
+    global WORKERS
+    WORKERS = args.workers
     if args.runs < 1 or args.revisit_runs < 1:
         parser.error("--runs and --revisit-runs must be >= 1")
 

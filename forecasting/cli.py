@@ -108,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--seeds",
         metavar="N|LIST",
         help="seeds the LSTM runs: a count N (seed, seed+1, ...) or a list such as 42,7,99; "
-        "the verdict holds only if it holds for each (default 3)",
+        "the verdict holds only if it holds for each (default 1)",
     )
     compare.add_argument(
         "--loss",

@@ -52,8 +52,9 @@ with st.form(FORM):
             "Interval",
             ["conformal", "mc_dropout"],
             key=settings.remember("lstm.interval", form=FORM),
-            help="Conformal: from errors on the validation tail. MC dropout: from 50 passes "
-            "with dropout on.",
+            help="Conformal: the split-conformal quantile of the errors on the validation "
+            "tail. MC dropout: the spread of 50 passes with dropout on, scaled by a "
+            "conformal quantile from the same tail so that it covers its level.",
         )
         st.toggle(
             "Use the Features page's indicators as inputs",
@@ -143,6 +144,9 @@ forecasts = runs.forecasts(models, chosen["horizon"])
 state.chart(forecast_chart(dataset.candles, forecasts), key="forecast_chart")
 if forecasts:
     st.dataframe(runs.forecast_table(forecasts), hide_index=False)
+for forecast in forecasts:
+    for note in forecast.notes:
+        st.info(f"**{forecast.model}**: {note}", icon=":material/info:")
 if "lstm" in models:
     state.chart(loss_chart(models["lstm"].loss_history_), key="loss_chart")
     st.caption(f"LSTM trained for {models['lstm'].epochs_trained_} epochs (early stopping).")

@@ -300,7 +300,7 @@ def test_conformal_quantile_is_the_kth_smallest_score() -> None:
     ("target", "lower", "upper"),
     [
         ("log_return", 0.0, np.inf),  # price = close x exp(-/+ inf)
-        ("price", -np.inf, np.inf),
+        ("price", 0.0, np.inf),  # a price is never below zero, unbounded or not
     ],
 )
 def test_too_short_a_validation_tail_gives_an_unbounded_interval_and_says_so(

@@ -370,7 +370,9 @@ def walk_forward(
             for seed in dict.fromkeys(int(s) for s in seeds):
                 if seed != own:
                     runs.append((name, seed, _with_seed(template, seed)))
-    jobs = [(run, fold) for run in runs for fold in folds]
+    # Fold by fold, so that two workers train different models side by side (Prophet's
+    # refits beside the LSTM's epochs) rather than one model's folds back to back.
+    jobs = [(run, fold) for fold in folds for run in runs]
     weights = {
         id(job): 1 + (0 if job[0][2].capabilities.conditions_on_history else len(job[1].origins))
         for job in jobs

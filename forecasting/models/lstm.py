@@ -641,8 +641,17 @@ class LSTM(Forecaster):
                 mean, lower, upper = (last_close * np.exp(p) for p in (point, lower, upper))
         else:
             mean = point
-        notes = () if np.isfinite(half).all() else (self._unbounded_note(),)
-        return mean[:horizon], lower[:horizon], upper[:horizon], notes
+        notes = [] if np.isfinite(half).all() else [self._unbounded_note()]
+        # A price target is not bounded below: a price is. An unbounded lower side is 0
+        # (as with a log-return target); a finite value below zero is floored, with a word.
+        below = int((mean[:horizon] < 0).sum() + (np.isfinite(lower) & (lower < 0))[:horizon].sum())
+        mean, lower, upper = (np.maximum(v, 0.0) for v in (mean, lower, upper))
+        if below:
+            notes.append(
+                f"The LSTM (price target) forecast a price or bound below zero {below} time(s) "
+                f"in {horizon} steps; floored at 0."
+            )
+        return mean[:horizon], lower[:horizon], upper[:horizon], tuple(notes)
 
     def _unbounded_note(self) -> str:
         n, level = len(self.calibration_windows_), float(self.level)

@@ -83,7 +83,11 @@ def test_url_follows_the_settings(app_env):
     assert "horizon" not in app.query_params, "defaults stay out of the link"
     app.switch_page("pages/compare.py").run()
     app.number_input(key="w:compare.folds@compare_settings").set_value(5)
+    app.multiselect(key="w:compare.models@compare_settings").set_value(["naive", "drift"])
+    app.number_input(key="w:compare.seeds@compare_settings").set_value(2)
     app.get("form_submit_button")[0].click().run()
+    seeds = app.query_params["compare.seeds"]
+    assert (seeds[0] if isinstance(seeds, list) else seeds) == "2"
     folds = app.query_params["compare.folds"]
     assert (folds[0] if isinstance(folds, list) else folds) == "5"
 

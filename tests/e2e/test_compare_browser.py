@@ -19,12 +19,17 @@ def test_compare_deep_link_runs_and_shows_metrics(browser_page, streamlit_url):
         page.get_by_role("button", name=f"Remove {model}").click()
     page.get_by_label("Test candles").fill("30")
     page.get_by_role("button", name="Run comparison").click()
-    page.get_by_text("Is it really better than naive?").wait_for(timeout=120_000)
+    page.get_by_text("Step by step").wait_for(timeout=120_000)
     wait_idle(page)
+    # The verdict opens the results, before any table.
+    verdict = page.get_by_role("heading", name="Verdict")
     table = page.locator("[data-testid='stTable']").first
     table.wait_for(timeout=30_000)
+    assert verdict.bounding_box()["y"] < table.bounding_box()["y"]
+    assert page.get_by_text("absolute error ratio").first.is_visible()
     text = table.inner_text()
-    assert "beats naive" in text
+    assert "against naive" in text
+    assert "interval_score" in text
     assert "mase" in text
     for model in ("naive", "drift", "moving_average"):
         assert page.get_by_text(model).first.is_visible()

@@ -37,7 +37,7 @@ def metrics_text(page) -> str:
 def run_comparison(page) -> None:
     wait_idle(page)
     page.get_by_role("button", name="Run comparison").click()
-    page.get_by_text("Is it really better than naive?").wait_for(timeout=120_000)
+    page.get_by_text("Step by step").wait_for(timeout=120_000)
     wait_idle(page)
 
 
