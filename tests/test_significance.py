@@ -194,6 +194,7 @@ def test_dm_table_pairs_each_model_with_naive_and_lstm_with_prophet() -> None:
             first["yhat"].to_numpy(),
             second["yhat"].to_numpy(),
             horizon=record.step,
+            method="ewc",  # the size-correct variance the table uses
         )
         assert record.statistic == pytest.approx(expected.statistic, rel=1e-12)
         assert record.pvalue == pytest.approx(expected.pvalue, rel=1e-12)
@@ -245,6 +246,7 @@ def test_dm_table_names_the_loss() -> None:
         rows.loc[rows["model"] == "prophet", "yhat"].to_numpy(),
         rows.loc[rows["model"] == "naive", "yhat"].to_numpy(),
         loss="absolute",
+        method="ewc",
     )
     assert row["statistic"] == pytest.approx(expected.statistic, rel=1e-12)
 
@@ -298,6 +300,8 @@ def test_dm_table_allows_for_the_overlap_the_stride_leaves() -> None:
             drift["yhat"].to_numpy(),
             naive["yhat"].to_numpy(),
             horizon=math.ceil(record.step / 2),
+            loss="squared",
+            method="ewc",
         )
         assert record.statistic == pytest.approx(expected.statistic, rel=1e-12)
         assert record.pvalue == pytest.approx(expected.pvalue, rel=1e-12)
@@ -409,3 +413,51 @@ def test_copy_check_threshold() -> None:
     assert 0 < move < 1
     assert copy_check(backtest, threshold=move * 1.01).loc["copier", "copies_last"]
     assert not copy_check(backtest, threshold=move * 0.99).loc["copier", "copies_last"]
+
+
+def _hand_ewc(d: list[float], overlap: int) -> tuple[float, float, int]:
+    """The equal-weighted cosine DM test written out (Lazarus et al. 2018, eq. 4)."""
+    n = len(d)
+    terms = max(1, min(round(0.4 * n ** (2 / 3)), n // (2 * overlap)))
+    mean = sum(d) / n
+    lams = []
+    for j in range(1, terms + 1):
+        total = sum(
+            math.cos(math.pi * j * (t - 0.5) / n) * (d[t - 1] - mean) for t in range(1, n + 1)
+        )
+        lams.append(math.sqrt(2 / n) * total)
+    statistic = math.sqrt(n) * mean / math.sqrt(sum(x * x for x in lams) / terms)
+    from scipy import stats
+
+    return statistic, 2 * stats.t(df=terms).sf(abs(statistic)), terms
+
+
+@pytest.mark.parametrize(("n", "overlap"), [(114, 7), (40, 1), (20, 7), (300, 3)])
+def test_the_ewc_variance_by_hand(n: int, overlap: int) -> None:
+    rng = np.random.default_rng(n)
+    actual = rng.normal(size=n).cumsum()
+    a, b = actual + rng.normal(size=n), actual + 1.1 * rng.normal(size=n)
+    result = diebold_mariano(actual, a, b, horizon=overlap, loss="absolute", method="ewc")
+    d = (np.abs(actual - a) - np.abs(actual - b)).tolist()
+    statistic, pvalue, terms = _hand_ewc(d, overlap)
+    assert result.statistic == pytest.approx(statistic, rel=1e-10)
+    assert result.pvalue == pytest.approx(pvalue, rel=1e-10)
+    # Lazarus et al.'s rule, capped so that each cosine spans twice the overlap.
+    assert terms == {(114, 7): 8, (40, 1): 5, (20, 7): 1, (300, 3): 18}[(n, overlap)]
+
+
+def test_the_hln_variance_falls_back_to_bartlett_weights_when_not_positive() -> None:
+    # Differences that alternate in sign have a large negative first autocovariance: the
+    # truncated sum goes negative, Bartlett's weights do not.
+    d = np.array([1.0, -0.9, 1.1, -1.0, 0.8, -1.2, 1.0, -0.7, 1.3, -1.1] * 3) + 0.05
+    actual = np.zeros(len(d))
+    a = np.sqrt(np.abs(d)) * (d > 0)
+    b = np.sqrt(np.abs(d)) * (d < 0)
+    result = diebold_mariano(actual, a, b, horizon=2, loss="squared", method="hln")
+    n = len(d)
+    c = d - d.mean()
+    gamma = [np.dot(c[k:], c[: n - k]) / n for k in range(2)]
+    assert gamma[0] + 2 * gamma[1] < 0  # the truncated sum is negative
+    variance = (gamma[0] + 2 * 0.5 * gamma[1]) / n  # Bartlett: weight 1 - 1/2 on lag 1
+    correction = math.sqrt((n + 1 - 4 + 2 / n) / n)
+    assert result.statistic == pytest.approx(correction * d.mean() / math.sqrt(variance))

@@ -62,15 +62,18 @@ def _backtest(*frames: pd.DataFrame, seeds=None, stride: int = 1) -> Backtest:
     )
 
 
-def _hand_dm(d: np.ndarray, h: int) -> tuple[float, float]:
-    """The HLN-corrected DM statistic and two-sided p-value, written out."""
+def _hand_dm(d: np.ndarray, overlap: int) -> tuple[float, float]:
+    """The equal-weighted cosine DM statistic and two-sided p-value, written out."""
     n = len(d)
+    terms = max(1, min(round(0.4 * n ** (2 / 3)), n // (2 * overlap)))
     mean = d.mean()
-    c = d - mean
-    gammas = [sum(c[t] * c[t - k] for t in range(k, n)) / n for k in range(h)]
-    variance = (gammas[0] + 2 * sum(gammas[1:])) / n
-    statistic = math.sqrt((n + 1 - 2 * h + h * (h - 1) / n) / n) * mean / math.sqrt(variance)
-    return statistic, 2 * stats.t(df=n - 1).sf(abs(statistic))
+    lams = [
+        math.sqrt(2 / n)
+        * sum(math.cos(math.pi * j * (t - 0.5) / n) * (d[t - 1] - mean) for t in range(1, n + 1))
+        for j in range(1, terms + 1)
+    ]
+    statistic = math.sqrt(n) * mean / math.sqrt(sum(x * x for x in lams) / terms)
+    return statistic, 2 * stats.t(df=terms).sf(abs(statistic))
 
 
 def test_joint_test_averages_each_origins_steps_and_allows_for_their_overlap() -> None:
@@ -80,14 +83,14 @@ def test_joint_test_averages_each_origins_steps_and_allows_for_their_overlap() -
     result = joint_test(_rows("a", a), _rows("b", b), loss="absolute")
 
     d = (np.abs(a) - np.abs(b)).mean(axis=1)
-    statistic, pvalue = _hand_dm(d, 3)  # three steps, every candle an origin: lags 0..2
+    statistic, pvalue = _hand_dm(d, 3)  # three steps, every candle an origin: overlap 3
     assert result.n == 30
     assert result.horizon == 3
     assert result.statistic == pytest.approx(statistic, rel=1e-12)
     assert result.pvalue == pytest.approx(pvalue, rel=1e-12)
 
     squared = joint_test(_rows("a", a), _rows("b", b), loss="squared", stride=2)
-    statistic, pvalue = _hand_dm((a**2 - b**2).mean(axis=1), 2)  # origins 2 apart: lags 0..1
+    statistic, pvalue = _hand_dm((a**2 - b**2).mean(axis=1), 2)  # origins 2 apart: overlap 2
     assert squared.statistic == pytest.approx(statistic, rel=1e-12)
     assert squared.loss == "squared"
 
