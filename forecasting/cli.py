@@ -99,7 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument(
         "--test-start", help="first candle of the test period, ISO-8601 (instead of --test-size)"
     )
-    compare.add_argument("--stride", type=int, default=1, help="candles between origins")
+    compare.add_argument(
+        "--stride", type=int, default=3, help="candles between origins (default 3)"
+    )
     compare.add_argument(
         "--window", type=int, help="rolling training window in candles (default: expanding)"
     )

@@ -78,9 +78,11 @@ SIGMA = 0.02  # daily log-return spread of the random walk
 PROCESSES = ("random_walk", "shuffled_btc")
 BTC = "binance_BTC-USDT_1d.csv"
 
-#: The Compare page's default layout: 7 steps, 3 folds, 120 test candles, every candle an
-#: origin (so the forecasts overlap).
+#: The Compare page's layout with every candle an origin: 7 steps, 3 folds, 120 test
+#: candles (so consecutive forecasts share 6 of their 7 targets: the hardest case), and
+#: the page's default, an origin every 3 candles.
 PAGE = BacktestSettings(horizon=7, folds=3, test_size=120, stride=1)
+PAGE_DEFAULT = BacktestSettings(horizon=7, folds=3, test_size=120, stride=3)
 PAGE_CANDLES = 360
 PAIR_RUNS = {"random_walk": 600, "shuffled_btc": 400}
 
@@ -127,13 +129,14 @@ def _timed(label: str, work):
 
 
 @functools.cache
-def pair_runs(process: str) -> list[dict]:
+def pair_runs(process: str, stride: int = 1) -> list[dict]:
     """Per run, the exchangeable pair's p-values (:func:`calibration.pair_run`)."""
     series(process, 10, (1, 0))  # skips before any work when the data is absent
+    layout = PAGE if stride == 1 else PAGE_DEFAULT
     return _timed(
-        f"{PAIR_RUNS[process]} pair runs, {process}",
+        f"{PAIR_RUNS[process]} pair runs, {process}, stride {stride}",
         lambda: [
-            pair_run(series(process, PAGE_CANDLES, (1, r)), PAGE, pair_seeds(process, r))
+            pair_run(series(process, PAGE_CANDLES, (1, r)), layout, pair_seeds(process, r))
             for r in range(PAIR_RUNS[process])
         ],
     )
@@ -264,6 +267,22 @@ def test_exchangeable_forecasts_are_rejected_at_the_nominal_rate(process, loss, 
         for k in range(1, horizon + 1):
             checks[f"step {k}"] = rate([r["step", loss, k] < ALPHA for r in runs], ALPHA)
     text = _report(f"exchangeable pair, {process}, {loss} loss, horizon {horizon}", checks)
+    over = [name for name, found in checks.items() if found.value > found.limit()]
+    assert not over, f"rejects too often at {over}:\n{text}"
+
+
+@pytest.mark.parametrize(("process", "loss"), cases(PROCESSES, LOSSES))
+def test_the_page_default_stride_keeps_the_nominal_rate(process, loss):
+    """The same exact null on the page's default layout: an origin every 3 candles.
+
+    40 origins, so the joint test has ``B = 5`` cosine terms (t on 5 degrees of freedom)
+    and each step's test at most 6. Same runs, same standard errors and limits as above.
+    """
+    runs = pair_runs(process, 3)
+    checks = {"joint": rate([r["joint", loss] < ALPHA for r in runs], ALPHA)}
+    for k in range(1, PAGE_DEFAULT.horizon + 1):
+        checks[f"step {k}"] = rate([r["step", loss, k] < ALPHA for r in runs], ALPHA)
+    text = _report(f"exchangeable pair, {process}, {loss} loss, stride 3", checks)
     over = [name for name, found in checks.items() if found.value > found.limit()]
     assert not over, f"rejects too often at {over}:\n{text}"
 

@@ -210,7 +210,7 @@ def test_json_settings_by_horizon_and_dm_tests(json_run) -> None:
     assert backtest["folds"] == int(given["--folds"])
     assert backtest["test_size"] == int(given["--test-size"])
     assert backtest["window"] == window
-    assert backtest["stride"] == int(given.get("--stride", 1))
+    assert backtest["stride"] == int(given.get("--stride", 3))  # every third candle by default
     assert document["settings"]["seed"] == int(given.get("--seed", 42))
     assert list(document["settings"]["models"]) == MODELS.split(",")
     assert document["data"]["source"] == "csv"

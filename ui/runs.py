@@ -324,7 +324,7 @@ def compare_settings() -> ExperimentSettings:
             horizon=int(setting("horizon", 7)),
             folds=int(setting("compare.folds", 3)),
             test_size=int(setting("compare.test_size", 120)),
-            stride=int(setting("compare.stride", 1)),
+            stride=int(setting("compare.stride")),
             window=window,
             test_start=pd.Timestamp(test_start, tz="UTC") if test_start else None,
         ),

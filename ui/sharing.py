@@ -15,7 +15,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from forecasting.errors import ForecastingError
-from forecasting.experiment import DEFAULT_LOSS, DEFAULT_MODELS, DEFAULT_SEEDS, MAX_SEEDS
+from forecasting.experiment import (
+    DEFAULT_LOSS,
+    DEFAULT_MODELS,
+    DEFAULT_SEEDS,
+    DEFAULT_STRIDE,
+    MAX_SEEDS,
+)
 from forecasting.features import DEFAULT_FEATURES, FEATURE_KINDS
 from forecasting.ohlcv import timeframe_seconds
 from forecasting.preprocessing import DENOISERS
@@ -82,7 +88,7 @@ SPECS: dict[str, Spec] = {
     "compare.models": Spec(list(DEFAULT_MODELS), choices=DEFAULT_MODELS, many=True),
     "compare.folds": Spec(3, lo=1, hi=10),
     "compare.test_size": Spec(120, lo=10, hi=5000),
-    "compare.stride": Spec(1, lo=1, hi=100),
+    "compare.stride": Spec(DEFAULT_STRIDE, lo=1, hi=100),
     "compare.window": Spec(0, lo=0, hi=100_000),
     "compare.test_start": Spec(None),
     "compare.loss": Spec(DEFAULT_LOSS, choices=("absolute", "squared")),

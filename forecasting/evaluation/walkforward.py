@@ -370,14 +370,13 @@ def walk_forward(
             for seed in dict.fromkeys(int(s) for s in seeds):
                 if seed != own:
                     runs.append((name, seed, _with_seed(template, seed)))
-    # Fold by fold, so that two workers train different models side by side (Prophet's
-    # refits beside the LSTM's epochs) rather than one model's folds back to back.
-    jobs = [(run, fold) for fold in folds for run in runs]
-    weights = {
-        id(job): 1 + (0 if job[0][2].capabilities.conditions_on_history else len(job[1].origins))
-        for job in jobs
-    }
-    total = float(sum(weights.values()))
+    # A model refitted at every origin with warm starts (Prophet) is one chain over all the
+    # folds: each fold's first fit starts from the previous fold's last refit (which saw
+    # only earlier candles) and keeps its calibration. It goes first, and the others go
+    # fold by fold beside it, so two workers train different models side by side.
+    chained = [(run, tuple(folds)) for run in runs if _chains(run[2])]
+    jobs = chained + [(run, (fold,)) for fold in folds for run in runs if not _chains(run[2])]
+    total = float(sum(_weight(run[2], fold) for run, job_folds in jobs for fold in job_folds))
     done = [0.0]
     # Workers only queue their progress; the calling thread reports it, so a callback
     # that draws on a screen (Streamlit's, which only the script's thread may update)
@@ -415,8 +414,17 @@ def walk_forward(
             )
 
     def run_job(job) -> tuple[list[dict], list[str]]:
-        (name, seed, template), fold = job
-        return _run_fold(name, seed, template, fold, candles, layout, settings, stop, advance)
+        (name, seed, template), job_folds = job
+        rows: list[dict] = []
+        notes: list[str] = []
+        previous = None
+        for fold in job_folds:
+            fold_rows, fold_notes, previous = _run_fold(
+                name, seed, template, fold, candles, layout, settings, stop, advance, previous
+            )
+            rows.extend(fold_rows)
+            notes.extend(n for n in fold_notes if n not in notes)
+        return rows, notes
 
     results: list[tuple[list[dict], list[str]]] = []
     if workers > 1 and len(jobs) > 1:
@@ -443,7 +451,7 @@ def walk_forward(
     extra: dict[str, dict[int, list[dict]]] = {}
     notes: dict[str, list[str]] = {}
     levels: dict[str, float | None] = {}
-    for ((name, seed, template), _fold), (rows, job_notes) in zip(jobs, results, strict=True):
+    for ((name, seed, template), _folds), (rows, job_notes) in zip(jobs, results, strict=True):
         if seed is None:
             primary.extend(rows)
             levels[name] = getattr(template, "level", None)
@@ -451,9 +459,14 @@ def walk_forward(
             extra.setdefault(name, {}).setdefault(seed, []).extend(rows)
         bucket = notes.setdefault(name, [])
         bucket.extend(n for n in job_notes if n not in bucket)
-    frame = pd.DataFrame(primary, columns=FORECAST_COLUMNS)
+    order = {name: position for position, name in enumerate(models)}
+    frame = _in_order(pd.DataFrame(primary, columns=FORECAST_COLUMNS), order)
+    levels = {name: levels[name] for name in models if name in levels}
     seed_forecasts = {
-        name: {seed: pd.DataFrame(rows, columns=FORECAST_COLUMNS) for seed, rows in by.items()}
+        name: {
+            seed: _in_order(pd.DataFrame(rows, columns=FORECAST_COLUMNS), order)
+            for seed, rows in by.items()
+        }
         for name, by in extra.items()
     }
     notes = {name: found for name, found in notes.items() if found}
@@ -466,6 +479,27 @@ def walk_forward(
     )
 
 
+def _chains(model: Forecaster) -> bool:
+    """Refitted at every origin, warm-started: one chain over all the folds."""
+    return not model.capabilities.conditions_on_history and model.capabilities.warm_starts
+
+
+def _weight(model: Forecaster, fold: Fold) -> float:
+    """Share of the progress bar: a fit, plus a refit per origin where there is one."""
+    return 1.0 + (0 if model.capabilities.conditions_on_history else len(fold.origins))
+
+
+def _in_order(frame: pd.DataFrame, order: Mapping[str, int]) -> pd.DataFrame:
+    """Forecast rows model by model (in the given order), then fold, origin and step."""
+    if frame.empty:
+        return frame
+    key = frame["model"].map(order)
+    frame = frame.assign(_order=key).sort_values(
+        ["_order", "fold", "origin", "step"], kind="stable"
+    )
+    return frame.drop(columns="_order").reset_index(drop=True)
+
+
 def _run_fold(
     name: str,
     seed: int | None,
@@ -476,14 +510,19 @@ def _run_fold(
     settings: BacktestSettings,
     should_stop: StopCheck | None,
     advance: Callable[[float, Fold, str, int | None], None],
-) -> tuple[list[dict], list[str]]:
-    """One model on one fold: fit at the cutoff, forecast from every origin."""
+    previous: Forecaster | None = None,
+) -> tuple[list[dict], list[str], Forecaster]:
+    """One model on one fold: fit at the cutoff, forecast from every origin.
+
+    ``previous`` is the last refit of the previous fold, for a model that warm-starts.
+    Returns the rows, the notes and the fold's last model.
+    """
     if should_stop is not None and should_stop():
         raise Cancelled("The backtest was cancelled.")
     close = candles["close"].to_numpy(dtype="float64")
     index = candles.index
     train = candles.iloc[fold.train_start : fold.cutoff + 1]
-    model = template.clone().fit(train, should_stop=should_stop)
+    model = template.clone().fit(train, should_stop=should_stop, warm_start=previous)
     refits = not model.capabilities.conditions_on_history
     rows: list[dict] = []
     notes: list[str] = []
@@ -533,7 +572,7 @@ def _run_fold(
         if refits:
             advance(1.0, fold, name, seed)
     advance(1.0, fold, name, seed)
-    return rows, notes
+    return rows, notes, model
 
 
 def default_workers() -> int:

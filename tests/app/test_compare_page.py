@@ -49,7 +49,9 @@ def test_compare_page_runs_and_reports(app_env):
     assert list(metrics.index) == ["naive", "drift", "lstm"]
     assert {"against naive", "MASE < 1", "interval_score"} <= set(metrics.columns)
     assert metrics.loc["naive", "against naive"] == "—"  # naive is not judged against itself
-    assert metrics.loc["naive", "n"] == 3 * 30 - 3  # 30 origins x 3 steps, minus the end
+    # 3 folds of 10 test candles, an origin every 3 candles (the default): 3 origins per
+    # fold, each forecasting 3 steps.
+    assert metrics.loc["naive", "n"] == 3 * 3 * 3
     steps = [m.value for m in app.markdown if "at the 5 % level" in m.value]
     assert any("than naive" in v or "from naive" in v for v in steps)
     charts = [json.loads(c.proto.spec) for c in app.get("plotly_chart")]
