@@ -3,7 +3,10 @@
 ``python -m forecasting fetch ...`` writes candles as CSV, ``features`` adds feature
 columns, ``forecast`` prints one model's forecast. Flags and output formats are a
 contract that scripts rely on: add to them, never change them. Failures print one line
-on stderr and exit non-zero, never a traceback.
+on stderr and exit non-zero (2 for a usage error, 1 for any other), never a traceback.
+What the reader must know about the numbers (rows dropped at load, a forecast floored
+at zero, an unbounded interval) is a ``notes`` list in the JSON output, and lines
+starting ``note:`` on stderr with CSV output.
 """
 
 from __future__ import annotations
@@ -142,6 +145,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.progress = _Progress(enabled=not getattr(args, "quiet", True) and _is_terminal())
     try:
         return args.handler(args)
+    except _UsageError as exc:
+        _fail(args.progress, str(exc))
+        return EXIT_USAGE
     except ForecastingError as exc:
         _fail(args.progress, str(exc))
         return EXIT_ERROR
@@ -196,6 +202,7 @@ def _features(args: argparse.Namespace) -> int:
     from forecasting.features import compute_features, parse_features
 
     data = read_ohlcv_csv(args.data)
+    _note(_dropped_note(data))
     columns = compute_features(data.candles, parse_features(args.features))
     table = pd.concat([data.candles.loc[columns.index], columns], axis=1)
     table.index = table.index.strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -219,15 +226,19 @@ def _forecast(args: argparse.Namespace) -> int:
     model = make_model(args.model, **settings)
     data = read_ohlcv_csv(args.data)
     forecast = model.fit(data.candles).predict(args.horizon)
+    notes = [note for note in (_dropped_note(data), *forecast.notes) if note]
     if args.json:
         document = {
             "model": args.model,
             "horizon": args.horizon,
             "settings": model.get_params(),
             "forecast": forecast.to_records(),
+            "notes": notes,
         }
         print(json.dumps(document, indent=2))
     else:
+        for note in notes:
+            _note(note)
         frame = forecast.to_frame()
         frame.index = frame.index.strftime("%Y-%m-%dT%H:%M:%SZ")
         sys.stdout.write(frame.to_csv(index_label="timestamp", lineterminator="\n"))
@@ -287,8 +298,27 @@ def _compare(args: argparse.Namespace) -> int:
     if args.json:
         print(dumps(result.to_json()))
     else:
+        for note in result.notes:
+            _note(note)
         sys.stdout.write(result.metrics.to_csv(lineterminator="\n"))
     return EXIT_OK
+
+
+def _dropped_note(data: Any) -> str:
+    """The rows a CSV lost at load, in one sentence ("" when none)."""
+    if not len(data.nonpositive):
+        return ""
+    first = data.nonpositive[0].strftime("%Y-%m-%dT%H:%M:%SZ")
+    return (
+        f"{len(data.nonpositive)} candles with zero or negative prices were dropped when the "
+        f"data were read (the first at {first}); they are treated as missing."
+    )
+
+
+def _note(text: str) -> None:
+    # Notes go to stderr, so that stdout stays the CSV or JSON a script reads.
+    if text:
+        print("note: " + " ".join(text.split()), file=sys.stderr)
 
 
 def _seeds(text: str | None) -> int | tuple[int, ...]:

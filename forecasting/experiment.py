@@ -59,7 +59,14 @@ DEFAULT_MODELS: tuple[str, ...] = (
     "lstm",
 )
 DEFAULT_LOSS = "absolute"
-METRIC_NAMES = {"mase": "MASE", "mape": "MAPE", "directional_accuracy": "Directional accuracy"}
+METRIC_NAMES = {
+    "mase": "MASE",
+    "mape": "MAPE",
+    "directional_accuracy": "Directional accuracy",
+    "directional_pvalue": "The directional p-value",
+    "width": "The interval width",
+    "interval_score": "The interval score",
+}
 # Candles between origins in a default experiment. Prophet is refitted at every origin
 # (about 0.6 s each on 3000 daily candles), and origins a candle apart share 6 of their 7
 # targets: every third candle gives the joint test 5 degrees of freedom where every
@@ -205,23 +212,38 @@ class ExperimentResult:
         for model, reasons in self.undefined.items():
             for metric, reason in reasons.items():
                 undefined.setdefault((metric, reason), []).append(model)
+        # One sentence per reason and models: "The interval width and the interval score
+        # are unbounded for lstm: ...", not one per metric.
+        sentences: dict[tuple[str, tuple[str, ...]], list[str]] = {}
         for (metric, reason), models in undefined.items():
-            because = reason.removeprefix("undefined: ")
-            out.append(f"{METRIC_NAMES.get(metric, metric)} is undefined for "
+            sentences.setdefault((reason, tuple(models)), []).append(metric)
+        for (reason, models), metrics in sentences.items():
+            kind, _, because = reason.partition(": ")
+            names = [METRIC_NAMES.get(m, m) for m in metrics]
+            names = [names[0]] + [n.replace("The ", "the ", 1) for n in names[1:]]
+            verb = "is" if len(names) == 1 else "are"
+            out.append(f"{' and '.join(names)} {verb} {kind} for "
                        f"{', '.join(models)}: {because}.")  # fmt: skip
+        if len(self.settings.seed_list()) > 1 and not self.backtest.seed_forecasts:
+            out.append(
+                f"{len(self.settings.seed_list())} seeds were asked for, but no model run "
+                "depends on its seed (only the LSTM does): each ran once."
+            )
         if self.data.get("nonpositive"):
             out.append(
                 f"{self.data['nonpositive']} candles with zero or negative prices were dropped "
-                "when the data were read (see the Data page's quality report)."
+                "when the data were read (the data quality report lists them)."
             )
+        # A note several models share is said once, naming them all.
+        by_note: dict[str, list[str]] = {}
         for model, found in self.backtest.notes.items():
-            out.extend(f"{model}: {note}" for note in found)
+            for note in dict.fromkeys(found):
+                by_note.setdefault(note, []).append(model)
         for model, forecast in self.future.items():
-            out.extend(
-                f"{model} (next candles): {note}"
-                for note in forecast.notes
-                if note not in self.backtest.notes.get(model, [])
-            )
+            for note in dict.fromkeys(forecast.notes):
+                if note not in self.backtest.notes.get(model, []):
+                    by_note.setdefault(note, []).append(f"{model} (next candles)")
+        out.extend(f"{', '.join(models)}: {note}" for note, models in by_note.items())
         return out
 
     def to_json(self) -> dict[str, Any]:

@@ -165,8 +165,9 @@ for model, row in result.copy.iterrows():
 
 st.subheader("Step by step")
 st.caption(
-    f"Diebold-Mariano tests per step ({loss_name}, Harvey-Leybourne-Newbold correction): "
-    "one test per step, so read them beside the joint verdict above, not instead of it."
+    f"Diebold-Mariano tests per step ({loss_name}; equal-weighted cosine long-run variance, "
+    "Student's t on its B degrees of freedom): one test per step, so read them beside the "
+    "joint verdict above, not instead of it."
 )
 dm = result.dm_tests
 if dm.empty:
@@ -176,7 +177,7 @@ else:
         st.markdown(f"- {verdict}.")
     with st.expander("All tests"):
         st.dataframe(
-            dm[["step", "model", "against", "statistic", "pvalue", "n", "loss", "verdict"]],
+            dm[["step", "model", "against", "statistic", "pvalue", "n", "dof", "loss", "verdict"]],
             hide_index=True,
         )
 

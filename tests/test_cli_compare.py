@@ -407,15 +407,15 @@ def test_failures_print_one_line(data_file, args, phrase) -> None:
     ("args", "phrase", "code"),
     [
         # an exchange without a symbol (nothing is fetched)
-        (["--exchange", "binance", "--timeframe", "1d"], "--exchange needs --symbol", 1),
+        (["--exchange", "binance", "--timeframe", "1d"], "--exchange needs --symbol", 2),
         # an exchange without a timeframe
-        (["--exchange", "binance", "--symbol", SYMBOL], "--exchange needs", 1),
+        (["--exchange", "binance", "--symbol", SYMBOL], "--exchange needs", 2),
         # exchange settings that are not JSON
         (
             ["--exchange", "binance", "--symbol", SYMBOL, "--timeframe", "1d"]
             + ["--exchange-config", "{oops"],
             "--exchange-config is not valid JSON",
-            1,
+            2,
         ),
         # a data file that does not exist
         (["--data", "/nonexistent/candles.csv"], "No such file", 1),
@@ -445,7 +445,7 @@ def test_test_start_sets_the_test_period(candles, data_file, tmp_path) -> None:
     result = _run(
         "compare", "--data", str(data_file), "--models", "naive", "--horizon", "1",
         "--folds", "2", "--test-start", start.strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "--forecasts-out", str(out), "--json",
+        "--stride", "1", "--forecasts-out", str(out), "--json",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     rows = pd.read_csv(out)

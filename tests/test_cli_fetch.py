@@ -200,7 +200,7 @@ def test_config_file_that_is_not_text_is_one_line(capsys, tmp_path):
     args = ["fetch", "--exchange", "binance", "--symbol", SYMBOL, "--timeframe", "1h"]
     args += ["--exchange-config", f"@{config_file}", "--out", str(tmp_path / "x.csv")]
 
-    assert main(args) == 1
+    assert main(args) == 2  # a usage error
     assert (
         capsys.readouterr().err
         == f"error: --exchange-config file {config_file} is not UTF-8 text\n"

@@ -111,7 +111,9 @@ def test_forecast_json_contract(candles_csv, model):
     )
     assert result.returncode == 0, result.stderr
     document = json.loads(result.stdout)
-    assert set(document) == {"model", "horizon", "settings", "forecast"}
+    # The contract's keys, and the notes added beside them (none on clean data).
+    assert set(document) == {"model", "horizon", "settings", "forecast", "notes"}
+    assert document["notes"] == []
     assert document["model"] == model
     assert document["horizon"] == 4
     assert isinstance(document["settings"], dict)

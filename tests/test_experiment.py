@@ -283,10 +283,36 @@ def test_should_stop_cancels_the_experiment(candles, stop_after) -> None:
             settings,
             progress=lambda _stage, fraction, _details: seen.append(fraction),
             should_stop=lambda: seen[-1] >= stop_after,
+            # One worker: the stop here depends on the progress reported, which worker
+            # threads only hand to the calling thread every 0.1 s.
+            workers=1,
         )
     # Nothing was reported after the stop.
     assert seen[-1] < stop_after + 0.25
     assert seen[-1] < 1.0
+
+
+def test_cancel_stops_the_worker_threads_too(candles) -> None:
+    seen: list[float] = [0.0]
+    settings = ExperimentSettings(models=BASELINES, backtest=BACKTEST)
+    stopped = threading.Event()
+
+    def should_stop() -> bool:
+        if seen[-1] > 0:
+            stopped.set()
+        return stopped.is_set()
+
+    with pytest.raises(Cancelled):
+        run_experiment(
+            candles,
+            settings,
+            progress=lambda _stage, fraction, _details: seen.append(fraction),
+            should_stop=should_stop,
+            workers=2,
+        )
+    assert seen[-1] < 1.0
+    # No worker is left running after the experiment returns.
+    assert not [t for t in threading.enumerate() if t.name.startswith("ThreadPoolExecutor")]
 
 
 def test_forecasts_table_for_csv(result, candles) -> None:
@@ -352,3 +378,13 @@ def test_bundle_of_a_naive_only_experiment_keeps_its_headers(candles) -> None:
         header = archive.read("dm_tests.csv").decode().splitlines()[0]
     assert header.startswith("step,model,against,statistic,pvalue")
     assert result.to_json()["dm_tests"] == []
+
+
+def test_seeds_without_a_seeded_model_are_said_to_do_nothing(candles) -> None:
+    settings = ExperimentSettings(models=BASELINES, backtest=BACKTEST, seeds=3)
+    found = run_experiment(candles, settings, future=False)
+    assert (
+        "3 seeds were asked for, but no model run depends on its seed (only the LSTM does): "
+        "each ran once." in found.notes
+    )
+    assert all(v.seeds == 1 for v in found.verdict.values())

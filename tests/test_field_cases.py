@@ -45,14 +45,27 @@ def test_a_pegged_stablecoin_has_an_undefined_mase_with_its_reason() -> None:
     document = result.to_json()
     for model in ("naive", *BASELINES[1:]):
         assert document["metrics"][model]["mase"] is None
-        assert document["undefined"][model] == {
-            "mase": "undefined: the training closes never change"
-        }
+        reasons = document["undefined"][model]
+        assert reasons["mase"] == "undefined: the training closes never change"
         assert document["metrics"][model]["mape"] is not None  # the closes are not zero
+        # A fold whose training closes never moved has no spread to draw an interval
+        # from: its intervals are unbounded, not zero-width, and the width says so.
+        assert document["metrics"][model]["width"] is None
+        assert reasons["width"].startswith("unbounded: ")
+        assert reasons["interval_score"] == reasons["width"]
     assert (
         "MASE is undefined for naive, drift, seasonal_naive, moving_average: the training "
         "closes never change." in document["notes"]
     )
+    unbounded = [n for n in document["notes"] if "The interval is unbounded" in n]
+    assert unbounded
+    assert unbounded[0].startswith("naive, drift, seasonal_naive, moving_average:")
+    # Said once for all four models, not once per model.
+    assert len(unbounded) == 1
+    rows = result.backtest.forecasts
+    first_fold = rows[rows["fold"] == 1]
+    assert np.isinf(first_fold["upper"]).all()
+    assert (first_fold["lower"] == 0).all()
 
 
 def test_the_command_line_says_undefined_for_the_stablecoin_without_warnings() -> None:
@@ -104,3 +117,29 @@ def test_placeholder_candles_with_zero_prices_are_dropped_counted_and_never_scor
     if dropped_in_test:
         assert document["pairs"]["missing_target"] > 0
     assert any("zero or negative prices were dropped" in note for note in document["notes"])
+
+
+@pytest.mark.parametrize("command", ["forecast", "features"])
+def test_every_command_says_when_rows_were_dropped_at_load(command, tmp_path) -> None:
+    path = _case("token_with_zero_price_rows_1d.csv")
+    args = {
+        "forecast": ["--model", "naive", "--horizon", "3"],
+        "features": ["--features", "rsi:14", "--out", str(tmp_path / "features.csv")],
+    }[command]
+    result = subprocess.run(
+        [sys.executable, "-m", "forecasting", command, "--data", str(path), *args],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.startswith(
+        "note: 2 candles with zero or negative prices were dropped when the data were read "
+        "(the first at 2024-04-10T00:00:00Z)"
+    )
+    assert "Traceback" not in result.stderr
+    if command == "forecast":
+        with_json = subprocess.run(
+            [sys.executable, "-m", "forecasting", command, "--data", str(path), *args, "--json"],
+            cwd=ROOT, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        document = json.loads(with_json.stdout)
+        assert document["notes"][0].startswith("2 candles with zero or negative prices")

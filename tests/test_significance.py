@@ -444,6 +444,10 @@ def test_the_ewc_variance_by_hand(n: int, overlap: int) -> None:
     assert result.pvalue == pytest.approx(pvalue, rel=1e-10)
     # Lazarus et al.'s rule, capped so that each cosine spans twice the overlap.
     assert terms == {(114, 7): 8, (40, 1): 5, (20, 7): 1, (300, 3): 18}[(n, overlap)]
+    # The test names its variance and its degrees of freedom.
+    assert (result.method, result.dof) == ("ewc", terms)
+    hln = diebold_mariano(actual, a, b, horizon=overlap, loss="absolute", method="hln")
+    assert (hln.method, hln.dof) == ("hln", n - 1)
 
 
 def test_the_hln_variance_falls_back_to_bartlett_weights_when_not_positive() -> None:

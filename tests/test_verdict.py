@@ -184,6 +184,14 @@ def test_the_verdict_uses_one_loss_for_its_ratio_and_its_test() -> None:
             assert verdict.ratio > 1
     assert absolute.to_dict()["loss"] == "absolute"
     assert "absolute error ratio" in absolute.sentence()
+    # The JSON names the test it ran (the EWC variance, not HLN's) and its sample sizes.
+    document = absolute.to_dict()
+    assert "equal-weighted cosine" in document["test"]
+    assert "Harvey" not in document["test"]
+    (seed,) = document["per_seed"]
+    assert seed["pairs"] == 400
+    assert seed["origins"] == 200
+    assert seed["dof"] == max(1, min(round(0.4 * 200 ** (2 / 3)), 200 // 4))
 
 
 @settings(max_examples=60, deadline=None)

@@ -60,6 +60,9 @@ UNDEFINED = {
     "mase": "undefined: the training closes never change",
     "mape": "undefined: an actual close is zero",
     "directional_accuracy": "undefined: the forecasts never call a direction",
+    "directional_pvalue": (
+        "undefined: no step has both directions called and seen on non-overlapping origins"
+    ),
 }
 
 
@@ -161,8 +164,10 @@ def undefined_metrics(backtest: Backtest) -> dict[str, dict[str, str]]:
     """Why a model's pooled metric has no value: ``{model: {metric: reason}}``.
 
     Only metrics whose formula is undefined on these data are listed (a zero scale, a
-    zero actual close, no direction ever called); a metric the model simply does not
-    have (no interval, so no coverage) is not.
+    zero actual close, no direction ever called, a directional test with nothing to
+    relate) and an interval's width and score where some intervals are unbounded
+    (their mean is infinite; the coverage counts those intervals as covering); a metric
+    the model simply does not have (no interval, so no coverage) is not.
     """
     out: dict[str, dict[str, str]] = {}
     zero_scale = {f for f, s in backtest.naive_scale.items() if not (np.isfinite(s) and s > 0)}
@@ -174,6 +179,16 @@ def undefined_metrics(backtest: Backtest) -> dict[str, dict[str, str]]:
             reasons["mape"] = UNDEFINED["mape"]
         if model != "naive" and not (rows["yhat"] != rows["y_origin"]).any():
             reasons["directional_accuracy"] = UNDEFINED["directional_accuracy"]
+        elif model != "naive" and np.isnan(directional_test(rows)):
+            reasons["directional_pvalue"] = UNDEFINED["directional_pvalue"]
+        bounds = rows[["lower", "upper"]].to_numpy(dtype="float64")
+        unbounded = int((np.isinf(bounds).any(axis=1)).sum())
+        if unbounded:
+            reason = (
+                f"unbounded: {unbounded} of {len(rows)} intervals are unbounded "
+                "(the coverage counts them as covering)"
+            )
+            reasons["width"] = reasons["interval_score"] = reason
         if reasons:
             out[model] = reasons
     return out

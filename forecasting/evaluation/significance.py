@@ -85,6 +85,11 @@ class DMResult:
         ``"two-sided"``, ``"less"`` (first is more accurate) or ``"greater"``.
     mean_loss_difference
         Mean of first loss minus second loss.
+    method
+        The long-run variance: ``"ewc"`` (equal-weighted cosine) or ``"hln"``.
+    dof
+        Degrees of freedom of the Student's t reference: ``B``, the cosine terms, with
+        EWC; ``n - 1`` with HLN.
     """
 
     statistic: float
@@ -94,6 +99,8 @@ class DMResult:
     loss: str
     alternative: str
     mean_loss_difference: float
+    method: str = "ewc"
+    dof: int = 0
 
     def to_dict(self) -> dict:
         """JSON-ready fields."""
@@ -217,7 +224,9 @@ def _dm_on_differences(
         pvalue = distribution.cdf(statistic)
     else:
         pvalue = distribution.sf(statistic)
-    return DMResult(statistic, float(pvalue), n, int(horizon), loss, alternative, float(mean))
+    return DMResult(
+        statistic, float(pvalue), n, int(horizon), loss, alternative, float(mean), method, int(dof)
+    )
 
 
 def loss_pairs(rows_a: pd.DataFrame, rows_b: pd.DataFrame, loss: str) -> pd.DataFrame:

@@ -46,9 +46,14 @@ class SeedVerdict:
     pvalue
         Two-sided p-value of the joint test (NaN when it is undefined).
     statistic
-        The joint test's HLN-corrected statistic (negative: this model's loss is lower).
+        The joint test's statistic (negative: this model's loss is lower).
     origins
-        Origins averaged in the joint test.
+        Origins averaged in the joint test: those where both models forecast every step.
+    dof
+        Degrees of freedom of its Student's t reference (``B``, the cosine terms of the
+        equal-weighted cosine variance); 0 when the test is undefined.
+    pairs
+        (origin, target) pairs the ratio is taken over: every pair both models scored.
     reading
         ``"better"``, ``"worse"`` or ``"not different"``.
     """
@@ -59,6 +64,8 @@ class SeedVerdict:
     statistic: float
     origins: int
     reading: str
+    dof: int = 0
+    pairs: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready fields (NaN as ``None``)."""
@@ -68,6 +75,8 @@ class SeedVerdict:
             "pvalue": _finite(self.pvalue),
             "statistic": _finite(self.statistic),
             "origins": self.origins,
+            "dof": self.dof,
+            "pairs": self.pairs,
             "reading": self.reading,
         }
 
@@ -125,8 +134,9 @@ class Verdict:
             "reading": self.reading,
             "alpha": self.alpha,
             "test": (
-                f"Diebold-Mariano joint test over steps 1-{self.steps} "
-                "(HAC variance, Harvey-Leybourne-Newbold correction), two-sided"
+                f"Diebold-Mariano joint test of the loss differential averaged over steps "
+                f"1-{self.steps}, equal-weighted cosine long-run variance, Student's t on "
+                "B degrees of freedom (per_seed dof), two-sided"
             ),
             "per_seed": [seed.to_dict() for seed in self.per_seed],
         }
@@ -175,9 +185,12 @@ def _one_seed(
     try:
         result = joint_test(rows, other, loss=loss, stride=stride)
     except InsufficientHistory:
-        return SeedVerdict(seed, ratio, float("nan"), float("nan"), 0, "not different")
+        nan = float("nan")
+        return SeedVerdict(seed, ratio, nan, nan, 0, "not different", 0, len(losses))
     reading = _reading(result.statistic, result.pvalue, alpha)
-    return SeedVerdict(seed, ratio, result.pvalue, result.statistic, result.n, reading)
+    return SeedVerdict(
+        seed, ratio, result.pvalue, result.statistic, result.n, reading, result.dof, len(losses)
+    )
 
 
 def _combine(

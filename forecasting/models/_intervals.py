@@ -29,12 +29,29 @@ def rms(residuals: np.ndarray) -> float:
     return float(np.sqrt(np.mean(finite**2))) if finite.size else 0.0
 
 
+UNBOUNDED_NOTE = (
+    "The interval is unbounded: the training closes show no change to measure a spread "
+    "from, and a zero-width interval would claim certainty."
+)
+
+
 def log_interval(
     mean: np.ndarray, sigma: np.ndarray, level: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """``mean * exp(-/+ z * sigma)`` per step, for a spread ``sigma`` of log returns."""
+) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+    """``mean * exp(-/+ z * sigma)`` per step, for a spread ``sigma`` of log returns.
+
+    Returns ``(lower, upper, notes)``. A step whose spread is zero or not finite (the
+    training closes never changed: a stablecoin pegged at 1.0000) gets the unbounded
+    interval ``[0, inf)`` and a note, not a zero-width interval that would cover only
+    if the price never moves again.
+    """
     half = z_value(level) * np.asarray(sigma, dtype="float64")
-    return mean * np.exp(-half), mean * np.exp(half)
+    mean = np.asarray(mean, dtype="float64")
+    known = np.isfinite(half) & (half > 0)
+    with np.errstate(over="ignore", invalid="ignore"):
+        lower = np.where(known, mean * np.exp(-np.where(known, half, 0.0)), 0.0)
+        upper = np.where(known, mean * np.exp(np.where(known, half, 0.0)), np.inf)
+    return lower, upper, (() if known.all() else (UNBOUNDED_NOTE,))
 
 
 def one_step_changes(candles: pd.DataFrame, timeframe: str, calendar: str) -> np.ndarray:

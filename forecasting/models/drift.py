@@ -53,4 +53,5 @@ class Drift(Forecaster):
             if below
             else ()
         )
-        return (mean, *log_interval(mean, sigma, self.level), notes)
+        lower, upper, interval_notes = log_interval(mean, sigma, self.level)
+        return mean, lower, upper, notes + interval_notes

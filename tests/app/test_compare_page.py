@@ -49,9 +49,10 @@ def test_compare_page_runs_and_reports(app_env):
     assert list(metrics.index) == ["naive", "drift", "lstm"]
     assert {"against naive", "MASE < 1", "interval_score"} <= set(metrics.columns)
     assert metrics.loc["naive", "against naive"] == "—"  # naive is not judged against itself
-    # 3 folds of 10 test candles, an origin every 3 candles (the default): 3 origins per
-    # fold, each forecasting 3 steps.
-    assert metrics.loc["naive", "n"] == 3 * 3 * 3
+    # 3 folds of 10 test candles, an origin every 3 candles from each cutoff (the default):
+    # 4 origins per fold, each forecasting 3 steps, except that the last origin of the last
+    # fold has only 1 of its 3 targets inside the data.
+    assert metrics.loc["naive", "n"] == 3 * 4 * 3 - 2
     steps = [m.value for m in app.markdown if "at the 5 % level" in m.value]
     assert any("than naive" in v or "from naive" in v for v in steps)
     charts = [json.loads(c.proto.spec) for c in app.get("plotly_chart")]
@@ -61,6 +62,7 @@ def test_compare_page_runs_and_reports(app_env):
     # Revisit: the result is kept per (data, settings); nothing reruns.
     app.switch_page("pages/data.py").run()
     app.switch_page("pages/compare.py").run()
+    assert not app.exception
     assert not any("Run comparison" in i.value for i in app.info)
     assert list(app.table[0].value.index) == ["naive", "drift", "lstm"]
     # The experiment bundle holds settings, data hash, metrics, forecasts and charts.
