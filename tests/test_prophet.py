@@ -240,8 +240,16 @@ def test_a_longer_history_means_a_warm_started_refit_on_exactly_those_candles(
     before = fitted.predict(horizon)
 
     forecast = fitted.predict(horizon, history=candles.iloc[: n + m])
-    refit = ProphetModel(seed=1).fit(candles.iloc[: n + m], warm_start=fitted)
+    # The refit behind it: Prophet fitted on exactly those candles, warm-started from this
+    # fit (the same Stan run as a plain warm-started fit), keeping this fit's calibration.
+    refit = fitted.updated(candles.iloc[: n + m])
     assert refit.warm_started_
+    assert refit.history_.equals(candles.iloc[: n + m])
+    assert refit.interval_quantile_ == fitted.interval_quantile_
+    plain = ProphetModel(seed=1, interval="prophet").fit(candles.iloc[: n + m], warm_start=fitted)
+    assert plain.warm_started_
+    for name in _STAN_PARAMS:
+        np.testing.assert_array_equal(refit.model_.params[name], plain.model_.params[name])
     expected = refit.predict(horizon)
     for name in ("mean", "lower", "upper"):  # the same fit, bit for bit
         np.testing.assert_array_equal(getattr(forecast, name), getattr(expected, name))
@@ -271,7 +279,7 @@ def test_a_longer_history_means_a_warm_started_refit_on_exactly_those_candles(
 def test_a_warm_start_lands_where_a_cold_fit_does() -> None:
     candles = sine_trend_candles(260, noise=0.005)
     previous = ProphetModel().fit(candles.iloc[:240])
-    warm = ProphetModel().fit(candles, warm_start=previous)
+    warm = previous.updated(candles)  # a refit at a later origin: warm-started
     cold = ProphetModel().fit(candles)
     assert warm.warm_started_
     assert not cold.warm_started_
@@ -533,8 +541,10 @@ def test_too_few_candles_mean_fewer_origins_or_an_unbounded_interval_with_a_note
         "least 114 candles; got 110. Choose a longer date range.",
     )
     assert short.calibration_scores_.shape == (0, 7)
-    # It stays unbounded through the refits of its fold, and says why.
-    assert short.updated(candles.iloc[:111]).predict(7).notes == forecast.notes
+    # A refit at the next origin tries again (one fit): still unbounded, and says why.
+    assert short.updated(candles.iloc[:111]).predict(7).notes == (
+        forecast.notes[0].replace("got 110", "got 111"),
+    )
 
     # Too few origins for the level, whatever the candles.
     few = ProphetModel(horizon=3, calibration_origins=2).fit(candles)

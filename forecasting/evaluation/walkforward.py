@@ -372,8 +372,9 @@ def walk_forward(
                     runs.append((name, seed, _with_seed(template, seed)))
     # A model refitted at every origin with warm starts (Prophet) is one chain over all the
     # folds: each fold's first fit starts from the previous fold's last refit (which saw
-    # only earlier candles) and keeps its calibration. It goes first, and the others go
-    # fold by fold beside it, so two workers train different models side by side.
+    # only earlier candles); what a fit at a new cutoff redoes (Prophet's calibration) is
+    # the model's to say. It goes first, and the others go fold by fold beside it, so two
+    # workers train different models side by side.
     chained = [(run, tuple(folds)) for run in runs if _chains(run[2])]
     jobs = chained + [(run, (fold,)) for fold in folds for run in runs if not _chains(run[2])]
     total = float(sum(_weight(run[2], fold) for run, job_folds in jobs for fold in job_folds))

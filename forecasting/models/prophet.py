@@ -84,19 +84,54 @@ walk, coverage falls from 0.93 at step 1 to 0.86 at step 3 (the level holds pool
 the steps, as calibrated); it is flat on the other two processes.
 
 The guarantee assumes the calibration origins and the forecast's are exchangeable: a
-change of regime after them breaks it. A warm-started refit (``fit(candles,
-warm_start=previous)`` with the same settings, what :meth:`Forecaster.updated` does at
-every walk-forward origin) does **not** recalibrate: it inherits ``previous``'s ``q``
-(the calibration is paid once per fold, not per origin), while ``s_k``, ``r_0`` and
-``v_k`` are the refit's own. A warm start with other settings is recalibrated.
+change of regime after them breaks it, and so does a calibration made long before the
+forecast. So the calibration is made once per walk-forward fold, at its cutoff, on the
+errors just before it:
+
+* Every ``fit(candles)`` calibrates on ``candles`` as above, **with or without**
+  ``warm_start``: its ``q`` comes from the ``C`` origins before the end of ``candles``,
+  the last target being their last candle (``calibration_end_``), and from nothing
+  else. The walk-forward (:mod:`forecasting.evaluation.walkforward`) begins each fold
+  with ``fit(candles up to the cutoff, warm_start=previous fold's last refit)``, so each
+  fold's interval is calibrated on Prophet's errors up to that fold's cutoff, never on
+  an earlier fold's (the walk-forward chains the folds by warm starts, so inheriting
+  here would keep the first fold's calibration for all of them). The chain ignores the
+  warm start: its first fit is cold, as in a cold fit, because an optimum fitted on
+  later candles would carry them into the forecast from an earlier calibration origin.
+  Such a fit is therefore exactly the cold fit on the same candles (the one exception
+  is below).
+* A refit at a later origin, :meth:`updated` (``predict(horizon, history=longer)``,
+  what the walk-forward does at every origin of a fold after its cutoff), does **not**
+  recalibrate: it is one Prophet fit warm-started from the previous origin's, and it
+  inherits the previous fit's ``q``, scores, origins and ``calibration_end_``, while
+  ``s_k``, ``r_0`` and ``v_k`` are the refit's own. The calibration is paid once per
+  fold, not per origin. ``fit`` has no argument saying "new fold": the signal is the
+  call, ``fit`` at a cutoff and :meth:`updated` at the origins after it, as
+  :mod:`forecasting.models.base` lays the walk-forward out.
+* :meth:`updated` recalibrates instead (on its own candles, as ``fit`` does) when there
+  is nothing usable to inherit, rather than carry it to the fold's end: other settings,
+  a ``q`` of 0 or NaN (which no calibration here gives), or an unbounded ``q``. One
+  unbounded for want of candles (the chain was not run: too few candles, or ``C H``
+  below the scores the level needs) is recomputed at the next refit, for one Prophet
+  fit as before (warm-started: the exception above), so an interval unbounded at a
+  short cutoff is bounded from the first origin with enough candles. One from a chain
+  that ran (targets in gaps, a zero scale, closes that never changed) is recomputed
+  once the refit's candles reach ``C H`` past ``calibration_end_``, where every
+  calibration target is new: a chain at every origin would cost ten times the fold (a
+  stablecoin's closes may not change for months), and one a candle later would re-read
+  mostly the same targets.
+
+A ``q`` of zero (at least ``k`` of the errors were zero: closes that never changed)
+would be an interval of zero width, which claims certainty: the interval is unbounded
+instead (``q`` is stored as ``inf``), with a note saying why.
 
 Cost, on the last 3000 closed daily BTC/USDT candles (medians of CPU time, Stan
 included, on a busy 2-core machine; ``horizon`` 7): a cold fit with the calibration
 takes about 11 s, against 1.6 s for Prophet's own interval (one cold fit, then ten
 refits 7 candles apart at 0.7-1.3 s each, and a 0.1 s forecast at each origin); a warm
 refit (0.57 s) and a 7-step predict (0.06 s) cost what they did. In a walk-forward the
-calibration is one cold fit per fold: a fold of 120 origins refitted at about 0.6 s
-each takes about 75 s, so about 13 % more.
+calibration is one cold fit per fold (the fit at its cutoff): a fold of 120 origins
+refitted at about 0.6 s each takes about 75 s, so about 13 % more.
 
 Too few candles: the chain needs Prophet's minimum (10 candles, more with regressors)
 before its first origin. With fewer than that plus ``C H`` candles it uses as many
@@ -117,6 +152,7 @@ at 0 and the forecast carries a note saying where.
 
 from __future__ import annotations
 
+import contextvars
 import copy
 import functools
 import logging
@@ -125,7 +161,7 @@ import types
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from statistics import NormalDist
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 import pandas as pd
@@ -145,12 +181,20 @@ INTERVALS = ("conformal", "prophet")
 # The parameters Stan optimises, as Prophet names them.
 _STAN_PARAMS = ("k", "m", "sigma_obs", "delta", "beta")
 
+# The model whose ``updated`` is running in this thread (or task): a fit warm-started from
+# it is a refit at a later origin of its fold, which inherits its calibration.
+_REFITTING: contextvars.ContextVar[Any] = contextvars.ContextVar("prophet_refitting", default=None)
+
 
 def _quiet() -> None:
     # cmdstanpy logs every optimisation at INFO; the screens show progress instead.
     for name in ("cmdstanpy", "prophet", "prophet.plot"):
         logging.getLogger(name).setLevel(logging.WARNING)
     logging.getLogger("cmdstanpy").disabled = True
+    # "Optimization terminated abnormally. Falling back to Newton." is Prophet retrying
+    # its fit with another optimiser, which then succeeds (a failure still raises): on a
+    # command line's stderr it reads as an error the user must act on, and there is none.
+    logging.getLogger("prophet.models").setLevel(logging.ERROR)
 
 
 # --- a local random generator for Prophet's simulations ----------------------------------
@@ -376,12 +420,19 @@ class ProphetModel(Forecaster):
     interval_quantile_
         With ``interval="conformal"``: the conformal ``q`` (the interval is ``q`` times
         Prophet's spread either side of the forecast); infinite when the interval is
-        unbounded (``interval_notes_`` says why). Inherited by a warm-started refit.
+        unbounded (``interval_notes_`` says why; never zero, which would be an interval
+        of zero width). Computed by every ``fit`` (warm-started or not); inherited by a
+        refit at a later origin (:meth:`updated`), an unbounded one only for a while
+        (module docs).
     calibration_scores_
         The normalised scores, one row per calibration origin and one column per step
         (NaN where the target candle is missing).
     calibration_origins_
         Open times of the last candle of each calibration fit (the origins).
+    calibration_end_
+        Open time of the last candle the calibration read: the last candle of the fit
+        that calibrated (in a walk-forward, the fold's cutoff). A refit that inherits
+        the calibration keeps it.
     interval_notes_
         Why the interval is unbounded, when it is.
     residuals_
@@ -499,24 +550,33 @@ class ProphetModel(Forecaster):
 
     # --- fitting ------------------------------------------------------------------------
 
+    def updated(self, history: pd.DataFrame) -> Self:
+        """This model refitted on ``history`` (warm-started from this fit), keeping its
+        conformal calibration when there is a usable one (module docs): a refit at a
+        later origin of the same fold. A ``fit`` is a new calibration."""
+        token = _REFITTING.set(self)
+        try:
+            return super().updated(history)
+        finally:
+            _REFITTING.reset(token)
+
     def _fit(
         self, candles: pd.DataFrame, *, progress=None, should_stop=None, warm_start=None
     ) -> None:
         self._check_settings()
         _quiet()
+        init_from = warm_start.model_ if warm_start is not None else None
         if self.interval == "prophet":
-            self.warm_started_ = self._fit_prophet(
-                candles, warm_start.model_ if warm_start is not None else None, progress
-            )
+            self.warm_started_ = self._fit_prophet(candles, init_from, progress)
             return
-        if warm_start is not None and _same_calibration(warm_start, self):
-            # A refit (a later origin of the same fold) keeps the fold's calibration.
+        if warm_start is not None and _inherits_calibration(warm_start, self, candles):
+            # A refit at a later origin of the fold keeps the fold's calibration.
             for name in _CALIBRATION:
                 setattr(self, name, copy.copy(getattr(warm_start, name)))
-            self.warm_started_ = self._fit_prophet(candles, warm_start.model_, progress)
+            self.warm_started_ = self._fit_prophet(candles, init_from, progress)
             return
-        self._calibrate(candles, progress, should_stop)
-        self.warm_started_ = False
+        # A fit at a (fold's) cutoff, or a refit with nothing usable to inherit.
+        self.warm_started_ = self._calibrate(candles, progress, should_stop, init_from)
 
     def _training_frame(self, candles: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
         """What Prophet is fitted on (the latest ``max_train_candles``, every value
@@ -585,19 +645,26 @@ class ProphetModel(Forecaster):
         candles: pd.DataFrame,
         progress: ProgressCallback | None,
         should_stop: Callable[[], bool] | None,
-    ) -> None:
-        """The calibration chain, ending with the fit on all of ``candles`` (module docs)."""
+        init_from: Any = None,
+    ) -> bool:
+        """The calibration chain, ending with the fit on all of ``candles`` (module docs).
+
+        The chain reads ``candles`` only, and starts cold. ``init_from`` (a fitted
+        Prophet) warm-starts only the single fit made when there are too few candles for
+        the chain. Returns whether that warm start was used.
+        """
         steps, wanted, level = int(self.horizon), int(self.calibration_origins), float(self.level)
         needed = calibration_windows_needed(level)
         origins = min(wanted, (len(candles) - self._required_history()) // steps)
         self.calibration_scores_ = np.empty((0, steps))
         self.calibration_origins_ = pd.DatetimeIndex([], tz="UTC", name="timestamp")
+        self.calibration_end_ = candles.index[-1]
         self.interval_notes_ = ()
         if origins * steps < needed:  # the chain cannot reach the level: do not run it
-            self._fit_prophet(candles, None, progress)
+            warm_started = self._fit_prophet(candles, init_from, progress)
             self.interval_quantile_ = np.inf
             self.interval_notes_ = (self._too_few_note(len(candles), needed, wanted, steps, level),)
-            return
+            return warm_started
         self._training_frame(candles)  # unusable candles: say so for all of them
         ends = [len(candles) - (origins - j) * steps for j in range(origins)]
         scores = np.full((origins, steps), np.nan)
@@ -622,9 +689,14 @@ class ProphetModel(Forecaster):
         self._fit_prophet(candles, previous, progress, (origins / (origins + 1), 1.0))
         self.calibration_scores_ = scores
         self.calibration_origins_ = candles.index[[end - 1 for end in ends]]
-        self.interval_quantile_ = pooled_conformal_quantile(scores, level)
-        if not np.isfinite(self.interval_quantile_):
+        quantile = pooled_conformal_quantile(scores, level)
+        if not np.isfinite(quantile):
             self.interval_notes_ = (self._unbounded_scores_note(scores, needed),)
+        elif not quantile > 0:  # a zero-width interval would claim certainty
+            quantile = np.inf
+            self.interval_notes_ = (self._zero_scores_note(scores),)
+        self.interval_quantile_ = float(quantile)
+        return False
 
     def _too_few_note(self, n: int, needed: int, wanted: int, steps: int, level: float) -> str:
         least = -(-needed // steps)  # origins for ``needed`` scores
@@ -641,6 +713,14 @@ class ProphetModel(Forecaster):
             f"{needed} out-of-sample errors, from {least} origin(s) {steps} candle(s) apart "
             f"after Prophet's first {first} candles, so at least {first + least * steps} "
             f"candles; got {n}. Choose a longer date range."
+        )
+
+    def _zero_scores_note(self, scores: np.ndarray) -> str:
+        known = scores[~np.isnan(scores)]
+        return (
+            f"Prophet's interval is unbounded: {int((known == 0).sum())} of its {known.size} "
+            "calibration errors were zero (the closes did not change), and a zero-width "
+            f"{float(self.level) * 100:g} % interval would claim certainty."
         )
 
     def _unbounded_scores_note(self, scores: np.ndarray, needed: int) -> str:
@@ -710,7 +790,15 @@ class ProphetModel(Forecaster):
             _, centre, lower, upper = self._simulate(horizon, history)
         if self.log_transform:
             with np.errstate(over="ignore"):  # an unbounded side is 0 or inf in price
-                return np.exp(centre), np.exp(lower), np.exp(upper), tuple(notes)
+                price_upper = np.exp(upper)
+            if not notes and not np.isfinite(price_upper).all():
+                # A finite bound on the log scale so wide that it overflows in price (a
+                # calibration made on a nearly flat stretch): unbounded, and said so.
+                notes = [
+                    "Prophet's interval is unbounded: its calibrated width overflows in price "
+                    "(the calibration errors were measured against a spread near zero)."
+                ]
+            return np.exp(centre), np.exp(lower), price_upper, tuple(notes)
         # An unbounded lower side is 0, as a price is bounded below; a finite bound or a
         # forecast below zero is floored with a note.
         notes += _below_zero_notes(centre, np.where(np.isfinite(lower), lower, 0.0))
@@ -742,19 +830,35 @@ class ProphetModel(Forecaster):
         return centre - half, centre + half, notes
 
 
-#: The fitted attributes of the conformal interval, inherited by a warm-started refit.
+#: The fitted attributes of the conformal interval, inherited by a refit at a later origin.
 _CALIBRATION = (
     "interval_quantile_",
     "calibration_scores_",
     "calibration_origins_",
+    "calibration_end_",
     "interval_notes_",
 )
 
 
-def _same_calibration(previous: ProphetModel, model: ProphetModel) -> bool:
-    """Whether ``model`` may inherit ``previous``'s calibration: the same settings, and a
-    conformal calibration to inherit."""
-    return hasattr(previous, "interval_quantile_") and previous.get_params() == model.get_params()
+def _inherits_calibration(
+    previous: ProphetModel, model: ProphetModel, candles: pd.DataFrame
+) -> bool:
+    """Whether ``model``, being fitted on ``candles`` warm-started from ``previous``,
+    inherits its calibration instead of calibrating (module docs): only a refit at a
+    later origin (``previous.updated``) with the same settings, of a ``q`` finite and
+    above zero; or of an unbounded one (``inf``) from a chain that ran, until every
+    calibration target would be new."""
+    if _REFITTING.get() is not previous or previous.get_params() != model.get_params():
+        return False
+    if not all(hasattr(previous, name) for name in _CALIBRATION):
+        return False
+    q = float(previous.interval_quantile_)
+    if 0.0 < q < np.inf:
+        return True
+    if q != np.inf or len(previous.calibration_scores_) == 0:
+        return False  # 0 or NaN (no calibration gives them), or the chain was not run
+    later = int((candles.index > previous.calibration_end_).sum())
+    return later < int(model.calibration_origins) * int(model.horizon)
 
 
 def _stop_if_asked(should_stop: Callable[[], bool] | None) -> None:
