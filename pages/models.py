@@ -147,7 +147,7 @@ if forecasts:
 for forecast in forecasts:
     for note in forecast.notes:
         st.info(f"**{forecast.model}**: {note}", icon=":material/info:")
-if "lstm" in models:
+if "lstm" in models and models["lstm"].epochs_trained_:  # no network on flat closes
     state.chart(loss_chart(models["lstm"].loss_history_), key="loss_chart")
     st.caption(f"LSTM trained for {models['lstm'].epochs_trained_} epochs (early stopping).")
 if "prophet" in models and models["prophet"].train_candles_ < len(dataset.candles):

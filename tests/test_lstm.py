@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 import zipfile
 from collections import OrderedDict
 from pathlib import Path
@@ -521,3 +522,195 @@ def test_price_targets_are_the_closes_k_timeframes_later() -> None:
             assert list(targets[row]) == [close[t + day], close[t + 2 * day]]
         else:
             assert np.isnan(targets[row]).all()
+
+
+# --- closes that never change ---------------------------------------------------------------
+
+FIELD = Path(__file__).resolve().parents[1].parent / "shared" / "field-cases"
+
+
+def _no_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail the test if any network is built or fetched (none is trained on flat closes)."""
+
+    def refuse(spec: tuple) -> None:
+        raise AssertionError("a network was used for closes that never change")
+
+    monkeypatch.setattr(lstm_module._POOL, "get", refuse)
+
+
+@pytest.mark.parametrize(
+    ("target", "interval", "features"),
+    [
+        ("log_return", "conformal", "rsi:14,macd:12:26:9,log_return"),
+        ("price", "conformal", ""),
+        ("log_return", "mc_dropout", "bollinger:20:2,volume_change"),
+    ],
+)
+def test_flat_closes_forecast_no_change_with_a_note_and_an_unbounded_interval(
+    monkeypatch: pytest.MonkeyPatch, target: str, interval: str, features: str
+) -> None:
+    # A stablecoin pegged at exactly 1.0: every target is 0 (or 1.0), their std is 0.
+    candles = candles_from_close(np.ones(120))
+    _no_network(monkeypatch)
+    model = LSTM(**TINY, target=target, interval=interval, features=features)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        assert model.fit(candles) is model
+        forecast = model.predict(5)
+        shorter = model.predict(3)
+    assert (forecast.mean == 1.0).all()  # exactly the last close, every step
+    assert (forecast.lower == 0.0).all()
+    assert (forecast.upper == np.inf).all()  # no zero-width claim of certainty
+    assert forecast.level == 0.9
+    (note,) = forecast.notes
+    assert note.startswith(
+        "The training closes never change (all 120 candles from 2022-01-03 00:00 to "
+        "2022-05-02 00:00 UTC close at 1): the LSTM forecasts no change (the last close)"
+    )
+    assert "Its interval is unbounded" in note
+    assert "\n" not in note
+    assert shorter.notes == (note,)
+    np.testing.assert_array_equal(shorter.mean, [1.0, 1.0, 1.0])
+    assert model.no_change_ == note
+    assert model.epochs_trained_ == 0
+    assert model.loss_history_ == {}
+    assert not hasattr(model, "weights_")
+    assert np.isinf(model.interval_quantiles_).all()
+    with pytest.raises(ConfigurationError, match="trained for 5 steps ahead; asked for 6"):
+        model.predict(6)
+
+
+def test_flat_closes_within_rounding_noise_are_flat(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Closes one float64 step apart: their spread is rounding noise, not a move;
+    # standardising by it would blow the noise up to unit size.
+    close = np.where(np.arange(120) % 3 == 0, np.nextafter(1.0, 2.0), 1.0)
+    candles = candles_from_close(close)
+    _no_network(monkeypatch)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        forecast = LSTM(**TINY).fit(candles).predict(5)
+    assert (forecast.mean == close[-1]).all()
+    assert forecast.notes[0].startswith("The training closes never change")
+
+
+def test_a_flat_fit_forecasts_no_change_from_later_candles_refits_and_saves(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    rng = np.random.default_rng(3)
+    moved = np.r_[np.ones(120), 1.0 + 0.001 * rng.standard_normal(10)]
+    candles = candles_from_close(moved)
+    _no_network(monkeypatch)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        model = LSTM(**TINY).fit(candles.iloc[:120])
+        # Conditioning on new candles: no change from the last one given, not from the fit's.
+        for end in (125, 130):
+            history = candles.iloc[:end]
+            assert model.updated(history) is model
+            forecast = model.predict(5, history=history)
+            assert (forecast.mean == moved[end - 1]).all()
+            assert forecast.timestamps[0] == history.index[-1] + pd.Timedelta(days=1)
+            assert (forecast.upper == np.inf).all()
+            assert forecast.notes == (model.no_change_,)
+        # A refit warm-started from it (the LSTM ignores warm starts) is flat too.
+        refit = LSTM(**TINY).fit(candles.iloc[:120], warm_start=model)
+        assert refit.no_change_ == model.no_change_
+        np.testing.assert_array_equal(refit.predict(5).mean, np.ones(5))
+    # Saved and loaded (the file holds an untrained network; the JSON says no change).
+    monkeypatch.undo()
+    loaded = LSTM.load(model.save(tmp_path / "flat.keras"))
+    assert loaded.no_change_ == model.no_change_
+    again = loaded.predict(5, history=candles)
+    assert (again.mean == moved[-1]).all()
+    assert again.notes == (model.no_change_,)
+
+
+def test_closes_that_move_only_in_the_validation_tail_train_no_network(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Flat for 110 candles, then moving: every training window's targets are flat (the
+    # tail's first window ends at candle 104), so there is still nothing to learn.
+    close = np.r_[np.ones(110), 1.0 + 0.001 * np.arange(1, 11)]
+    candles = candles_from_close(close)
+    _no_network(monkeypatch)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        model = LSTM(**TINY).fit(candles)
+        forecast = model.predict(5)
+    assert (forecast.mean == close[-1]).all()
+    assert (forecast.upper == np.inf).all()
+    (note,) = forecast.notes
+    assert note.startswith(
+        f"The training closes never change: the targets of all {len(model.training_windows_)} "
+        "training windows are flat"
+    )
+    assert len(model.training_windows_) > 0
+    assert len(model.calibration_windows_) > 0
+
+
+def test_a_nearly_flat_series_with_one_tiny_move_still_trains() -> None:
+    # Pegged at 1.0, then 1.0001 from candle 60 on: the move is in the training targets.
+    close = np.where(np.arange(120) < 60, 1.0, 1.0001)
+    candles = candles_from_close(close)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        model = LSTM(**TINY).fit(candles)
+        forecast = model.predict(5)
+    assert model.no_change_ is None
+    assert model.epochs_trained_ > 0
+    assert model.target_std_ > 0
+    assert model.weights_
+    assert np.isfinite(forecast.mean).all()
+    assert (np.abs(forecast.mean - 1.0001) < 0.01).all()
+    assert np.isfinite(forecast.lower).all()
+    assert np.isfinite(forecast.upper).all()
+    assert (forecast.upper > forecast.lower).all()
+    assert forecast.notes == ()
+
+
+def test_a_constant_input_is_centred_not_divided_by_its_zero_spread() -> None:
+    # The closes move but the volume never does: volume_change is 0 throughout.
+    candles = sine_trend_candles(150, noise=0.01)
+    candles["volume"] = 1000.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        model = LSTM(**TINY, features="volume_change,log_return").fit(candles)
+        forecast = model.predict(5)
+    column = model.input_columns_.index("volume_change")
+    assert model.scale_std_[column] == 1.0
+    assert model.no_change_ is None
+    assert np.isfinite(forecast.mean).all()
+    assert np.isfinite(forecast.upper).all()
+
+
+def test_the_pegged_stablecoin_field_case_forecasts_its_peg() -> None:
+    path = FIELD / "stablecoin_USDC-USDT_1d_flat.csv"
+    if not path.is_file():
+        pytest.skip(f"{path} is absent (the shared field cases sit beside the repository)")
+    from forecasting.data import read_ohlcv_csv
+
+    candles = read_ohlcv_csv(path).candles
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        model = LSTM(**TINY).fit(candles.iloc[:100])  # the pegged stretch
+        forecast = model.predict(5)
+        later = model.predict(5, history=candles)
+    assert (forecast.mean == 1.0).all()
+    assert (forecast.upper == np.inf).all()
+    assert forecast.notes[0].startswith("The training closes never change")
+    assert (later.mean == candles["close"].iloc[-1]).all()
+
+
+def test_a_zero_conformal_quantile_is_unbounded_not_zero_width(
+    monkeypatch: pytest.MonkeyPatch, candles: pd.DataFrame
+) -> None:
+    # At least k of the tail's errors zero (a tail whose closes never changed, forecast
+    # exactly): q = 0 would be a zero-width interval. It is unbounded, with the reason.
+    monkeypatch.setattr(lstm_module, "conformal_quantile", lambda scores, level: np.zeros(5))
+    model = LSTM(**TINY).fit(candles)
+    forecast = model.predict(5)
+    assert np.isinf(model.interval_quantiles_).all()
+    assert (forecast.lower == 0.0).all()
+    assert (forecast.upper == np.inf).all()
+    (note,) = forecast.notes
+    assert note.startswith("The interval is unbounded at some steps: at least 15 of the 15 ")

@@ -364,3 +364,24 @@ def test_a_zero_close_is_refused_in_one_line_never_a_traceback(
     model = make_model(alias, **settings).fit(candles.iloc[:100])
     with pytest.raises(DataFormatError, match="the candle at 2022-03-04"):
         model.predict(HORIZON, history=broken.iloc[:110])
+
+
+@pytest.mark.parametrize(("alias", "settings", "too_few"), CASES)
+def test_closes_that_never_change_get_no_zero_width_interval(
+    alias: str, settings: dict, too_few: int
+) -> None:
+    """A stablecoin pegged at 1.0000: the forecast is no change, and no model claims
+    certainty with a zero-width interval; an interval with no spread to draw it from is
+    unbounded and its forecast says so."""
+    candles = sine_trend_candles(120, noise=0.01)
+    candles[["open", "high", "low", "close"]] = 1.0
+    model = make_model(alias, **settings).fit(candles)
+    forecast = model.predict(HORIZON)
+
+    np.testing.assert_allclose(forecast.mean, 1.0, rtol=1e-3)
+    if forecast.lower is None:
+        return
+    width = forecast.upper - forecast.lower
+    assert not np.any(width == 0), f"{alias} claims a zero-width interval"
+    if np.isinf(forecast.upper).any():
+        assert any("unbounded" in note for note in forecast.notes), forecast.notes

@@ -55,11 +55,26 @@ origins; a change of regime after the tail breaks the assumption).
 
 When ``k > n`` (fewer than ``level / (1 - level)`` tail windows: 9 for 90 %, 19 for
 95 %) no finite score reaches the rank: ``q`` is infinite and the interval is
-unbounded, lower 0 and upper ``inf`` in price with the log-return target (``-inf``
-and ``inf`` with the price target), and the forecast carries a note saying how many
-windows the level needs. The tail also chooses the early-stopping epoch, a selection
+unbounded, lower 0 and upper ``inf`` in price (with either target: a price is never
+below zero), and the forecast carries a note saying how many windows the level needs.
+A ``q`` of zero (at least ``k`` of the tail's errors were zero: closes that never
+changed there) would be an interval of zero width, a claim of certainty: it is stored
+as ``inf`` too, and the note says why. The tail also chooses the early-stopping epoch, a selection
 among at most ``epochs`` networks; its effect on the residuals is small but makes the
 guarantee approximate.
+
+Closes that never change
+------------------------
+When the training targets never change (a stablecoin pegged at exactly 1.0000: every
+close the same, so every log return 0; or a spread of the targets within a few rounding
+errors of their level, :data:`FLAT_TOLERANCE`), there is nothing to learn and no scale
+to standardise the targets by (their standard deviation is 0). No network is trained:
+the model forecasts no change (the last close of the history, for every step, also
+from a later origin given with ``history=``), with a note. Its interval is unbounded
+(lower 0, upper ``inf``) with that note: a series that never moved in training gives no
+errors to calibrate on, and a zero-width interval would claim a certainty the model
+cannot back. An input column that is constant in training keeps a scale of 1 (it is
+centred to 0), so no division by a zero or rounding-noise scale happens anywhere.
 
 Engineering
 -----------
@@ -105,6 +120,9 @@ TAIL_EXTRA = 600
 INTERVALS = ("conformal", "mc_dropout")
 # Rows per forward pass when drawing MC-dropout samples for the calibration windows.
 MC_CHUNK = 4096
+# A spread of at most this many times the level (a few rounding errors) is no movement:
+# standardising by it would blow rounding noise up to unit size.
+FLAT_TOLERANCE = 8 * float(np.finfo("float64").eps)
 
 
 def _keras():
@@ -270,7 +288,11 @@ class LSTM(Forecaster):
     ----------
     interval_quantiles_
         The conformal ``q`` per step (absolute error, or normalised score for MC
-        dropout); infinite when the validation tail is too short for the level.
+        dropout); infinite when the validation tail is too short for the level, or when
+        it would be zero.
+    no_change_
+        ``None`` for a trained network; otherwise the note saying why no network was
+        trained (the training closes never change) and the model forecasts no change.
     training_windows_, calibration_windows_
         Open times of the last candle of each window trained on, and of each window of
         the validation tail (early stopping and calibration).
@@ -412,6 +434,13 @@ class LSTM(Forecaster):
     ) -> None:
         self._validate_settings()
         lookback, horizon = int(self.lookback), int(self.horizon)
+        self.no_change_ = None
+        close = candles["close"].to_numpy(dtype="float64")
+        if _is_flat(close, float(np.abs(close).max())):
+            # Nothing to learn, nor to scale the targets by: checked before the inputs,
+            # which a series that never moves may leave undefined.
+            self._fit_no_change(candles, self._flat_closes_note(candles))
+            return
         inputs = self._inputs(candles)
         values = inputs.to_numpy(dtype="float64")
         defined = np.isfinite(values).all(axis=1)
@@ -423,7 +452,10 @@ class LSTM(Forecaster):
         # The scaler sees only the training rows (the window given to fit).
         self.scale_mean_ = values[defined].mean(axis=0)
         std = values[defined].std(axis=0)
-        self.scale_std_ = np.where(std > 0, std, 1.0)
+        # A constant input (or one varying by rounding noise only) is centred, not
+        # divided by its (near) zero spread.
+        level = np.abs(values[defined]).max(axis=0)
+        self.scale_std_ = np.where(std > FLAT_TOLERANCE * level, std, 1.0)
         self.input_columns_ = list(inputs.columns)
         scaled = (values - self.scale_mean_) / self.scale_std_
 
@@ -458,6 +490,11 @@ class LSTM(Forecaster):
             )
         self.training_windows_ = candles.index[ends[train]]
         self.calibration_windows_ = candles.index[ends[val]]
+        if self._flat_target(y[train]):
+            # The closes move, but not in any training window's targets (only in the
+            # warm-up or in the validation tail): a network would learn a constant.
+            self._fit_no_change(candles, self._flat_targets_note(int(train.sum())))
+            return
         self.target_mean_, self.target_std_ = self._target_scale(y[train])
         y_scaled = ((y - self.target_mean_) / self.target_std_).astype("float32")
         X_train, y_train = X[train], y_scaled[train]
@@ -497,11 +534,64 @@ class LSTM(Forecaster):
         scores = np.abs(self._paths(y[val]) - point)
         if self.interval == "mc_dropout":
             scores = scores / spread
-        self.interval_quantiles_ = conformal_quantile(scores, float(self.level))
+        q = conformal_quantile(scores, float(self.level))
+        # A zero q (at least k zero errors: a tail whose closes never changed) would be
+        # a zero-width interval, a claim of certainty: unbounded instead, with a note.
+        self.interval_quantiles_ = np.where(q > 0, q, np.inf)
 
     def _target_scale(self, y: np.ndarray) -> tuple[float, float]:
-        std = float(y.std())
-        return float(y.mean()), std if std > 0 else 1.0
+        """Mean and standard deviation of the training targets (never a flat set: see
+        :meth:`_flat_target`, checked first)."""
+        return float(y.mean()), float(y.std())
+
+    def _flat_target(self, y: np.ndarray) -> bool:
+        """True when the training targets never change (up to rounding noise).
+
+        Log returns are already relative to the price, so their level is 1 (a log
+        return of one rounding error is no move); prices are measured against their own
+        size.
+        """
+        y = np.asarray(y, dtype="float64")
+        level = 1.0 if self.target == "log_return" else float(np.abs(y).max())
+        return _is_flat(y, level)
+
+    def _fit_no_change(self, candles: pd.DataFrame, note: str) -> None:
+        """The fitted state of a model that forecasts no change (no network trained)."""
+        self.no_change_ = note
+        with np.errstate(all="ignore"):  # only the column names are read
+            self.input_columns_ = list(self._inputs(candles).columns)
+        if not hasattr(self, "training_windows_"):
+            self.training_windows_ = candles.index[:0]
+            self.calibration_windows_ = candles.index[:0]
+        close = float(candles["close"].iloc[-1])
+        self.target_mean_ = 0.0 if self.target == "log_return" else close
+        self.target_std_ = 0.0
+        self.interval_quantiles_ = np.full(int(self.horizon), np.inf)
+        self.loss_history_ = {}
+        self.epochs_trained_ = 0
+
+    @staticmethod
+    def _flat_closes_note(candles: pd.DataFrame) -> str:
+        close = float(candles["close"].iloc[0])
+        first, last = candles.index[0], candles.index[-1]
+        return (
+            f"The training closes never change (all {len(candles)} candles from "
+            f"{first:%Y-%m-%d %H:%M} to {last:%Y-%m-%d %H:%M} UTC close at {close:g}): the "
+            "LSTM forecasts no change (the last close) and trains no network. Its interval "
+            "is unbounded: closes that never moved give no errors to calibrate it on, and a "
+            "zero-width interval would claim certainty."
+        )
+
+    @staticmethod
+    def _flat_targets_note(n_train: int) -> str:
+        return (
+            "The training closes never change: the targets of all "
+            f"{n_train} training windows are flat (the closes move only in the warm-up or "
+            "in the validation tail, which is not trained on), so the LSTM forecasts no "
+            "change (the last close) and trains no network. Its interval "
+            "is unbounded: targets that never moved give no errors to calibrate it on, and "
+            "a zero-width interval would claim certainty."
+        )
 
     def _paths(self, y: np.ndarray) -> np.ndarray:
         """Targets -> cumulative log returns (or prices) per step."""
@@ -619,6 +709,12 @@ class LSTM(Forecaster):
                 f"This LSTM was trained for {self.horizon} steps ahead; asked for {horizon}. "
                 "Retrain it with a longer horizon."
             )
+        if getattr(self, "no_change_", None) is not None:
+            # No network: no change from the last close of the history given.
+            last_close = float(history["close"].iloc[-1])
+            mean = np.full(horizon, last_close)
+            lower, upper = np.zeros(horizon), np.full(horizon, np.inf)
+            return mean, lower, upper, (self.no_change_,)
         values = self.input_window(history).to_numpy(dtype="float64")
         window = ((values - self.scale_mean_) / self.scale_std_).astype("float32")[None, ...]
         last_close = float(history["close"].iloc[-1])
@@ -655,6 +751,13 @@ class LSTM(Forecaster):
 
     def _unbounded_note(self) -> str:
         n, level = len(self.calibration_windows_), float(self.level)
+        if n >= calibration_windows_needed(level):
+            k = conformal_rank(n, level)
+            return (
+                f"The interval is unbounded at some steps: at least {k} of the {n} "
+                "validation-tail errors there were zero or undefined (closes that never "
+                "changed in the tail), and a zero-width interval would claim certainty."
+            )
         return (
             f"The interval is unbounded: the validation tail holds {n} window(s), too few "
             f"for a {level * 100:g} % interval, which needs at least "
@@ -675,20 +778,29 @@ class LSTM(Forecaster):
         path = Path(path)
         if path.suffix != ".keras":
             raise ConfigurationError("Save LSTM models to a .keras file.")
-        if not hasattr(self, "weights_"):
+        no_change = getattr(self, "no_change_", None)
+        if not hasattr(self, "weights_") and no_change is None:
             raise ConfigurationError("Fit the LSTM before saving it.")
         network = _POOL.get(self._spec(len(self.input_columns_)))
         with network.lock:
-            network.model.set_weights(self.weights_)
+            if no_change is None:
+                network.model.set_weights(self.weights_)
+            else:
+                # No network was trained: the file holds the seed's untrained one (the
+                # same two files for every LSTM); load reads the JSON's no_change.
+                network.reset(int(self.seed))
             network.model.save(path)
         tail = self.history_.iloc[-(self._window_history() + TAIL_EXTRA) :]
+        scale_mean = getattr(self, "scale_mean_", None)
+        scale_std = getattr(self, "scale_std_", None)
         state = {
             "params": self.get_params(),
             "timeframe": self.timeframe_,
             "calendar": self.calendar_,
+            "no_change": no_change,
             "input_columns": self.input_columns_,
-            "scale_mean": self.scale_mean_.tolist(),
-            "scale_std": self.scale_std_.tolist(),
+            "scale_mean": None if scale_mean is None else scale_mean.tolist(),
+            "scale_std": None if scale_std is None else scale_std.tolist(),
             "target_mean": self.target_mean_,
             "target_std": self.target_std_,
             "interval_quantiles": [
@@ -712,13 +824,16 @@ class LSTM(Forecaster):
         path = Path(path)
         state = json.loads(Path(f"{path}.json").read_text(encoding="utf-8"))
         model = cls(**state["params"])
-        network_model = keras.models.load_model(path, safe_mode=True, compile=False)
-        model.weights_ = [w.copy() for w in network_model.get_weights()]
+        model.no_change_ = state.get("no_change")
+        if model.no_change_ is None:
+            network_model = keras.models.load_model(path, safe_mode=True, compile=False)
+            model.weights_ = [w.copy() for w in network_model.get_weights()]
         model.timeframe_ = state["timeframe"]
         model.calendar_ = state["calendar"]
         model.input_columns_ = state["input_columns"]
-        model.scale_mean_ = np.asarray(state["scale_mean"])
-        model.scale_std_ = np.asarray(state["scale_std"])
+        if state["scale_mean"] is not None:
+            model.scale_mean_ = np.asarray(state["scale_mean"])
+            model.scale_std_ = np.asarray(state["scale_std"])
         model.target_mean_ = state["target_mean"]
         model.target_std_ = state["target_std"]
         model.interval_quantiles_ = np.asarray(
@@ -742,6 +857,18 @@ def _from_ms(values: list[int]) -> pd.DatetimeIndex:
     return pd.DatetimeIndex(pd.to_datetime(values, unit="ms", utc=True), name="timestamp").as_unit(
         "ms"
     )
+
+
+def _is_flat(values: np.ndarray, level: float) -> bool:
+    """True when the finite ``values`` never change: all equal, or a standard deviation
+    of at most :data:`FLAT_TOLERANCE` times ``level`` (rounding noise)."""
+    values = np.asarray(values, dtype="float64")
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return False
+    if values.min() == values.max():
+        return True
+    return float(values.std()) <= FLAT_TOLERANCE * abs(float(level))
 
 
 # --- time steps and targets -------------------------------------------------------------
