@@ -130,29 +130,38 @@ def test_progress_is_reported_once_per_epoch(candles: pd.DataFrame) -> None:
     assert [d["loss"] for *_, d in calls] == pytest.approx(model.loss_history_["loss"])
 
 
-@pytest.mark.parametrize(
-    ("stop_after", "epochs_reported"),
-    [
-        (0, 1),  # stop asked at once: the first epoch finishes, then it stops
-        (1, 2),  # stop asked after the first epoch's check
-    ],
-)
+@pytest.mark.parametrize("after_epochs", [0, 1])
 def test_should_stop_cancels_and_leaves_the_model_unfitted(
-    candles: pd.DataFrame, stop_after: int, epochs_reported: int
+    candles: pd.DataFrame, after_epochs: int
 ) -> None:
     model = LSTM(**{**TINY, "epochs": 5, "patience": 10}).fit(candles)  # fitted before
-    polls, reported = [], []
-
-    def should_stop() -> bool:
-        polls.append(1)
-        return len(polls) > stop_after
+    reported = []
 
     with pytest.raises(Cancelled) as caught:
-        model.fit(candles, progress=lambda *a: reported.append(a), should_stop=should_stop)
+        model.fit(
+            candles,
+            progress=lambda *a: reported.append(a),
+            should_stop=lambda: len(reported) >= after_epochs,
+        )
     assert isinstance(caught.value, ForecastingError)
-    assert len(reported) == epochs_reported
+    # Stopped at the first poll after the request: before any batch of the next epoch.
+    assert len(reported) == after_epochs
     with pytest.raises(NotFittedError):
         model.predict(1)  # not the new scaler with the old weights
+
+
+def test_cancel_is_polled_between_batches_within_an_epoch(candles: pd.DataFrame) -> None:
+    from forecasting.models._graph_training import BATCHES_PER_CALL
+
+    settings = {**TINY, "epochs": 1, "batch_size": 4}
+    model = LSTM(**settings)
+    polls = []
+    model.fit(candles, should_stop=lambda: polls.append(1) and False)
+    batches = -(-len(model.training_windows_) // 4)
+    # One poll before every run of BATCHES_PER_CALL batches, so a cancel waits for at
+    # most that many batches, not for the epoch's end.
+    assert batches > BATCHES_PER_CALL
+    assert len(polls) == -(-batches // BATCHES_PER_CALL)
 
 
 def test_mc_dropout_interval_is_at_the_level_and_repeatable(candles: pd.DataFrame) -> None:

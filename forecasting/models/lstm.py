@@ -78,6 +78,15 @@ centred to 0), so no division by a zero or rounding-noise scale happens anywhere
 
 Engineering
 -----------
+* The recurrent layer is :class:`~forecasting.models.fused_lstm.FusedLSTM`, Keras' LSTM
+  (same gates, initialisers and weights layout, outputs and gradients equal to float32
+  rounding) over TensorFlow's fused CPU op ``BlockLSTM``, and training runs its batch
+  loop inside one traced graph (:class:`~forecasting.models._graph_training.GraphTrainer`:
+  the same loss, optimizer, shuffling per epoch and early-stopping rule as
+  ``keras.Model.fit``). Keras on TensorFlow runs an LSTM as a loop of small ops per time
+  step, and ``fit`` adds its own per-batch machinery: together about three times the
+  time of the arithmetic (``bench/lstm_kernel_bench.py``). ``jit_compile=True`` keeps
+  Keras' own layer and ``fit``, with a note.
 * TensorFlow is imported inside the methods that need it, never by ``import forecasting``.
 * Keras leaks about 11 MB per freshly built model, so compiled networks are kept in a
   small pool keyed by architecture (not seed) and reset (the seed's initial weights,
@@ -114,6 +123,11 @@ from forecasting.preprocessing import denoise
 __all__ = ["LSTM", "conformal_quantile", "conformal_rank", "step_positions", "step_targets"]
 
 TARGETS = ("log_return", "price")
+KERAS_KERNEL_NOTE = (
+    "The LSTM trained on Keras' own LSTM layer under Keras' fit, not the fused kernel: "
+    "jit_compile=True asks for XLA, which the fused kernel has no form of. Same "
+    "mathematics, a different order of the training rows, about twice the time."
+)
 # Candles read before a forecast window so recursive features have converged:
 # (13/14) ** 600 is about 5e-20 for RSI(14), and slower EMAs are far inside that too.
 TAIL_EXTRA = 600
@@ -131,6 +145,9 @@ def _keras():
     import keras
     import tensorflow as tf
 
+    # Registers FusedLSTM with Keras' serialisation, so saved models load in safe mode.
+    from forecasting.models import fused_lstm  # noqa: F401
+
     if not getattr(_keras, "deterministic", False):
         # Same seed, same forecast: deterministic kernels (a small cost on the CPU).
         tf.config.experimental.enable_op_determinism()
@@ -147,11 +164,16 @@ class _Network:
     """
 
     def __init__(self, keras: Any, spec: tuple) -> None:
+        from forecasting.models.fused_lstm import FusedLSTM
+
         lookback, n_inputs, horizon, layers, units, dropout, learning_rate, jit = spec
         self.keras = keras
+        # The fused kernel has no XLA form: jit_compile=True asks for Keras' own layer.
+        self.fused = jit is not True
+        recurrent = FusedLSTM if self.fused else keras.layers.LSTM
         stack: list[Any] = [keras.Input((lookback, n_inputs))]
         for layer in range(layers):
-            stack.append(keras.layers.LSTM(units, return_sequences=layer < layers - 1))
+            stack.append(recurrent(units, return_sequences=layer < layers - 1))
             if dropout > 0:
                 stack.append(keras.layers.Dropout(dropout))
         stack.append(keras.layers.Dense(horizon))
@@ -165,6 +187,16 @@ class _Network:
         self.rng_variables = [v for v in self.model.variables if id(v) not in weights]
         self.lock = threading.Lock()
         self._sampler: Any = None
+        self._trainer: Any = None
+
+    @property
+    def trainer(self) -> Any:
+        """The in-graph training loop for this network (traced once, reused by every fit)."""
+        if self._trainer is None:
+            from forecasting.models._graph_training import GraphTrainer
+
+            self._trainer = GraphTrainer(self.model)
+        return self._trainer
 
     def sample(self, batch: np.ndarray) -> np.ndarray:
         """One forward pass with dropout on (an MC-dropout sample per row).
@@ -193,9 +225,12 @@ class _Network:
                 keras.ops.convert_to_numpy(initializer(variable.shape)), dtype=variable.dtype
             )
 
+        from forecasting.models.fused_lstm import FusedLSTM
+
         for layer in self.model.layers:
-            if isinstance(layer, keras.layers.LSTM):
-                cell = layer.cell
+            if isinstance(layer, keras.layers.LSTM | FusedLSTM):
+                # Keras' LSTM keeps its weights on its cell; FusedLSTM on itself.
+                cell = layer.cell if isinstance(layer, keras.layers.LSTM) else layer
                 draw(keras.initializers.GlorotUniform(seed=next(draws)), cell.kernel)
                 draw(keras.initializers.Orthogonal(seed=next(draws)), cell.recurrent_kernel)
                 bias = np.zeros(cell.bias.shape, dtype=cell.bias.dtype)
@@ -282,7 +317,11 @@ class LSTM(Forecaster):
         Optional noise reduction of the inputs (``"none"``, ``"hampel"``, ``"median"``)
         over a trailing window; see :mod:`forecasting.preprocessing`.
     jit_compile
-        Keras' XLA switch (``"auto"`` lets Keras decide; LSTM layers fall back without it).
+        Keras' XLA switch. ``"auto"`` (default) or ``False``: the fused kernel
+        (:class:`~forecasting.models.fused_lstm.FusedLSTM`) trained by the in-graph loop
+        (:mod:`forecasting.models._graph_training`). ``True``: Keras' own LSTM layer under
+        ``keras.Model.fit`` with XLA where Keras can (the fused kernel has no XLA form);
+        the forecasts then say so in a note.
 
     Attributes
     ----------
@@ -290,6 +329,9 @@ class LSTM(Forecaster):
         The conformal ``q`` per step (absolute error, or normalised score for MC
         dropout); infinite when the validation tail is too short for the level, or when
         it would be zero.
+    kernel_
+        The recurrent layer trained: ``"fused"`` (TensorFlow's ``BlockLSTM`` op) or
+        ``"keras"`` (``keras.layers.LSTM``, with ``jit_compile=True``).
     no_change_
         ``None`` for a trained network; otherwise the note saying why no network was
         trained (the training closes never change) and the model forecasts no change.
@@ -505,30 +547,46 @@ class LSTM(Forecaster):
         with network.lock:
             network.reset(int(self.seed))
             keras.utils.set_random_seed(int(self.seed))
-            callbacks = [
-                keras.callbacks.EarlyStopping(
-                    monitor="val_loss", patience=int(self.patience), restore_best_weights=True
-                ),
-                _ProgressCallback(keras, int(self.epochs), progress, should_stop),
-            ]
-            history = network.model.fit(
-                X_train,
-                y_train,
-                validation_data=(X_val, y_val),
-                epochs=int(self.epochs),
-                batch_size=int(self.batch_size),
-                shuffle=True,
-                callbacks=callbacks,
-                verbose=0,
-            )
-            if callbacks[1].cancelled:
+            if network.fused:
+                losses, cancelled = network.trainer.fit(
+                    X_train,
+                    y_train,
+                    X_val,
+                    y_val,
+                    epochs=int(self.epochs),
+                    batch_size=int(self.batch_size),
+                    patience=int(self.patience),
+                    seed=int(self.seed),
+                    on_epoch=_epoch_reporter(int(self.epochs), progress),
+                    should_stop=should_stop,
+                )
+            else:
+                callbacks = [
+                    keras.callbacks.EarlyStopping(
+                        monitor="val_loss", patience=int(self.patience), restore_best_weights=True
+                    ),
+                    _ProgressCallback(keras, int(self.epochs), progress, should_stop),
+                ]
+                losses = network.model.fit(
+                    X_train,
+                    y_train,
+                    validation_data=(X_val, y_val),
+                    epochs=int(self.epochs),
+                    batch_size=int(self.batch_size),
+                    shuffle=True,
+                    callbacks=callbacks,
+                    verbose=0,
+                ).history
+                cancelled = callbacks[1].cancelled
+            if cancelled:
                 raise Cancelled("Training was cancelled.")
+            self.kernel_ = "fused" if network.fused else "keras"
             self.weights_ = [w.copy() for w in network.model.get_weights()]
             point = self._to_paths(np.asarray(network.model.predict_on_batch(X_val)))
             if self.interval == "mc_dropout":
                 network.reset_rng(int(self.seed))
                 spread = self._mc_spread(network, X_val)
-        self.loss_history_ = {k: [float(v) for v in vals] for k, vals in history.history.items()}
+        self.loss_history_ = {k: [float(v) for v in vals] for k, vals in losses.items()}
         self.epochs_trained_ = len(self.loss_history_.get("loss", []))
         # Scores against the real targets (not their float32 scaled copies).
         scores = np.abs(self._paths(y[val]) - point)
@@ -747,6 +805,8 @@ class LSTM(Forecaster):
                 f"The LSTM (price target) forecast a price or bound below zero {below} time(s) "
                 f"in {horizon} steps; floored at 0."
             )
+        if getattr(self, "kernel_", "fused") != "fused" and self.jit_compile is True:
+            notes.append(KERAS_KERNEL_NOTE)
         return mean[:horizon], lower[:horizon], upper[:horizon], tuple(notes)
 
     def _unbounded_note(self) -> str:
@@ -798,6 +858,7 @@ class LSTM(Forecaster):
             "timeframe": self.timeframe_,
             "calendar": self.calendar_,
             "no_change": no_change,
+            "kernel": getattr(self, "kernel_", None),
             "input_columns": self.input_columns_,
             "scale_mean": None if scale_mean is None else scale_mean.tolist(),
             "scale_std": None if scale_std is None else scale_std.tolist(),
@@ -825,6 +886,9 @@ class LSTM(Forecaster):
         state = json.loads(Path(f"{path}.json").read_text(encoding="utf-8"))
         model = cls(**state["params"])
         model.no_change_ = state.get("no_change")
+        # Files written before the fused kernel were trained on Keras' layer (the same
+        # weights layout: they load into either).
+        model.kernel_ = state.get("kernel") or "keras"
         if model.no_change_ is None:
             network_model = keras.models.load_model(path, safe_mode=True, compile=False)
             model.weights_ = [w.copy() for w in network_model.get_weights()]
@@ -990,6 +1054,22 @@ def conformal_quantile(scores: np.ndarray, level: float) -> np.ndarray:
     if k > n:
         return np.full(scores.shape[1:], np.inf)
     return np.sort(scores, axis=0)[k - 1]
+
+
+def _epoch_reporter(epochs: int, progress: ProgressCallback | None):
+    """The ``on_epoch`` of :class:`~forecasting.models._graph_training.GraphTrainer`:
+    reports each epoch as :class:`_ProgressCallback` does."""
+    if progress is None:
+        return None
+
+    def report(epoch: int, loss: float, val_loss: float) -> None:
+        progress(
+            "epoch",
+            epoch / epochs,
+            {"epoch": epoch, "epochs": epochs, "loss": loss, "val_loss": val_loss},
+        )
+
+    return report
 
 
 class _ProgressCallback:
