@@ -1,8 +1,8 @@
 """When Prophet's conformal interval is calibrated: once per walk-forward fold, at its cutoff.
 
-The walk-forward runs Prophet as one chain of warm-started fits over all the folds; each
-fold's fit at its cutoff calibrates on the errors up to that cutoff, and only the refits
-at the later origins of the fold inherit that calibration (see the module docs of
+The walk-forward runs Prophet as a chain of warm-started fits within each fold; each
+fold's cold fit at its cutoff calibrates on the errors up to that cutoff, and only the
+refits at the later origins of the fold inherit that calibration (see the module docs of
 :mod:`forecasting.models.prophet`).
 """
 

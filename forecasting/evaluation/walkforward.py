@@ -370,13 +370,12 @@ def walk_forward(
             for seed in dict.fromkeys(int(s) for s in seeds):
                 if seed != own:
                     runs.append((name, seed, _with_seed(template, seed)))
-    # A model refitted at every origin with warm starts (Prophet) is one chain over all the
-    # folds: each fold's first fit starts from the previous fold's last refit (which saw
-    # only earlier candles); what a fit at a new cutoff redoes (Prophet's calibration) is
-    # the model's to say. It goes first, and the others go fold by fold beside it, so two
-    # workers train different models side by side.
-    chained = [(run, tuple(folds)) for run in runs if _chains(run[2])]
-    jobs = chained + [(run, (fold,)) for fold in folds for run in runs if not _chains(run[2])]
+    # One job per model and fold; within a fold, a model refitted at every origin with
+    # warm starts (Prophet) is a chain, each refit starting from the previous origin's.
+    # A fold's first fit is cold, so folds are independent: the heaviest jobs (models
+    # refitted at every origin, then trained ones) go first, and two workers share them.
+    jobs = [(run, (fold,)) for fold in folds for run in runs]
+    jobs.sort(key=lambda job: _cost_rank(job[0][2]))
     total = float(sum(_weight(run[2], fold) for run, job_folds in jobs for fold in job_folds))
     done = [0.0]
     # Workers only queue their progress; the calling thread reports it, so a callback
@@ -418,10 +417,9 @@ def walk_forward(
         (name, seed, template), job_folds = job
         rows: list[dict] = []
         notes: list[str] = []
-        previous = None
         for fold in job_folds:
-            fold_rows, fold_notes, previous = _run_fold(
-                name, seed, template, fold, candles, layout, settings, stop, advance, previous
+            fold_rows, fold_notes = _run_fold(
+                name, seed, template, fold, candles, layout, settings, stop, advance
             )
             rows.extend(fold_rows)
             notes.extend(n for n in fold_notes if n not in notes)
@@ -480,9 +478,11 @@ def walk_forward(
     )
 
 
-def _chains(model: Forecaster) -> bool:
-    """Refitted at every origin, warm-started: one chain over all the folds."""
-    return not model.capabilities.conditions_on_history and model.capabilities.warm_starts
+def _cost_rank(model: Forecaster) -> int:
+    """Which jobs to start first: refitted at every origin (0), seeded/trained (1), others."""
+    if not model.capabilities.conditions_on_history:
+        return 0
+    return 1 if model.capabilities.seeded else 2
 
 
 def _weight(model: Forecaster, fold: Fold) -> float:
@@ -511,19 +511,16 @@ def _run_fold(
     settings: BacktestSettings,
     should_stop: StopCheck | None,
     advance: Callable[[float, Fold, str, int | None], None],
-    previous: Forecaster | None = None,
-) -> tuple[list[dict], list[str], Forecaster]:
-    """One model on one fold: fit at the cutoff, forecast from every origin.
-
-    ``previous`` is the last refit of the previous fold, for a model that warm-starts.
-    Returns the rows, the notes and the fold's last model.
-    """
+) -> tuple[list[dict], list[str]]:
+    """One model on one fold: a cold fit at the cutoff, a forecast from every origin (a
+    model that cannot condition on new candles refitted there, warm-started from the
+    previous origin's fit). Returns the rows and the notes."""
     if should_stop is not None and should_stop():
         raise Cancelled("The backtest was cancelled.")
     close = candles["close"].to_numpy(dtype="float64")
     index = candles.index
     train = candles.iloc[fold.train_start : fold.cutoff + 1]
-    model = template.clone().fit(train, should_stop=should_stop, warm_start=previous)
+    model = template.clone().fit(train, should_stop=should_stop)
     refits = not model.capabilities.conditions_on_history
     rows: list[dict] = []
     notes: list[str] = []
@@ -573,7 +570,7 @@ def _run_fold(
         if refits:
             advance(1.0, fold, name, seed)
     advance(1.0, fold, name, seed)
-    return rows, notes, model
+    return rows, notes
 
 
 def default_workers() -> int:

@@ -92,12 +92,11 @@ errors just before it:
   ``warm_start``: its ``q`` comes from the ``C`` origins before the end of ``candles``,
   the last target being their last candle (``calibration_end_``), and from nothing
   else. The walk-forward (:mod:`forecasting.evaluation.walkforward`) begins each fold
-  with ``fit(candles up to the cutoff, warm_start=previous fold's last refit)``, so each
-  fold's interval is calibrated on Prophet's errors up to that fold's cutoff, never on
-  an earlier fold's (the walk-forward chains the folds by warm starts, so inheriting
-  here would keep the first fold's calibration for all of them). The chain ignores the
-  warm start: its first fit is cold, as in a cold fit, because an optimum fitted on
-  later candles would carry them into the forecast from an earlier calibration origin.
+  with a cold ``fit(candles up to the cutoff)``, so each fold's interval is calibrated
+  on Prophet's errors up to that fold's cutoff, never on an earlier fold's. Given a
+  ``warm_start``, the chain still ignores it: its first fit is cold, because an
+  optimum fitted on later candles would carry them into the forecast from an earlier
+  calibration origin.
   Such a fit is therefore exactly the cold fit on the same candles (the one exception
   is below).
 * A refit at a later origin, :meth:`updated` (``predict(horizon, history=longer)``,
