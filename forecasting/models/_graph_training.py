@@ -21,7 +21,7 @@ passed without a lower validation loss; the weights of the best epoch are restor
 the end). The order of the rows is drawn by numpy from ``(seed, epoch)``, so a seed
 gives the same fit in any process.
 
-Importing this module imports TensorFlow: only the LSTM's training path does.
+TensorFlow is imported when a trainer is made: only the LSTM's training path does.
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-import tensorflow as tf
 
 __all__ = ["GraphTrainer"]
 
@@ -58,6 +57,9 @@ class GraphTrainer:
     """
 
     def __init__(self, model: Any) -> None:
+        import tensorflow as tf
+
+        self._tf = tf
         self.model = model
         self.optimizer = model.optimizer
         variables = model.trainable_variables
@@ -127,6 +129,7 @@ class GraphTrainer:
             ``should_stop`` ended the fit (the weights are then the last ones, not the
             best).
         """
+        tf = self._tf
         x_t = tf.convert_to_tensor(np.asarray(x, dtype="float32"))
         y_t = tf.convert_to_tensor(np.asarray(y, dtype="float32"))
         x_v = np.asarray(x_val, dtype="float32")
@@ -173,7 +176,7 @@ class GraphTrainer:
         n = int(x.shape[0])
         batches = -(-n // int(batch_size))
         order = np.random.default_rng([int(seed), int(epoch)]).permutation(n).astype("int32")
-        order_t = tf.convert_to_tensor(order)
+        order_t = self._tf.convert_to_tensor(order)
         total = 0.0
         for first in range(0, batches, BATCHES_PER_CALL):
             if should_stop is not None and should_stop():
