@@ -136,7 +136,7 @@ class GraphTrainer:
         y_v = np.asarray(y_val, dtype="float32")
         history: dict[str, list[float]] = {"loss": [], "val_loss": []}
         weights = self.model.weights
-        best, best_weights, wait = np.inf, None, 0
+        best, best_weights, wait = None, None, 0
         for epoch in range(int(epochs)):
             loss = self.train_epoch(x_t, y_t, batch_size, seed, epoch, should_stop)
             if loss is None:
@@ -150,7 +150,8 @@ class GraphTrainer:
             if best_weights is None:
                 best_weights = [w.numpy() for w in weights]
             wait += 1
-            if val_loss < best:
+            # Keras counts the first epoch as an improvement whatever its loss.
+            if best is None or val_loss < best:
                 best, wait = val_loss, 0
                 best_weights = [w.numpy() for w in weights]
                 continue

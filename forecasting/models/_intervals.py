@@ -30,8 +30,9 @@ def rms(residuals: np.ndarray) -> float:
 
 
 UNBOUNDED_NOTE = (
-    "The interval is unbounded: the training closes show no change to measure a spread "
-    "from, and a zero-width interval would claim certainty."
+    "The interval is unbounded: there is no spread to draw it from (no change between "
+    "training closes one timeframe apart, or a forecast of zero), and a zero-width interval "
+    "would claim certainty."
 )
 
 
@@ -41,13 +42,15 @@ def log_interval(
     """``mean * exp(-/+ z * sigma)`` per step, for a spread ``sigma`` of log returns.
 
     Returns ``(lower, upper, notes)``. A step whose spread is zero or not finite (the
-    training closes never changed: a stablecoin pegged at 1.0000) gets the unbounded
+    training closes never changed: a stablecoin pegged at 1.0000), or whose forecast is
+    zero, gets the unbounded
     interval ``[0, inf)`` and a note, not a zero-width interval that would cover only
     if the price never moves again.
     """
     half = z_value(level) * np.asarray(sigma, dtype="float64")
     mean = np.asarray(mean, dtype="float64")
-    known = np.isfinite(half) & (half > 0)
+    # A forecast of zero (drift floored there) has no log scale to spread around.
+    known = np.isfinite(half) & (half > 0) & (mean > 0)
     with np.errstate(over="ignore", invalid="ignore"):
         lower = np.where(known, mean * np.exp(-np.where(known, half, 0.0)), 0.0)
         upper = np.where(known, mean * np.exp(np.where(known, half, 0.0)), np.inf)

@@ -112,6 +112,7 @@ import pandas as pd
 from forecasting.errors import (
     Cancelled,
     ConfigurationError,
+    DataFormatError,
     InsufficientHistory,
     NotFittedError,
 )
@@ -145,8 +146,11 @@ def _keras():
     import keras
     import tensorflow as tf
 
-    # Registers FusedLSTM with Keras' serialisation, so saved models load in safe mode.
-    from forecasting.models import fused_lstm  # noqa: F401
+    # Defines and registers FusedLSTM with Keras' serialisation, so that a saved model
+    # loads in safe mode in a process that has not trained one.
+    from forecasting.models.fused_lstm import fused_lstm_class
+
+    fused_lstm_class()
 
     if not getattr(_keras, "deterministic", False):
         # Same seed, same forecast: deterministic kernels (a small cost on the CPU).
@@ -630,12 +634,11 @@ class LSTM(Forecaster):
 
     @staticmethod
     def _flat_closes_note(candles: pd.DataFrame) -> str:
+        # The same words for every fit, so that a backtest says it once, not per fold.
         close = float(candles["close"].iloc[0])
-        first, last = candles.index[0], candles.index[-1]
         return (
-            f"The training closes never change (all {len(candles)} candles from "
-            f"{first:%Y-%m-%d %H:%M} to {last:%Y-%m-%d %H:%M} UTC close at {close:g}): the "
-            "LSTM forecasts no change (the last close) and trains no network. Its interval "
+            f"The training closes never change (every close is {close:g}): "
+            "the LSTM forecasts no change (the last close) and trains no network. Its interval "
             "is unbounded: closes that never moved give no errors to calibrate it on, and a "
             "zero-width interval would claim certainty."
         )
@@ -643,12 +646,12 @@ class LSTM(Forecaster):
     @staticmethod
     def _flat_targets_note(n_train: int) -> str:
         return (
-            "The training closes never change: the targets of all "
-            f"{n_train} training windows are flat (the closes move only in the warm-up or "
-            "in the validation tail, which is not trained on), so the LSTM forecasts no "
-            "change (the last close) and trains no network. Its interval "
-            "is unbounded: targets that never moved give no errors to calibrate it on, and "
-            "a zero-width interval would claim certainty."
+            "The training windows' targets never change (the closes move only outside them: "
+            "in the warm-up, between the training windows and the validation tail, or in the "
+            "tail, none of which is trained on), so the LSTM forecasts no change (the last "
+            "close) and trains no network. Its interval is unbounded: targets that never "
+            "moved give no errors to calibrate it on, and a zero-width interval would claim "
+            "certainty."
         )
 
     def _paths(self, y: np.ndarray) -> np.ndarray:
@@ -890,7 +893,13 @@ class LSTM(Forecaster):
         # weights layout: they load into either).
         model.kernel_ = state.get("kernel") or "keras"
         if model.no_change_ is None:
-            network_model = keras.models.load_model(path, safe_mode=True, compile=False)
+            try:
+                network_model = keras.models.load_model(path, safe_mode=True, compile=False)
+            except (TypeError, ValueError, KeyError) as exc:
+                raise DataFormatError(
+                    f"{path.name} is not an LSTM network this version can read "
+                    f"({type(exc).__name__}); train and save the model again."
+                ) from exc
             model.weights_ = [w.copy() for w in network_model.get_weights()]
         model.timeframe_ = state["timeframe"]
         model.calendar_ = state["calendar"]
