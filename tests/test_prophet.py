@@ -6,6 +6,7 @@ The contract shared with the other models is in ``test_models_contract.py``.
 
 from __future__ import annotations
 
+import copy
 import pickle
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -27,6 +28,7 @@ from forecasting.errors import (
 from forecasting.features import compute_features, parse_features
 from forecasting.models import ProphetModel
 from forecasting.models.prophet import (
+    LBFGS_HISTORY,
     _in_sample,
     normalised_scores,
     pooled_conformal_quantile,
@@ -177,9 +179,12 @@ def test_the_fast_stan_hand_off_and_local_generator_match_stock_prophet_exactly(
     from prophet import Prophet
 
     candles = sine_trend_candles(200, noise=0.01)  # 200 rows: Stan's L-BFGS, as in use
-    # Prophet's own interval, one cold fit: exactly stock Prophet, as before calibration.
+    # Prophet's own interval, one cold fit: exactly stock Prophet given the same L-BFGS
+    # memory, as before calibration.
     model = ProphetModel(seed=5, interval="prophet").fit(candles)
-    stock = Prophet(interval_width=0.9, uncertainty_samples=300).fit(model._frame(candles))
+    stock = Prophet(interval_width=0.9, uncertainty_samples=300).fit(
+        model._frame(candles), history_size=LBFGS_HISTORY
+    )
     assert type(model.model_.stan_backend) is not type(stock.stan_backend)
     for name in _STAN_PARAMS:
         np.testing.assert_array_equal(model.model_.params[name], stock.params[name])
@@ -195,6 +200,68 @@ def test_the_fast_stan_hand_off_and_local_generator_match_stock_prophet_exactly(
     # The subclasses are built on first use, yet a fitted model still pickles.
     again = pickle.loads(pickle.dumps(model)).predict(7)
     np.testing.assert_array_equal(again.lower, forecast.lower)
+
+
+@pytest.mark.parametrize("regressors", ["", "rsi:14", "rsi:14,sma:5"])
+def test_the_remembered_component_matrix_is_prophets_own(regressors: str) -> None:
+    from prophet import Prophet
+
+    candles = sine_trend_candles(160, noise=0.01)
+    models = [
+        ProphetModel(regressors=other, horizon=5, interval="prophet").fit(candles)
+        for other in ("rsi:14,sma:5", regressors, "")
+    ]  # the memory holds other settings' matrices too
+    fitted = models[1].model_
+    for frame in (fitted.history, fitted.history.iloc[-20:]):
+        features, _, _, _ = fitted.make_all_seasonality_features(frame)
+        for _ in range(2):  # computed, then remembered
+            modes = {"additive": ["weekly"], "multiplicative": []}
+            modes["additive"] += [c for c in features.columns if "_delim_" not in c]
+            expected = Prophet.regressor_column_matrix(fitted, features, copy.deepcopy(modes))
+            given = copy.deepcopy(modes)
+            got = fitted.regressor_column_matrix(features, given)
+            pd.testing.assert_frame_equal(got[0], expected[0])
+            assert got[1] == expected[1]
+            assert given == expected[1]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_fast_fourier_series_is_prophets_own_bit_for_bit(seed: int) -> None:
+    from prophet import Prophet
+
+    from forecasting.models.prophet import _prophet_classes
+
+    rng = np.random.default_rng(seed)
+    seconds = np.sort(rng.integers(0, 2_000_000_000, size=int(rng.integers(1, 400))))
+    dates = pd.Series(pd.to_datetime(seconds, unit="s"))
+    if seed % 2:
+        dates = dates.dt.tz_localize("UTC")
+    period = float(rng.choice([7, 365.25, 30.5, rng.uniform(0.1, 1000)]))
+    order = int(rng.integers(1, 12))
+    ours = _prophet_classes()["_SeededProphet"].fourier_series(dates, period, order)
+    np.testing.assert_array_equal(ours, Prophet.fourier_series(dates, period, order))
+
+
+def test_a_failed_lbfgs_falls_back_to_newton_without_its_memory(monkeypatch) -> None:
+    import cmdstanpy
+
+    calls: list[dict] = []
+    optimize = cmdstanpy.CmdStanModel.optimize
+
+    def failing_lbfgs(self, *args, **kwargs):
+        calls.append(dict(kwargs))
+        if kwargs.get("algorithm") == "LBFGS":
+            raise RuntimeError("Error during optimization! Line search failed.")
+        return optimize(self, *args, **kwargs)
+
+    monkeypatch.setattr(cmdstanpy.CmdStanModel, "optimize", failing_lbfgs)
+    candles = sine_trend_candles(200, noise=0.01)
+    forecast = ProphetModel(interval="prophet").fit(candles).predict(3)
+    assert np.isfinite(forecast.mean).all()
+    assert calls[0]["algorithm"] == "LBFGS"
+    assert calls[0]["history_size"] == LBFGS_HISTORY
+    assert calls[-1]["algorithm"] == "Newton"
+    assert "history_size" not in calls[-1]
 
 
 def test_concurrent_predictions_each_get_the_interval_they_get_alone() -> None:
