@@ -42,7 +42,9 @@ from forecasting.errors import (
     NetworkUnreachable,
     NoCandles,
     NotFittedError,
+    OverBudget,
     RateLimited,
+    ServerBusy,
     UnknownExchange,
 )
 
@@ -69,8 +71,10 @@ __all__ = [
     "NetworkUnreachable",
     "NoCandles",
     "NotFittedError",
+    "OverBudget",
     "QualityReport",
     "RateLimited",
+    "ServerBusy",
     "RetryPolicy",
     "UnknownExchange",
     "create_exchange",

@@ -19,7 +19,9 @@
     ├── InsufficientHistory          too few candles for what was asked
     ├── NotFittedError               a model was asked to forecast before it was fitted
     ├── ModelFailed                  a model's fit failed on these candles (an optimiser)
-    └── Cancelled                    the user stopped a long run (training, backtest)
+    ├── Cancelled                    the user stopped a long run (training, backtest)
+    ├── OverBudget                   a run's estimated cost is over the server's limit
+    └── ServerBusy                   the server's queue of runs is full
 
 Errors raised at a boundary (ccxt, pyarrow, csv) are chained with ``raise ... from exc``
 so the original cause stays in tracebacks and logs, while the message itself is written
@@ -45,6 +47,8 @@ __all__ = [
     "NoCandles",
     "ModelFailed",
     "NotFittedError",
+    "OverBudget",
+    "ServerBusy",
     "RateLimited",
     "UnknownExchange",
 ]
@@ -159,3 +163,11 @@ class ModelFailed(ForecastingError):
 
 class Cancelled(ForecastingError):
     """The user stopped a long run (training, a backtest) before it finished."""
+
+
+class OverBudget(ForecastingError):
+    """A run's estimated cost is over the server's limit (the message says what to lower)."""
+
+
+class ServerBusy(ForecastingError):
+    """The server already queues as many runs as it allows; try again later."""
