@@ -71,6 +71,7 @@ import pandas as pd  # noqa: E402
 import plotly.io  # noqa: E402
 from models_bench import CpuMonitor, Timing, load_candles, machine  # noqa: E402
 
+from forecasting.budget import estimate_experiment  # noqa: E402
 from forecasting.charts import (  # noqa: E402
     backtest_chart,
     forecast_chart,
@@ -142,6 +143,8 @@ class ExperimentRun:
     clock: ModelClock
     result: ExperimentResult
     others: float | None = None
+    cpu: float | None = None
+    """CPU-seconds this process and its children (Stan) used during the run."""
     """Cores' worth of CPU other processes used during the run, on average."""
 
     def stage(self, name: str) -> float:
@@ -525,7 +528,9 @@ def main(argv: list[str] | None = None) -> int:
     for number in range(1, args.runs + 1):
         print(f"[experiment_bench] run {number}/{args.runs}", file=sys.stderr, flush=True)
         run_monitor = CpuMonitor()
+        cpu_before = CpuMonitor._ours()
         run = run_once(candles, settings)
+        run.cpu = CpuMonitor._ours() - cpu_before
         run.others = run_monitor.others()
         runs.append(run)
     print("[experiment_bench] revisit", file=sys.stderr, flush=True)
@@ -533,6 +538,13 @@ def main(argv: list[str] | None = None) -> int:
     results = Results(candles, settings, runs, revisit, monitor.summary())
     facts = machine(load_before)
     print(report_markdown(results, facts) if args.markdown else report_text(results, facts))
+    estimate = estimate_experiment(settings, candles)
+    used = ", ".join(f"{run.cpu:.0f}" for run in runs if run.cpu is not None)
+    print(
+        f"\n- CPU time: runs used {used} CPU-s (this process and Stan); "
+        f"forecasting.budget.estimate_experiment says up to {estimate.seconds:.0f} CPU-s "
+        f"({', '.join(f'{p.model} {p.seconds:.0f}' for p in estimate.parts if p.seconds >= 1)})."
+    )
     return 0 if all(passed for _, passed in results.verdicts()) else 1
 
 

@@ -94,3 +94,30 @@ def test_the_lstm_trains_on_the_fused_kernel_and_says_when_it_does_not() -> None
     assert any("Keras' own LSTM layer" in n for n in fallback.predict(3).notes)
     # The same function of the same data: both forecasts are near each other.
     np.testing.assert_allclose(fused.predict(3).mean, fallback.predict(3).mean, rtol=0.05)
+
+
+def test_a_slow_network_runs_fewer_batches_between_cancel_checks() -> None:
+    from forecasting.models import _graph_training as training
+
+    small = GraphTrainer(_model())
+    assert small.batches_per_call(64) == training.BATCHES_PER_CALL
+    keras.utils.set_random_seed(1)
+    big = keras.Sequential([keras.Input((365, 3)), FusedLSTM(256), keras.layers.Dense(4)])
+    big.compile(optimizer="adam", loss="mse")
+    trainer = GraphTrainer(big)
+    # 1024 rows x 365 steps x ~267k parameters: seconds per batch, so one batch per call.
+    assert trainer.batches_per_call(1024) == 1
+    per_batch = 32 * 365 * big.count_params() * training.SECONDS_PER_PARAMETER_STEP
+    expected = int(training.CALL_SECONDS // per_batch)
+    assert 1 <= trainer.batches_per_call(32) == min(training.BATCHES_PER_CALL, max(1, expected))
+
+    # Cancel is polled before every call: ceil(batches / per call) times per epoch.
+    polls = []
+    x, y, _, _ = _data(n=96)
+    x = np.repeat(x, 8, axis=0)
+    y = np.repeat(y, 8, axis=0)  # 512 rows: 64 batches of 8
+    loss = small.train_epoch(
+        x, y, 8, seed=1, epoch=0, should_stop=lambda: polls.append(1) and False
+    )
+    assert loss is not None
+    assert len(polls) == -(-64 // training.BATCHES_PER_CALL)

@@ -36,6 +36,13 @@ __all__ = ["GraphTrainer"]
 # Batches per traced call: Python polls for a cancel between calls, every ~40 ms at the
 # LSTM's defaults, and the call's own overhead (about 0.3 ms) stays small beside them.
 BATCHES_PER_CALL = 8
+# Fewer batches per call when a batch is slow, so a cancel is seen within about this
+# many seconds (a call is never less than one batch).
+CALL_SECONDS = 0.5
+# CPU-seconds per (row x time step x trainable parameter) of one training step, forward
+# and backward (the fused LSTM kernel on the benchmark machine: 0.14 s an epoch of 2900
+# windows of 30 steps, 5223 parameters).
+SECONDS_PER_PARAMETER_STEP = 3.4e-10
 # Rows per forward pass when scoring the validation windows.
 EVAL_ROWS = 4096
 
@@ -61,6 +68,8 @@ class GraphTrainer:
 
         self._tf = tf
         self.model = model
+        steps = int(np.prod([d or 1 for d in model.input_shape[1:-1]])) or 1
+        self._row_cost = steps * int(model.count_params()) * SECONDS_PER_PARAMETER_STEP
         self.optimizer = model.optimizer
         variables = model.trainable_variables
         self.optimizer.build(variables)
@@ -179,12 +188,28 @@ class GraphTrainer:
         order = np.random.default_rng([int(seed), int(epoch)]).permutation(n).astype("int32")
         order_t = self._tf.convert_to_tensor(order)
         total = 0.0
-        for first in range(0, batches, BATCHES_PER_CALL):
+        per_call = self.batches_per_call(batch_size)
+        for first in range(0, batches, per_call):
             if should_stop is not None and should_stop():
                 return None
-            last = min(first + BATCHES_PER_CALL, batches)
+            last = min(first + per_call, batches)
             total += float(self._train(x, y, order_t, first, last, int(batch_size)))
         return total / n
+
+    def batches_per_call(self, batch_size: int) -> int:
+        """Batches per traced call: :data:`BATCHES_PER_CALL`, or fewer when the network's
+        estimated time per batch would keep a cancel waiting over :data:`CALL_SECONDS`.
+
+        It depends only on the network and the batch size, never on the machine's speed
+        at the time, so the same settings always group batches the same way (and give
+        the same losses)."""
+        per_batch = int(batch_size) * self._row_cost
+        return max(
+            1,
+            min(
+                BATCHES_PER_CALL, int(CALL_SECONDS // per_batch) if per_batch else BATCHES_PER_CALL
+            ),
+        )
 
     def _validation_loss(self, x: np.ndarray, y: np.ndarray) -> float:
         total = 0.0
