@@ -14,10 +14,18 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from forecasting.errors import InsufficientHistory, InvalidDateRange, InvalidTimeframe
+from forecasting.errors import (
+    DataUnavailable,
+    ExchangeFailure,
+    InsufficientHistory,
+    InvalidDateRange,
+    InvalidTimeframe,
+)
 
 __all__ = [
     "COLUMNS",
+    "MAX_PRICE",
+    "absurd_price",
     "future_timestamps",
     "grid_positions",
     "infer_calendar",
@@ -35,6 +43,12 @@ __all__ = [
 ]
 
 COLUMNS: tuple[str, ...] = ("open", "high", "low", "close", "volume")
+PRICES: tuple[str, ...] = ("open", "high", "low", "close")
+
+# No market quotes a price anywhere near this (Bitcoin in the weakest currency is about
+# 1e12); a larger open, high, low or close is a broken value, and near 1e308 it turns
+# into infinity in the first sum or square. Every loader refuses it.
+MAX_PRICE = 1e15
 
 # ASCII digits only, and fullmatch (not ``$``, which also matches before a trailing newline).
 _TIMEFRAME = re.compile(r"(\d+)([smhdwMy])", re.ASCII)
@@ -135,6 +149,14 @@ def frame_from_rows(rows: Iterable[Sequence[float]]) -> pd.DataFrame:
         pd.to_datetime(array[:, 0].astype("int64"), unit="ms", utc=True), name="timestamp"
     ).as_unit("ms")
     frame = pd.DataFrame(array[:, 1:], index=index, columns=list(COLUMNS))
+    found = absurd_price(frame)
+    if found is not None:
+        stamp, column, value = found
+        raise ExchangeFailure(
+            f"The exchange sent a {column} of {value!r} for the candle at "
+            f"{stamp:%Y-%m-%d %H:%M} UTC, above {MAX_PRICE:.0e}, which no market quotes. Try "
+            "another date range or another exchange."
+        )
     return normalize_ohlcv(frame)
 
 
@@ -142,13 +164,41 @@ def normalize_ohlcv(frame: pd.DataFrame) -> pd.DataFrame:
     """Sort, drop duplicate timestamps (keeping the last) and coerce dtypes.
 
     Returns a new frame; the input is not modified.
+
+    Raises
+    ------
+    DataUnavailable
+        When an open, high, low or close is above ``MAX_PRICE``; every source of
+        candles passes here (exchange rows, cache files, CSV files, the sample).
     """
     out = frame.loc[:, list(COLUMNS)].astype("float64")
     index = pd.DatetimeIndex(out.index)
     index = index.tz_localize("UTC") if index.tz is None else index.tz_convert("UTC")
     out.index = index.as_unit("ms").rename("timestamp")
+    found = absurd_price(out)
+    if found is not None:
+        stamp, column, value = found
+        raise DataUnavailable(
+            f"The candle at {stamp:%Y-%m-%d %H:%M} UTC has a {column} of {value!r}, above "
+            f"{MAX_PRICE:.0e}, which no market quotes. Load the data again from its source "
+            "or from another one."
+        )
     out = out[~out.index.duplicated(keep="last")]
     return out.sort_index(kind="stable")
+
+
+def absurd_price(frame: pd.DataFrame) -> tuple[pd.Timestamp, str, float] | None:
+    """The first open, high, low or close above ``MAX_PRICE``: open time, column, value.
+
+    ``None`` when every price is at most ``MAX_PRICE`` (or not a number: missing and
+    non-finite prices are placeholders, dropped elsewhere).
+    """
+    prices = frame.loc[:, list(PRICES)].to_numpy(dtype="float64")
+    rows, columns = np.nonzero(np.isfinite(prices) & (prices > MAX_PRICE))
+    if not len(rows):
+        return None
+    # np.nonzero lists row by row: the first hit is the earliest row's first column.
+    return frame.index[rows[0]], PRICES[columns[0]], float(prices[rows[0], columns[0]])
 
 
 def drop_unclosed(frame: pd.DataFrame, timeframe: str, now: pd.Timestamp) -> pd.DataFrame:

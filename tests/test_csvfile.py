@@ -30,7 +30,7 @@ from forecasting.data.csvfile import (
 )
 from forecasting.data.quality import dropped_nonpositive
 from forecasting.errors import DataFormatError, ForecastingError
-from forecasting.ohlcv import COLUMNS, timeframe_seconds
+from forecasting.ohlcv import COLUMNS, MAX_PRICE, timeframe_seconds
 
 HEADER = "timestamp,open,high,low,close,volume"
 ROW_A = "2024-01-01T00:00:00Z,100.5,110.25,90.125,105.0,12.5"
@@ -717,7 +717,8 @@ def test_fuzz_one_column_of_anything(column: str, cells: list[str]) -> None:
 
 
 TIMEFRAMES = st.sampled_from(["1m", "5m", "1h", "4h", "1d", "1w"])
-PRICES = st.floats(min_value=0.0, max_value=1e300, exclude_min=True, allow_nan=False)
+# every price a file may hold: anything above MAX_PRICE is refused (see test_bounded_data.py)
+PRICES = st.floats(min_value=0.0, max_value=MAX_PRICE, exclude_min=True, allow_nan=False)
 VOLUMES = st.floats(min_value=0.0, max_value=1e300, allow_nan=False, allow_infinity=False)
 
 

@@ -11,7 +11,10 @@ Safety:
   so a crash mid-write leaves the previous file intact;
 * a lock file per series (``flock``) serialises read-fetch-merge-write, so two
   sessions fetching the same series at once neither corrupt it nor lose rows;
-* a file that cannot be read is moved aside (``*.corrupt-<time>``) and fetched again.
+* a file that cannot be read is moved aside (``*.corrupt-<time>``) and fetched again;
+* a file holds at most ``max_candles_per_series`` candles (``$CFL_CACHE_MAX_CANDLES``,
+  else ``DEFAULT_MAX_CANDLES_PER_SERIES``): a write drops the oldest ones beyond that,
+  and the coverage starts at the first candle kept, so they are fetched again if asked.
 
 Candles with a zero or negative price are never returned: they are kept out of the file,
 and their open times are kept in its metadata, so every later read still reports them
@@ -43,6 +46,7 @@ from forecasting.data.quality import (
     open_times,
     with_nonpositive,
 )
+from forecasting.errors import ConfigurationError
 from forecasting.ohlcv import COLUMNS, normalize_ohlcv
 
 try:  # POSIX; Streamlit Community Cloud runs Linux
@@ -50,12 +54,23 @@ try:  # POSIX; Streamlit Community Cloud runs Linux
 except ImportError:  # pragma: no cover - Windows: atomic replace still protects readers
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["CachedSeries", "CandleCache", "default_cache_dir"]
+__all__ = [
+    "DEFAULT_MAX_CANDLES_PER_SERIES",
+    "CachedSeries",
+    "CandleCache",
+    "default_cache_dir",
+    "default_max_candles",
+]
 
 log = logging.getLogger(__name__)
 
 _META_KEY = b"crypto_forecast_lab"
 _FORMAT_VERSION = 1
+
+# Candles kept per series unless $CFL_CACHE_MAX_CANDLES says otherwise: about a year of
+# minute candles, a Parquet file of about 20 MB, read whole on every request.
+DEFAULT_MAX_CANDLES_PER_SERIES = 500_000
+MAX_CANDLES_VARIABLE = "CFL_CACHE_MAX_CANDLES"
 
 
 def default_cache_dir() -> Path:
@@ -70,9 +85,41 @@ def default_cache_dir() -> Path:
     return Path(base) / "crypto-forecast-lab"
 
 
+def default_max_candles() -> int:
+    """Candles kept per series: ``$CFL_CACHE_MAX_CANDLES`` if set, else the default.
+
+    Raises
+    ------
+    ConfigurationError
+        When the variable is set to anything but a positive whole number.
+    """
+    raw = os.environ.get(MAX_CANDLES_VARIABLE, "").strip()
+    if not raw:
+        return DEFAULT_MAX_CANDLES_PER_SERIES
+    return _positive_count(raw.replace("_", ""), MAX_CANDLES_VARIABLE)
+
+
+def _positive_count(value: object, name: str) -> int:
+    try:
+        count = int(value)  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        count = 0
+    if isinstance(value, bool) or count < 1 or (isinstance(value, float) and value != count):
+        shown = repr(value)[:40]
+        raise ConfigurationError(
+            f"{name} is {shown}: it must be a whole number of candles, at least 1, such as "
+            f"{DEFAULT_MAX_CANDLES_PER_SERIES}."
+        )
+    return count
+
+
 @dataclass(frozen=True)
 class CachedSeries:
     """Candles read from the cache and the range that was asked and answered.
+
+    A series holds at most the cache's ``max_candles_per_series`` candles, the newest:
+    writing more drops the oldest, and ``covered_start`` then moves up to the first
+    candle kept, so a later request for the dropped range fetches it again.
 
     Attributes
     ----------
@@ -106,10 +153,30 @@ class CandleCache:
     ----------
     root
         The cache folder; created on first write. Defaults to :func:`default_cache_dir`.
+    max_candles_per_series
+        The most candles one series keeps; a write drops the oldest beyond it. Defaults
+        to :func:`default_max_candles` (``$CFL_CACHE_MAX_CANDLES``, else
+        ``DEFAULT_MAX_CANDLES_PER_SERIES``).
+
+    Raises
+    ------
+    ConfigurationError
+        When the bound (given or from the environment) is not a whole number of at
+        least 1.
     """
 
-    def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
+    def __init__(
+        self,
+        root: str | os.PathLike[str] | None = None,
+        *,
+        max_candles_per_series: int | None = None,
+    ) -> None:
         self.root = Path(root) if root is not None else default_cache_dir()
+        self.max_candles_per_series = (
+            default_max_candles()
+            if max_candles_per_series is None
+            else _positive_count(max_candles_per_series, "max_candles_per_series")
+        )
 
     def path(self, source: str, symbol: str, timeframe: str) -> Path:
         """The file for one series (names made safe for every file system)."""
@@ -169,6 +236,11 @@ class CandleCache:
     ) -> Path:
         """Replace the series atomically. Call it while holding :meth:`lock`.
 
+        At most ``max_candles_per_series`` candles are kept, the newest: when there are
+        more, the oldest are dropped and the coverage written starts at the first candle
+        kept (placeholder open times before it are forgotten too), so the file stays
+        bounded and a later request for the dropped range fetches it again.
+
         Parameters
         ----------
         source, symbol, timeframe
@@ -194,6 +266,10 @@ class CandleCache:
             .union(open_times(candles.index[bad]))
             .difference(frame.index)
         )
+        if len(frame) > self.max_candles_per_series:
+            frame = frame.iloc[len(frame) - self.max_candles_per_series :]
+            covered_start = max(covered_start, frame.index[0])
+            dropped = dropped[dropped >= covered_start]
         table = pa.Table.from_pandas(frame, preserve_index=True)
         meta = {
             "version": _FORMAT_VERSION,

@@ -23,9 +23,20 @@ from typing import BinaryIO
 import numpy as np
 import pandas as pd
 
-from forecasting.data.quality import nonpositive_mask, with_nonpositive
+from forecasting.data.quality import (
+    MAX_EXPECTED_CANDLES,
+    expected_candles,
+    nonpositive_mask,
+    with_nonpositive,
+)
 from forecasting.errors import DataFormatError
-from forecasting.ohlcv import COLUMNS, infer_calendar, normalize_ohlcv, timeframe_from_seconds
+from forecasting.ohlcv import (
+    COLUMNS,
+    MAX_PRICE,
+    infer_calendar,
+    normalize_ohlcv,
+    timeframe_from_seconds,
+)
 
 __all__ = ["MAX_CSV_BYTES", "CsvData", "infer_timeframe", "read_ohlcv_csv", "write_ohlcv_csv"]
 
@@ -151,7 +162,11 @@ def read_ohlcv_csv(
     values = {}
     for name in COLUMNS:
         values[name] = _parse_numbers(
-            records[name], lines, header[mapping[name]], signed=name != "volume"
+            records[name],
+            lines,
+            header[mapping[name]],
+            signed=name != "volume",
+            limit=MAX_PRICE if name != "volume" else None,
         )
     frame = pd.DataFrame(values, index=index)
     bad = nonpositive_mask(frame)
@@ -168,7 +183,25 @@ def read_ohlcv_csv(
     stamps = candles.index.union(nonpositive)
     timeframe = infer_timeframe(stamps)
     calendar = infer_calendar(stamps, timeframe)
+    _refuse_sparse(stamps, timeframe, calendar)
     return CsvData(candles, timeframe, calendar, duplicates, nonpositive)
+
+
+def _refuse_sparse(stamps: pd.DatetimeIndex, timeframe: str, calendar: str) -> None:
+    """Refuse a file whose candles imply more than ``MAX_EXPECTED_CANDLES`` with its gaps.
+
+    A few rows one second apart and one a year later make a one-second file with 31
+    million candles missing: counting them is cheap, but charting or filling them is not.
+    """
+    expected = expected_candles(stamps, timeframe, calendar=calendar)
+    if expected > MAX_EXPECTED_CANDLES:
+        raise DataFormatError(
+            f"The file's {len(stamps):,} candles, {timeframe} apart, run from "
+            f"{stamps[0]:%Y-%m-%d %H:%M} to {stamps[-1]:%Y-%m-%d %H:%M} UTC: that span holds "
+            f"{expected:,} {timeframe} candles, over the limit of {MAX_EXPECTED_CANDLES:,}. "
+            "Resample the file to a larger timeframe, export a shorter range, or split it "
+            "where the long gaps are."
+        )
 
 
 def _refuse_placeholders(priced: int, dropped: int, line: int) -> None:
@@ -384,16 +417,34 @@ def _parse_epochs(
 
 
 def _parse_numbers(
-    values: list[str], lines: list[int], column: str, *, signed: bool = False
+    values: list[str],
+    lines: list[int],
+    column: str,
+    *,
+    signed: bool = False,
+    limit: float | None = None,
 ) -> np.ndarray:
     """The cells of one column as floats, refusing any that is not a finite number.
 
     ``signed`` lets negative numbers through: a price below zero marks a placeholder row,
     dropped later with the zero ones, while a negative volume is an error in the file.
+    ``limit`` refuses numbers above it (prices above ``MAX_PRICE``).
     """
     numbers = pd.to_numeric(pd.Series(values, dtype="object"), errors="coerce")
     array = numbers.to_numpy(dtype="float64", na_value=np.nan)
     bad_mask = ~np.isfinite(array) | (~signed & (array < 0))
+    if limit is not None:
+        too_large = np.flatnonzero(np.isfinite(array) & (array > limit))
+        # The first offending row of the file, even when an unreadable cell comes later.
+        if len(too_large) and not bad_mask[: too_large[0]].any():
+            bad = int(too_large[0])
+            raise DataFormatError(
+                f"Line {lines[bad]}, column '{column}': {_shown(values[bad])} is above "
+                f"{limit:.0e}, which no market quotes. Check the export: prices must be "
+                "plain numbers such as 42123.5.",
+                row=lines[bad],
+                column=column,
+            )
     if bad_mask.any():
         bad = int(np.flatnonzero(bad_mask)[0])
         if np.isfinite(array[bad]):

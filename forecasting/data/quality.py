@@ -15,19 +15,22 @@ also count as missing candles.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
-from forecasting.ohlcv import expected_timestamps, timeframe_offset
+from forecasting.errors import ConfigurationError
+from forecasting.ohlcv import timeframe_offset, timeframe_seconds
 
 __all__ = [
+    "MAX_EXPECTED_CANDLES",
     "NONPOSITIVE_ATTR",
     "QualityReport",
     "drop_nonpositive",
     "dropped_nonpositive",
+    "expected_candles",
     "fill_gaps",
     "nonpositive_mask",
     "open_times",
@@ -44,6 +47,13 @@ PRICES = ("open", "high", "low", "close")
 # A move is "extreme" when its log return is this many robust standard deviations
 # (1.4826 x median absolute deviation) from the median: rare enough to list by hand.
 EXTREME_SIGMAS = 8.0
+
+# The most candles a series may imply from its first open time to its last, gaps counted.
+# Reports count gaps without listing them, so their cost follows the candles received;
+# filling the gaps, or loading a file (see forecasting.data.csvfile), would build every
+# implied candle, and a few rows years apart on a one-second grid imply billions. Two
+# million is about four years of minute candles, far more than a 10 MB file holds.
+MAX_EXPECTED_CANDLES = 2_000_000
 
 
 @dataclass(frozen=True)
@@ -264,12 +274,33 @@ def fill_gaps(
 
     Returns the filled frame and the open times that were inserted, so every chart
     and table can show which candles are not real.
+
+    Raises
+    ------
+    ConfigurationError
+        When the filled series would hold more than ``MAX_EXPECTED_CANDLES`` candles
+        (checked before anything is built: a few candles years apart on a short
+        timeframe would otherwise ask for billions of rows).
     """
     if candles.empty:
         return candles.copy(), pd.DatetimeIndex([], tz="UTC", name="timestamp")
-    full = expected_timestamps(candles.index[0], candles.index[-1], timeframe, calendar=calendar)
-    full = full.union(candles.index)
-    inserted = full.difference(candles.index)
+    first_k, last_k, stamps_at = _grid_runs(candles.index, timeframe, calendar)
+    missing = int((last_k - first_k + 1).sum())
+    if not missing:
+        return candles.copy(), pd.DatetimeIndex([], tz="UTC", name="timestamp").as_unit("ms")
+    expected = len(candles) + missing
+    if expected > MAX_EXPECTED_CANDLES:
+        raise ConfigurationError(
+            f"Filling the gaps would make {expected:,} {timeframe} candles from "
+            f"{len(candles):,} real ones ({_span(candles.index)}), over the limit of "
+            f"{MAX_EXPECTED_CANDLES:,}. Choose a larger timeframe or a shorter date range, "
+            "or leave the gaps unfilled."
+        )
+    lengths = last_k - first_k + 1
+    # Every missing position, run after run: first_k repeated, plus 0, 1, ... within each run.
+    within = np.arange(missing, dtype="int64") - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    inserted = stamps_at(np.repeat(first_k, lengths) + within).rename("timestamp")
+    full = candles.index.union(inserted)
     filled = candles.reindex(full)
     previous_close = filled["close"].ffill()
     for column in ("open", "high", "low", "close"):
@@ -279,71 +310,169 @@ def fill_gaps(
     return filled, inserted
 
 
+def expected_candles(index: pd.DatetimeIndex, timeframe: str, *, calendar: str = "24/7") -> int:
+    """How many candles the timeframe implies from the first open time in ``index`` to the last.
+
+    The candles present plus the missing ones, as :attr:`QualityReport.expected` counts
+    them; computed from the differences between consecutive open times, so its cost
+    follows ``len(index)`` whatever the span.
+
+    Parameters
+    ----------
+    index
+        Candle open times, sorted and unique.
+    timeframe, calendar
+        As for :func:`quality_report`.
+    """
+    if len(index) < 2:
+        return len(index)
+    first_k, last_k, _ = _grid_runs(index, timeframe, calendar)
+    return len(index) + int((last_k - first_k + 1).sum())
+
+
+def _span(index: pd.DatetimeIndex) -> str:
+    return f"{index[0]:%Y-%m-%d %H:%M} to {index[-1]:%Y-%m-%d %H:%M} UTC"
+
+
 def _gaps(index: pd.DatetimeIndex, timeframe: str, calendar: str) -> pd.DataFrame:
     """Runs of missing candles on the grid of ``timeframe`` anchored at the first candle."""
-    columns = {
-        "start": pd.DatetimeIndex([], tz="UTC"),
-        "end": pd.DatetimeIndex([], tz="UTC"),
-        "missing": pd.Series([], dtype="int64"),
-    }
     if len(index) < 2:
-        return pd.DataFrame(columns)
-    step = timeframe_offset(timeframe)
-    if isinstance(step, pd.Timedelta) and not (calendar == "business" and timeframe == "1d"):
-        runs = _grid_runs(index, step)
-        if runs is None:
-            return pd.DataFrame(columns)
-        first, last, missing = runs
-        return pd.DataFrame({"start": first, "end": last, "missing": missing})
-    # Business days (daily candles only) and calendar months or years: the expected open
-    # times are listed, which costs their number over the span. That is bounded here: at
-    # most ~260 business days or 12 months a year, never one per minute.
-    expected = expected_timestamps(index[0], index[-1], timeframe, calendar=calendar)
-    absent = expected.difference(index)
-    if absent.empty:
-        return pd.DataFrame(columns)
-    # Consecutive missing candles form one run: a new run starts where the previous
-    # missing candle is not the expected one just before.
-    position = expected.get_indexer(absent)
-    starts = np.flatnonzero(np.diff(position, prepend=-2) != 1)
-    ends = np.append(starts[1:], len(position)) - 1
+        return pd.DataFrame(
+            {
+                "start": pd.DatetimeIndex([], tz="UTC").as_unit("ms"),
+                "end": pd.DatetimeIndex([], tz="UTC").as_unit("ms"),
+                "missing": pd.Series([], dtype="int64"),
+            }
+        )
+    first_k, last_k, stamps_at = _grid_runs(index, timeframe, calendar)
     return pd.DataFrame(
         {
-            "start": absent[starts],
-            "end": absent[ends],
-            "missing": (ends - starts + 1).astype("int64"),
+            "start": stamps_at(first_k),
+            "end": stamps_at(last_k),
+            "missing": (last_k - first_k + 1).astype("int64"),
         }
     )
 
 
-def _grid_runs(
-    index: pd.DatetimeIndex, step: pd.Timedelta
-) -> tuple[pd.DatetimeIndex, pd.DatetimeIndex, np.ndarray] | None:
-    """Missing grid points ``index[0] + k * step`` as runs, from consecutive differences.
+# The expected open times are numbered 0, 1, 2, ... from the first candle on: ``k`` is a
+# candle's position on that grid. A grid takes the candles' open times and returns the
+# positions of those exactly on it (ascending), the last position at or before the last
+# candle, and a function from positions back to open times.
+_Grid = tuple[np.ndarray, int, Callable[[np.ndarray], pd.DatetimeIndex]]
 
-    Between two consecutive candles ``a < b`` every grid point strictly between them is
-    missing: ``k`` from ``floor((a - first) / step) + 1`` to ``ceil((b - first) / step) - 1``.
-    Runs of consecutive ``k`` that an off-grid candle splits into two intervals are joined,
-    as listing every expected open time would join them.
+
+def _grid_runs(
+    index: pd.DatetimeIndex, timeframe: str, calendar: str
+) -> tuple[np.ndarray, np.ndarray, Callable[[np.ndarray], pd.DatetimeIndex]]:
+    """Runs of missing grid positions as ``(first_k, last_k, stamps_at)``.
+
+    Every position from 0 to the last one at or before the last candle that no candle
+    sits on is missing. Consecutive missing positions form one run, even when a candle
+    off the grid lies between them, as listing every expected open time would join them.
+    Cost follows the number of candles, never the number of expected ones.
     """
-    stamps = index.as_unit("ns").asi8
-    first = int(stamps[0])
-    size = int(step.value)
-    offsets = stamps - first
-    low = offsets[:-1] // size + 1
-    high = -(-offsets[1:] // size) - 1
-    holes = high >= low
-    if not holes.any():
-        return None
-    low, high = low[holes], high[holes]
-    # A run continues into the next interval when its first k follows the last one's.
-    new_run = np.r_[True, low[1:] != high[:-1] + 1]
-    starts = np.flatnonzero(new_run)
-    ends = np.append(starts[1:], len(low)) - 1
-    first_k, last_k = low[starts], high[ends]
+    index = pd.DatetimeIndex(index)
+    step = timeframe_offset(timeframe)
+    if calendar == "business" and timeframe == "1d":
+        on, last, stamps_at = _business_grid(index)
+    elif isinstance(step, pd.Timedelta):
+        on, last, stamps_at = _fixed_grid(index, timeframe_seconds(timeframe))
+    else:
+        on, last, stamps_at = _calendar_grid(index, step)
+    # Positions present, with a sentinel before the first and after the last: the holes
+    # between neighbours are the runs.
+    bounds = np.concatenate(([-1], on, [last + 1])).astype("int64")
+    holes = np.flatnonzero(np.diff(bounds) > 1)
+    return bounds[holes] + 1, bounds[holes + 1] - 1, stamps_at
+
+
+def _fixed_grid(index: pd.DatetimeIndex, seconds: int) -> _Grid:
+    """Grid ``index[0] + k * step`` for steps of a fixed length (seconds to weeks)."""
+    unit = index.unit
+    stamps = index.asi8
+    # In the index's own unit: a step of centuries (two candles far apart make one) is
+    # more nanoseconds than an int64 holds.
+    size = seconds * (_NS_PER_UNIT["s"] // _NS_PER_UNIT[unit])
+    # Unsigned: a nanosecond index can span more than an int64 holds (1677 to 2262); every
+    # difference from the first candle is non-negative, so it fits in a uint64.
+    first = stamps[:1].view("uint64")[0]
+    offsets = stamps.view("uint64") - first
+    positions = offsets // np.uint64(size)
+    on = positions[offsets % np.uint64(size) == 0].astype("int64")
 
     def stamps_at(k: np.ndarray) -> pd.DatetimeIndex:
-        nanos = first + k * size
-        return pd.DatetimeIndex(pd.to_datetime(nanos, unit="ns", utc=True)).as_unit("ms")
+        values = (first + np.asarray(k, dtype="uint64") * np.uint64(size)).view("int64")
+        return _utc_index(values, unit)
 
-    return stamps_at(first_k), stamps_at(last_k), (last_k - first_k + 1).astype("int64")
+    return on, int(positions[-1]), stamps_at
+
+
+def _business_grid(index: pd.DatetimeIndex) -> _Grid:
+    """Grid of business days (Monday to Friday) at the first candle's time of day.
+
+    As ``pd.bdate_range(first, last, normalize=False)`` lists it: a first candle on a
+    weekend starts the grid on the next Monday.
+    """
+    unit = index.unit
+    per_day = 86_400 * _NS_PER_UNIT["s"] // _NS_PER_UNIT[unit]
+    stamps = index.asi8
+    days = (stamps // per_day).astype("datetime64[D]")
+    time_of_day = stamps % per_day
+    begin = np.busday_offset(days[0], 0, roll="forward")
+    # Business days from `begin` before the last candle's day, plus that day when its grid
+    # time is not after the last candle.
+    count = int(np.busday_count(begin, days[-1])) if days[-1] >= begin else 0
+    if days[-1] >= begin and np.is_busday(days[-1]) and time_of_day[0] <= time_of_day[-1]:
+        count += 1
+    exact = np.is_busday(days) & (time_of_day == time_of_day[0]) & (days >= begin)
+    on = np.busday_count(begin, days[exact]).astype("int64")
+
+    def stamps_at(k: np.ndarray) -> pd.DatetimeIndex:
+        grid_days = np.busday_offset(begin, np.asarray(k, dtype="int64"))
+        values = grid_days.astype("int64") * per_day + time_of_day[0]
+        return _utc_index(values, unit)
+
+    return on, count - 1, stamps_at
+
+
+def _calendar_grid(index: pd.DatetimeIndex, step: pd.DateOffset) -> _Grid:
+    """Grid of calendar months or years, listed: at most 12 a year, 120,000 in all.
+
+    Each step adds the months to the previous open time, as ``pd.date_range`` does: the
+    day of the month is cut to the month's length and stays cut (31 Jan, 29 Feb, 29 Mar).
+    Listed with NumPy over the months between the first and the last candle, which the
+    range of dates bounds, however few candles there are.
+    """
+    unit = index.unit
+    per_day = 86_400 * _NS_PER_UNIT["s"] // _NS_PER_UNIT[unit]
+    kwds = step.kwds
+    months_per_step = int(kwds.get("months", 0)) + 12 * int(kwds.get("years", 0))
+    stamps = index.asi8
+    days = (stamps // per_day).astype("datetime64[D]")
+    months = days.astype("datetime64[M]")
+    span = int((months[-1] - months[0]).astype("int64"))
+    grid_months = months[0] + np.arange(0, span + 1, months_per_step)
+    month_length = ((grid_months + 1).astype("datetime64[D]") - grid_months).astype("int64")
+    first_day = int((days[0] - months[0]).astype("int64")) + 1
+    day = np.minimum.accumulate(np.minimum(month_length, first_day))
+    grid = (grid_months.astype("datetime64[D]") + (day - 1)).astype("int64") * per_day
+    grid = grid + stamps[0] % per_day
+    grid = grid[grid <= stamps[-1]]
+    position = np.searchsorted(grid, stamps)
+    found = position < len(grid)
+    found[found] = grid[position[found]] == stamps[found]
+    on = position[found].astype("int64")
+
+    def stamps_at(k: np.ndarray) -> pd.DatetimeIndex:
+        return _utc_index(grid[np.asarray(k, dtype="int64")], unit)
+
+    return on, len(grid) - 1, stamps_at
+
+
+def _utc_index(values: np.ndarray, unit: str) -> pd.DatetimeIndex:
+    """UTC open times in milliseconds from integers in ``unit``."""
+    stamps = pd.DatetimeIndex(np.asarray(values, dtype="int64").view(f"datetime64[{unit}]"))
+    return stamps.tz_localize("UTC").as_unit("ms")
+
+
+_NS_PER_UNIT = {"s": 1_000_000_000, "ms": 1_000_000, "us": 1_000, "ns": 1}
