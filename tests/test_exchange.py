@@ -1,20 +1,30 @@
 """Fetching candles through the real ccxt client against the local fake Binance.
 
 Covers paging, retries with backoff, the errors a user sees (and that what cannot succeed
-is never retried), and the cache key of an exchange configuration.
+is never retried), that no credential shows in a message even when the exchange echoes
+the request, the checks on exchange settings, and the cache key of a configuration.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
+import re
+import urllib.parse
 
 import ccxt
 import pandas as pd
 import pytest
+from fake_exchange import FakeBinance
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from forecasting.data import load_exchange_candles
 from forecasting.data.exchange import (
+    SECRET_KEYS,
     RetryPolicy,
+    checked_config,
     create_exchange,
     fetch_ohlcv,
     list_exchanges,
@@ -24,6 +34,7 @@ from forecasting.data.exchange import (
 )
 from forecasting.errors import (
     BadCredentials,
+    ConfigurationError,
     ExchangeFailure,
     GeoBlocked,
     InvalidDateRange,
@@ -382,6 +393,257 @@ def test_credentials_never_appear_in_messages(fake, no_sleep_retry, raised, erro
         assert "secrets.toml" in message
     assert len(calls) == 1
     assert no_sleep_retry.sleep.waits == []
+
+
+class EchoingBinance(FakeBinance):
+    """The fake exchange, answering every klines request with an error that echoes it.
+
+    Some exchanges do this: the query string and the extra headers come back in the
+    error body, and ccxt puts the body in its exception's message.
+    """
+
+    def _dispatch(self, handler) -> None:
+        if not handler.path.startswith("/api/v3/klines"):
+            super()._dispatch(handler)
+            return
+        custom = " ".join(f"{k}: {v}" for k, v in handler.headers.items() if k.startswith("X-"))
+        handler.send_json(
+            400, {"code": -1100, "msg": f"Illegal characters found in {custom} {handler.path}"}
+        )
+
+
+@pytest.fixture(scope="module")
+def echoing(candles):
+    with EchoingBinance({(SYMBOL, "1h"): candles}) as fake:
+        yield fake
+
+
+def credentials_in_query(client: ccxt.Exchange) -> ccxt.Exchange:
+    """``client`` sending every credential it holds in the query string, first."""
+    sign = client.sign
+    held = {k: getattr(client, k) for k in sorted(SECRET_KEYS) if getattr(client, k, None)}
+
+    def signed(*args, **kwargs):
+        request = sign(*args, **kwargs)
+        url, _, query = request["url"].partition("?")
+        request["url"] = f"{url}?{urllib.parse.urlencode(held)}&{query}"
+        return request
+
+    client.sign = signed
+    return client
+
+
+def forms(secret: object) -> set[str]:
+    """How a request or an error body can spell ``secret``."""
+    text = str(secret)
+    return {
+        text,
+        urllib.parse.quote(text, safe=""),
+        urllib.parse.quote_plus(text, safe=""),
+        json.dumps(text)[1:-1],
+    }
+
+
+def assert_nothing_secret(message: str, secrets: list[object]) -> None:
+    for secret in secrets:
+        for form in forms(secret):
+            if len(form) >= 4:
+                assert form not in message, f"{form!r} shown"
+            else:
+                # One to three characters are blanked where they stand alone: "a" may
+                # still be a letter of "binance", never the value of a parameter.
+                alone = rf"(?<![A-Za-z0-9]){re.escape(form)}(?![A-Za-z0-9])"
+                assert not re.search(alone, message), f"{form!r} shown"
+
+
+def echoed_message(fake: FakeBinance, retry: RetryPolicy, **config) -> str:
+    # With keys, ccxt would also ask the (real) margin and currency endpoints.
+    options = {"fetchCurrencies": False, "fetchMargins": False}
+    client = credentials_in_query(fake.client(options=options, **config))
+    with pytest.raises(ExchangeFailure) as caught:
+        fetch_ohlcv(client, SYMBOL, "1h", now=NOW, retry=retry)
+    message = str(caught.value)
+    assert message.startswith("binance refused the request")
+    assert "Illegal characters" in message, "the exchange's own words stay"
+    return message
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        # The issue's cases: a key given only in headers, a numeric uid, very short keys.
+        {"headers": {"X-MBX-APIKEY": "hdr-0nly-k3y-abcdef"}},
+        {"uid": 123456789},
+        {"apiKey": "k", "secret": "s3"},
+        {"apiKey": "abc", "uid": 7, "headers": {"X-Token": "q"}},
+        # every credential ccxt knows, at once
+        {key: f"{key}-value-{i}" for i, key in enumerate(sorted(SECRET_KEYS))},
+        # keys with characters that are encoded in a URL and escaped in JSON
+        {"apiKey": 'a+b/c=d "e" &f', "secret": "back\\slash%25"},
+    ],
+)
+def test_echoed_request_shows_no_credential(echoing, no_sleep_retry, config):
+    message = echoed_message(echoing, no_sleep_retry, **config)
+
+    secrets = [v for k, v in config.items() if k != "headers"]
+    secrets += list(config.get("headers", {}).values())
+    assert_nothing_secret(message, secrets)
+    assert "***" in message, "the echo reached the message, blanked"
+
+
+secret_text = st.text(
+    alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7E, exclude_characters="*"),
+    min_size=1,
+    max_size=40,
+)
+header_text = st.text(
+    alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_+/=.~",
+    min_size=1,
+    max_size=40,
+)
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    credentials=st.dictionaries(st.sampled_from(sorted(SECRET_KEYS)), secret_text, max_size=3),
+    uid=st.none() | st.integers(min_value=0, max_value=10**12),
+    header=st.none() | header_text,
+)
+def test_no_credential_is_ever_echoed(echoing, no_sleep_retry, credentials, uid, header):
+    # Every member of the kind: any credential field, any length from 1 to 40, numbers,
+    # keys given only as a header.
+    config: dict = dict(credentials)
+    if uid is not None:
+        config["uid"] = uid
+    if header is not None:
+        config["headers"] = {"X-Api-Key": header}
+
+    message = echoed_message(echoing, no_sleep_retry, **config)
+
+    secrets = [v for k, v in config.items() if k != "headers"]
+    assert_nothing_secret(message, [*secrets, header] if header else secrets)
+
+
+def test_secret_keys_are_every_credential_ccxt_knows():
+    assert set(ccxt.Exchange.requiredCredentials) <= SECRET_KEYS
+    assert {"apiKey", "secret", "uid", "password", "privateKey", "walletAddress"} <= SECRET_KEYS
+
+
+# ------------------------------------------------------------- exchange configuration
+
+
+@pytest.mark.parametrize(
+    ("config", "phrases"),
+    [
+        # the issue's two cases
+        ({"timeout": "abc"}, ['"timeout"', "is text", "expected a number of milliseconds"]),
+        ({"options": None}, ['"options"', "is null", "expected an object"]),
+        # more of the same kind
+        ({"enableRateLimit": "yes"}, ['"enableRateLimit"', "is text", "expected true or false"]),
+        ({"headers": ["X-Key"]}, ['"headers"', "is a list", "expected an object"]),
+        ({"headers": {"X-Key": 1.5}}, ['"headers.X-Key"', "is a number", "expected text"]),
+        ({"urls": {"api": {"public": 5}}}, ['"urls.api.public"', "is a number"]),
+        ({"apiKey": ["k"]}, ['"apiKey"', "is a list", "expected text"]),
+        ({"secret": True}, ['"secret"', "is true or false", "expected text"]),
+        ({"timeout": -5}, ['"timeout"', "from 1 to 600000"]),
+        ({"timeout": math.inf}, ['"timeout"', "from 1 to 600000"]),
+        ({"rateLimit": math.nan}, ['"rateLimit"', "from 0 to 60000"]),
+        ({"nonce": 5}, ['"nonce"', "not a setting"]),
+        ({"precisionMode": "x"}, ['"precisionMode"', "expected a number"]),  # ccxt's default
+        ("not an object", ["settings for binance are text"]),
+    ],
+)
+def test_wrong_exchange_settings_get_one_line(config, phrases):
+    with pytest.raises(ConfigurationError) as caught:
+        create_exchange("binance", config)
+    message = str(caught.value)
+    assert "\n" not in message
+    for phrase in phrases:
+        assert phrase in message
+    assert "secrets.toml" in message
+    assert "--exchange-config" in message
+    with pytest.raises(ConfigurationError):
+        source_key("binance", config)  # the cache key, asked for first, says the same
+
+
+def test_settings_of_the_right_kind_pass():
+    config = {
+        "timeout": 30_000,
+        "rateLimit": 250.5,
+        "enableRateLimit": False,
+        "options": {"defaultType": "spot"},
+        "headers": {"X-Key": 42, "X-Other": "v"},
+        "uid": 12345,  # a TOML integer
+        "apiKey": "k",
+        "urls": {"api": {"public": "http://127.0.0.1:1/api/v3"}, "doc": ["a", "b"]},
+        "somethingCcxtAdds": {"free": "form"},
+    }
+    client = create_exchange("binance", config)
+    assert client.timeout == 30_000
+    assert client.uid == "12345", "numbers become the text ccxt expects"
+    assert client.headers == {"X-Key": "42", "X-Other": "v"}
+    assert client.options["defaultType"] == "spot"
+    assert checked_config("binance", None) == {}
+
+
+KNOWN_SETTINGS = sorted(
+    {
+        "timeout",
+        "rateLimit",
+        "enableRateLimit",
+        "verbose",
+        "options",
+        "urls",
+        "headers",
+        "proxies",
+        "userAgent",
+        "httpProxy",
+        "precisionMode",
+        "api",
+        "has",
+        "fees",
+        "timeframes",
+        "commonCurrencies",
+        "nonce",
+        "anything",
+    }
+    | SECRET_KEYS
+)
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(10**20), max_value=10**20)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=8)
+)
+values = st.recursive(
+    scalars,
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from(KNOWN_SETTINGS), values, min_size=1, max_size=4))
+def test_any_exchange_settings_give_a_client_or_one_line(config):
+    try:
+        client = create_exchange("binance", config)
+    except ConfigurationError as exc:
+        message = str(exc)
+        assert "\n" not in message
+        assert any(f'"{key}' in message for key in config), message
+        for key in SECRET_KEYS & set(config):
+            if len(str(config[key])) >= 4:
+                assert str(config[key]) not in message, "a value is never shown"
+    else:
+        assert isinstance(client, ccxt.Exchange)
+        source_key("binance", config)
 
 
 # ------------------------------------------------------------- requests that are wrong

@@ -8,16 +8,14 @@ through the validated table in :mod:`ui.sharing`.
 from __future__ import annotations
 
 import copy
-import io
-import json
 import urllib.parse
-import zipfile
 from collections.abc import Mapping
 from typing import Any
 
 import streamlit as st
 
 import forecasting as fc
+from forecasting.bundle import SETTINGS_ENTRY, read_bundle_settings
 from ui import sharing
 from ui.state import utc_today
 
@@ -152,7 +150,7 @@ def link_notice() -> None:
 
 def bundle_files() -> dict[str, str]:
     """Files the app adds to an experiment bundle: the settings it restores."""
-    return {"app_settings.json": sharing.settings_document(current_values())}
+    return {SETTINGS_ENTRY: sharing.settings_document(current_values())}
 
 
 def restore_uploaded_bundle() -> None:
@@ -188,21 +186,10 @@ def restore_from_bundle(data: bytes) -> list[str]:
     Raises
     ------
     DataFormatError
-        When the file is not a bundle this app wrote.
+        When the file is not a bundle this app wrote (see
+        :func:`forecasting.bundle.read_bundle_settings`).
     """
-    try:
-        with zipfile.ZipFile(io.BytesIO(data)) as archive:
-            info = archive.getinfo("app_settings.json")
-            if info.file_size > 1_000_000:
-                raise ValueError("settings file too large")
-            document = json.loads(archive.read(info).decode("utf-8"))
-    except (zipfile.BadZipFile, KeyError, ValueError, UnicodeDecodeError) as exc:
-        raise fc.DataFormatError(
-            "That file is not an experiment bundle from this app (a zip with "
-            "app_settings.json). Download one from the Compare page."
-        ) from exc
-    if not isinstance(document, dict):
-        raise fc.DataFormatError("The bundle's app_settings.json is not a settings object.")
+    document = read_bundle_settings(data)
     values, refused = sharing.parse_all({str(k): str(v) for k, v in document.items()})
     apply_values(values)
     return refused

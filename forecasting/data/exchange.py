@@ -18,6 +18,7 @@ import logging
 import random
 import re
 import time
+import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -28,6 +29,7 @@ import pandas as pd
 from forecasting.data.quality import drop_nonpositive, dropped_nonpositive
 from forecasting.errors import (
     BadCredentials,
+    ConfigurationError,
     ExchangeFailure,
     ForecastingError,
     GeoBlocked,
@@ -46,6 +48,7 @@ __all__ = [
     "DEFAULT_SYMBOL",
     "DEFAULT_TIMEFRAME",
     "RetryPolicy",
+    "checked_config",
     "create_exchange",
     "fetch_ohlcv",
     "list_exchanges",
@@ -65,20 +68,40 @@ DEFAULT_EXCHANGE = "bitstamp"
 DEFAULT_SYMBOL = "BTC/USD"
 DEFAULT_TIMEFRAME = "1d"
 
-# Constructor keys that carry secrets: never part of a cache key, a log line or a message.
-SECRET_KEYS = frozenset(
-    {
-        "apiKey",
-        "secret",
-        "password",
-        "uid",
-        "privateKey",
-        "walletAddress",
-        "token",
-        "login",
-        "twofa",
-    }
-)
+# Every credential ccxt knows (apiKey, secret, uid, accountId, login, password, twofa,
+# privateKey, walletAddress, token, ...), taken from ccxt itself so a new one is covered the
+# day ccxt adds it. With every header value, never part of a cache key, a log line or a
+# message.
+SECRET_KEYS = frozenset(ccxt.Exchange.requiredCredentials)
+
+# A secret this short is blanked only where it stands alone (between characters that are
+# not letters or digits): blanking every "a" of a one-letter key would leave no message.
+_SHORT_SECRET = 4
+
+# The kinds of value the constructor settings users give must have. Settings not listed
+# take the kind of ccxt's own default for them; the rest are passed as they are.
+_TEXT, _NUMBER, _BOOL, _OBJECT, _LIST = "text", "a number", "true or false", "an object", "a list"
+_KINDS: dict[str, tuple[str, ...]] = {
+    "timeout": (_NUMBER,),
+    "rateLimit": (_NUMBER,),
+    "enableRateLimit": (_BOOL,),
+    "verbose": (_BOOL,),
+    "verify": (_BOOL,),
+    "validateServerSsl": (_BOOL,),
+    "options": (_OBJECT,),
+    "urls": (_OBJECT,),
+    "headers": (_OBJECT,),
+    "proxies": (_OBJECT,),
+    "userAgent": (_TEXT, _OBJECT),
+    "hostname": (_TEXT,),
+    "proxy": (_TEXT,),
+    "proxyUrl": (_TEXT,),
+    "httpProxy": (_TEXT,),
+    "httpsProxy": (_TEXT,),
+    "socksProxy": (_TEXT,),
+}
+# Milliseconds: beyond these a request or the rate limiter would hold a session for minutes.
+_RANGES: dict[str, tuple[float, float]] = {"timeout": (1, 600_000), "rateLimit": (0, 60_000)}
 
 # Used when an exchange does not declare its page size: small enough for every exchange.
 FALLBACK_PAGE_LIMIT = 200
@@ -150,22 +173,34 @@ def create_exchange(exchange_id: str, config: Mapping[str, Any] | None = None) -
     exchange_id
         A ccxt id such as ``"bitstamp"`` or ``"binance"``.
     config
-        Constructor settings passed to ccxt as they are (API keys, ``urls`` overrides,
-        ``options``). They override our defaults.
+        Constructor settings passed to ccxt (API keys, ``urls`` overrides, ``options``),
+        after a check of their types; keys and header values given as whole numbers are
+        passed as text. They override our defaults.
 
     Raises
     ------
     UnknownExchange
         When ccxt does not know the id or the exchange cannot serve candles.
+    ConfigurationError
+        When a setting has the wrong type or is out of range (the message names it).
     """
     exchange_id = (exchange_id or "").strip().lower()
     if exchange_id not in ccxt.exchanges:
         close = difflib.get_close_matches(exchange_id, ccxt.exchanges, n=3)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
         raise UnknownExchange(f"'{exchange_id}' is not an exchange ccxt supports.{hint}")
+    exchange_class = getattr(ccxt, exchange_id)
     settings: dict[str, Any] = {"enableRateLimit": True, "timeout": 15_000}
-    settings.update(dict(config or {}))
-    exchange = getattr(ccxt, exchange_id)(settings)
+    settings.update(checked_config(exchange_id, config))
+    try:
+        exchange = exchange_class(settings)
+    except (TypeError, ValueError, AttributeError, KeyError, IndexError) as exc:
+        # The message may quote a value, and values may be keys: name the settings only.
+        given = ", ".join(_shown(str(key)) for key in (config or {}))
+        raise ConfigurationError(
+            f"ccxt could not build a {exchange_id} client from the settings given ({given}): "
+            f"{type(exc).__name__}. Check their values in {_where(exchange_id)}."
+        ) from exc
     if not exchange.has.get("fetchOHLCV"):
         raise UnknownExchange(
             f"{exchange_id} does not serve OHLCV candles through ccxt. Choose another exchange."
@@ -173,16 +208,153 @@ def create_exchange(exchange_id: str, config: Mapping[str, Any] | None = None) -
     return exchange
 
 
+def checked_config(exchange_id: str, config: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The exchange settings with their types checked, ready for ccxt's constructor.
+
+    Credentials and header values given as whole numbers (a TOML ``uid = 12345``) become
+    text, as ccxt expects; everything else is passed unchanged.
+
+    Raises
+    ------
+    ConfigurationError
+        One line naming the setting, the kind of value it has and the kind it needs.
+    """
+    exchange_id = (exchange_id or "").strip().lower()
+    if config is None:
+        return {}
+    if not isinstance(config, Mapping):
+        raise ConfigurationError(
+            f"The settings for {exchange_id} are {_kind(config)}; expected an object of "
+            f'ccxt settings such as {{"timeout": 30000}}. Fix {_where(exchange_id)}.'
+        )
+    defaults = _ccxt_defaults(exchange_id)
+    checked: dict[str, Any] = {}
+    for key, value in config.items():
+        name = str(key)
+        if name in SECRET_KEYS:
+            checked[key] = _as_text(exchange_id, name, value)
+            continue
+        kinds = _KINDS.get(name) or _default_kind(defaults, name)
+        if kinds is None:
+            checked[key] = value
+            continue
+        if not kinds:
+            raise ConfigurationError(
+                f"{_shown(name)} is not a setting but a method of the ccxt client. Remove it "
+                f"from {_where(exchange_id)}."
+            )
+        if _kind(value) not in kinds:
+            raise _wrong_kind(exchange_id, name, value, " or ".join(kinds))
+        if name in _RANGES:
+            low, high = _RANGES[name]
+            if not low <= value <= high:  # NaN fails both
+                raise ConfigurationError(
+                    f"Exchange setting {_shown(name)} for {exchange_id} is {value!r}; expected "
+                    f"milliseconds from {low:g} to {high:g}. Fix it in {_where(exchange_id)}."
+                )
+        if name == "headers":
+            value = {
+                str(header): _as_text(exchange_id, f"headers.{header}", text)
+                for header, text in value.items()
+            }
+        elif name == "urls":
+            _check_urls(exchange_id, "urls", value)
+        checked[key] = value
+    return checked
+
+
+def _where(exchange_id: str) -> str:
+    return f"the [exchanges.{exchange_id}] table of .streamlit/secrets.toml or --exchange-config"
+
+
+def _shown(name: str) -> str:
+    # Setting names come from the user's file: short, on one line, quoted.
+    name = " ".join(name.split())
+    return f'"{name[:40]}…"' if len(name) > 40 else f'"{name}"'
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return _BOOL
+    if isinstance(value, int | float):
+        return _NUMBER
+    if isinstance(value, str):
+        return _TEXT
+    if isinstance(value, Mapping):
+        return _OBJECT
+    if isinstance(value, list | tuple):
+        return _LIST
+    return type(value).__name__
+
+
+def _wrong_kind(exchange_id: str, name: str, value: Any, expected: str) -> ConfigurationError:
+    return ConfigurationError(
+        f"Exchange setting {_shown(name)} for {exchange_id} is {_kind(value)}; expected "
+        f"{expected}{' of milliseconds' if name in _RANGES else ''}. Fix it in "
+        f"{_where(exchange_id)}."
+    )
+
+
+def _as_text(exchange_id: str, name: str, value: Any) -> Any:
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    raise _wrong_kind(exchange_id, name, value, _TEXT)
+
+
+def _check_urls(exchange_id: str, path: str, value: Any, depth: int = 0) -> None:
+    # ccxt's url tables: objects and lists of text, a few levels deep.
+    if isinstance(value, str):
+        return
+    if depth > 8 or not isinstance(value, Mapping | list | tuple):
+        raise _wrong_kind(exchange_id, path, value, f"{_TEXT} or {_OBJECT} of them")
+    items = value.items() if isinstance(value, Mapping) else enumerate(value)
+    for key, item in items:
+        _check_urls(exchange_id, f"{path}.{key}", item, depth + 1)
+
+
+@functools.cache
+def _ccxt_defaults(exchange_id: str) -> dict[str, Any]:
+    """ccxt's own defaults for an exchange's attributes (the base class's for unknown ids)."""
+    exchange_class = getattr(ccxt, exchange_id, None) if exchange_id in ccxt.exchanges else None
+    exchange_class = exchange_class or ccxt.Exchange
+    try:
+        described = exchange_class.__new__(exchange_class).describe()
+    except Exception:  # noqa: BLE001 - some descriptions read client state: the class will do
+        described = {}
+    return {"__class__": exchange_class, **described}
+
+
+def _default_kind(defaults: dict[str, Any], name: str) -> tuple[str, ...] | None:
+    if name.startswith("_"):
+        return None
+    default = defaults.get(name, getattr(defaults["__class__"], name, None))
+    if default is None:
+        return None
+    if callable(default):
+        return ()  # a method of the client: no value will do
+    kind = _kind(default)
+    return (kind,) if kind in (_TEXT, _NUMBER, _BOOL, _OBJECT, _LIST) else None
+
+
 def source_key(exchange_id: str, config: Mapping[str, Any] | None = None) -> str:
     """A cache key for an exchange and the parts of its settings that change the data.
 
-    API keys are left out (the same account sees the same public candles), while URL
+    API keys and header values are left out (the same account sees the same public
+    candles), while URL
     overrides and options are hashed in, so a sandbox or a test server never shares a
     cache entry with the real exchange.
     """
     # Spelled as create_exchange reads it, so " Binance" and "binance" share one cache.
     exchange_id = (exchange_id or "").strip().lower()
-    public = {k: v for k, v in (config or {}).items() if k not in SECRET_KEYS}
+    config = checked_config(exchange_id, config)
+    public = {k: v for k, v in config.items() if k not in SECRET_KEYS}
+    if isinstance(public.get("headers"), Mapping):
+        # Header values may be keys; their names alone tell configurations apart.
+        public["headers"] = sorted(public["headers"])
     if not public:
         return exchange_id
     digest = hashlib.sha256(json.dumps(public, sort_keys=True, default=str).encode()).hexdigest()
@@ -505,13 +677,42 @@ def translate_error(
 
 
 def _redacted(text: str, exchange: ccxt.Exchange) -> str:
-    # ccxt messages quote the request URL, and exchanges that take the key as a query
-    # parameter would put it on the screen and in logs: blank out every credential.
-    for key in SECRET_KEYS:
-        value = getattr(exchange, key, None)
-        if isinstance(value, str) and len(value) >= 4:
-            text = text.replace(value, "***")
+    # ccxt messages quote the request URL, and exchanges echo the request in their error
+    # bodies: blank out every credential and every header value, as sent and as encoded.
+    forms = {form for value in _secret_values(exchange) for form in _encodings(value) if form}
+    for form in sorted(forms, key=len, reverse=True):
+        if len(form) >= _SHORT_SECRET:
+            text = text.replace(form, "***")
+        else:
+            text = re.sub(rf"(?<![A-Za-z0-9]){re.escape(form)}(?![A-Za-z0-9])", "***", text)
     return text
+
+
+def _secret_values(exchange: ccxt.Exchange) -> list[str]:
+    headers = getattr(exchange, "headers", None)
+    values = [getattr(exchange, key, None) for key in SECRET_KEYS]
+    if isinstance(headers, Mapping):
+        values += list(headers.values())
+    texts = []
+    for value in values:
+        if value is None or value == "":
+            continue
+        if isinstance(value, bytes):
+            value = value.decode("utf-8", "replace")
+        texts.append(str(value))
+    return texts
+
+
+def _encodings(value: str) -> set[str]:
+    """``value`` as a message may quote it: raw, URL-encoded, JSON-escaped."""
+    return {
+        value,
+        urllib.parse.quote(value, safe=""),
+        urllib.parse.quote(value),
+        urllib.parse.quote_plus(value, safe=""),
+        json.dumps(value)[1:-1],
+        json.dumps(value, ensure_ascii=False)[1:-1],
+    }
 
 
 def _short(text: str, limit: int = 300) -> str:
