@@ -3,28 +3,36 @@
 ``python -m forecasting fetch ...`` writes candles as CSV, ``features`` adds feature
 columns, ``forecast`` prints one model's forecast. Flags and output formats are a
 contract that scripts rely on: add to them, never change them. Failures print one line
-on stderr and exit non-zero (2 for a usage error, 1 for any other), never a traceback.
-What the reader must know about the numbers (rows dropped at load, a forecast floored
-at zero, an unbounded interval) is a ``notes`` list in the JSON output, and lines
-starting ``note:`` on stderr with CSV output.
+on stderr and exit non-zero, never a traceback: 2 for a usage error (a flag's value out
+of its range, JSON that does not parse), 1 for input the library refused (a setting out
+of its range, a file that is not OHLCV), 3 for an internal error (a bug: the line names
+the exception). What the reader must know about the numbers (rows dropped at load, a
+forecast floored at zero, an unbounded interval, a number too large to compute with) is
+a ``notes`` list in the JSON output, and lines starting ``note:`` on stderr with CSV
+output. The JSON printed is always valid JSON: a number that is not finite is ``null``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
 from forecasting.errors import ForecastingError
+from forecasting.models.ranges import HORIZON, SEED, Range, shown
 
 __all__ = ["main"]
 
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2
+EXIT_INTERNAL = 3
+# An internal error's message is cut to this many characters (one readable line).
+_SHORT = 200
 
 
 class _Parser(argparse.ArgumentParser):
@@ -32,6 +40,22 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_USAGE, f"error: {message} (see {self.prog} --help)\n")
+
+
+def _ranged(declared: Range) -> Callable[[str], int]:
+    """An argparse ``type`` for a whole number within a declared range (one line if not)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:  # not a number, or more digits than Python reads
+            value = None
+        if value is None or not declared.contains(value):
+            shown_value = shown(text if value is None else value)
+            raise argparse.ArgumentTypeError(f"must be {declared.describe()}, got {shown_value}")
+        return value
+
+    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -73,8 +97,13 @@ def build_parser() -> argparse.ArgumentParser:
     forecast = commands.add_parser("forecast", help="fit one model on a candle CSV and forecast")
     forecast.add_argument("--data", required=True, type=Path, help="OHLCV CSV file")
     forecast.add_argument("--model", required=True, help=f"one of: {', '.join(_MODEL_NAMES)}")
-    forecast.add_argument("--horizon", required=True, type=int, help="candles ahead")
-    forecast.add_argument("--seed", type=int, help="random seed (LSTM, Prophet)")
+    forecast.add_argument(
+        "--horizon",
+        required=True,
+        type=_ranged(HORIZON),
+        help=f"candles ahead ({HORIZON.lo:g} to {HORIZON.hi:g})",
+    )
+    forecast.add_argument("--seed", type=_ranged(SEED), help="random seed (LSTM, Prophet)")
     forecast.add_argument(
         "--settings", metavar="JSON", help="model settings as JSON, e.g. '{\"epochs\": 20}'"
     )
@@ -94,7 +123,12 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--exchange-config", metavar="JSON", help="as for fetch")
     compare.add_argument("--cache-dir", type=Path, help="candle cache folder")
     compare.add_argument("--models", help=f"comma-separated, default all: {','.join(_MODEL_NAMES)}")
-    compare.add_argument("--horizon", type=int, default=7, help="candles ahead (default 7)")
+    compare.add_argument(
+        "--horizon",
+        type=_ranged(HORIZON),
+        default=7,
+        help=f"candles ahead, {HORIZON.lo:g} to {HORIZON.hi:g} (default 7)",
+    )
     compare.add_argument("--folds", type=int, default=3, help="folds (default 3)")
     compare.add_argument(
         "--test-size", type=int, default=120, help="candles in the test period (default 120)"
@@ -108,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument(
         "--window", type=int, help="rolling training window in candles (default: expanding)"
     )
-    compare.add_argument("--seed", type=int, default=42, help="seed for LSTM and Prophet")
+    compare.add_argument("--seed", type=_ranged(SEED), default=42, help="seed for LSTM and Prophet")
     compare.add_argument(
         "--seeds",
         metavar="N|LIST",
@@ -139,24 +173,41 @@ _MODEL_NAMES = ("naive", "drift", "seasonal_naive", "moving_average", "prophet",
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit code."""
+    """Run the command line; returns the exit code.
+
+    A usage error found while reading the flags exits through argparse
+    (``SystemExit(2)``), as argparse does, with one line on stderr.
+    """
     parser = build_parser()
-    args = parser.parse_args(argv)
-    args.progress = _Progress(enabled=not getattr(args, "quiet", True) and _is_terminal())
+    progress = _Progress(enabled=False)
     try:
+        args = parser.parse_args(argv)
+        progress = args.progress = _Progress(
+            enabled=not getattr(args, "quiet", True) and _is_terminal()
+        )
         return args.handler(args)
     except _UsageError as exc:
-        _fail(args.progress, str(exc))
+        _fail(progress, str(exc))
         return EXIT_USAGE
     except ForecastingError as exc:
-        _fail(args.progress, str(exc))
+        _fail(progress, str(exc))
         return EXIT_ERROR
     except KeyboardInterrupt:
-        _fail(args.progress, "interrupted")
+        _fail(progress, "interrupted")
         return 130
     except OSError as exc:
-        _fail(args.progress, f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": "))
+        _fail(progress, f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": "))
         return EXIT_ERROR
+    except Exception as exc:  # the boundary: one line, never a traceback
+        message = " ".join(str(exc).split())
+        if len(message) > _SHORT:
+            message = message[: _SHORT - 3] + "..."
+        _fail(
+            progress,
+            f"internal error: {type(exc).__name__}: {message or 'no message'} "
+            "(a bug: please report it with the command that caused it)",
+        )
+        return EXIT_INTERNAL
 
 
 def _fail(progress: _Progress, message: str) -> None:
@@ -224,6 +275,7 @@ def _forecast(args: argparse.Namespace) -> int:
     if args.seed is not None and cls.capabilities.seeded:
         settings["seed"] = args.seed
     model = make_model(args.model, **settings)
+    model.check_settings()  # before the data is read
     data = read_ohlcv_csv(args.data)
     forecast = model.fit(data.candles).predict(args.horizon)
     notes = [note for note in (_dropped_note(data), *forecast.notes) if note]
@@ -235,7 +287,7 @@ def _forecast(args: argparse.Namespace) -> int:
             "forecast": forecast.to_records(),
             "notes": notes,
         }
-        print(json.dumps(document, indent=2))
+        print(json.dumps(_finite(document), indent=2, allow_nan=False))
     else:
         for note in notes:
             _note(note)
@@ -296,12 +348,44 @@ def _compare(args: argparse.Namespace) -> int:
         args.forecasts_out.parent.mkdir(parents=True, exist_ok=True)
         result.forecasts_table().to_csv(args.forecasts_out, index=False, lineterminator="\n")
     if args.json:
-        print(dumps(result.to_json()))
+        print(dumps(_finite(result.to_json())))
     else:
         for note in result.notes:
             _note(note)
         sys.stdout.write(result.metrics.to_csv(lineterminator="\n"))
     return EXIT_OK
+
+
+def _finite(document: dict[str, Any]) -> dict[str, Any]:
+    """``document`` with every number that is not finite replaced by null, and a note.
+
+    The documents null what they know to be undefined themselves, with its reason; this
+    is the last guard, so that what is printed is always valid JSON (``Infinity`` and
+    ``NaN`` are not), and the note says where numbers were too large to compute with.
+    """
+    where: list[str] = []
+
+    def clean(value: Any, path: str) -> Any:
+        if isinstance(value, Mapping):
+            return {key: clean(item, f"{path}.{key}" if path else str(key))
+                    for key, item in value.items()}  # fmt: skip
+        if isinstance(value, list | tuple):
+            return [clean(item, f"{path}[{i}]") for i, item in enumerate(value)]
+        if hasattr(value, "item") and not isinstance(value, str | bytes):
+            value = value.item()  # a numpy scalar
+        if isinstance(value, float) and not math.isfinite(value):
+            where.append(path)
+            return None
+        return value
+
+    cleaned = clean(document, "")
+    if where and isinstance(cleaned.get("notes"), list):
+        listed = ", ".join(where[:5]) + (f" and {len(where) - 5} more" if len(where) > 5 else "")
+        cleaned["notes"].append(
+            f"{len(where)} numbers are not finite (too large to compute with) and are shown "
+            f"as null: {listed}."
+        )
+    return cleaned
 
 
 def _dropped_note(data: Any) -> str:
@@ -341,10 +425,7 @@ def _seeds(text: str | None) -> int | tuple[int, ...]:
 def _json_object(text: str | None, flag: str) -> dict[str, Any] | None:
     if not text:
         return None
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise _UsageError(f"{flag} is not valid JSON: {exc.msg} at column {exc.colno}") from exc
+    value = _json_loads(text, flag)
     if not isinstance(value, dict):
         raise _UsageError(f"{flag} must be a JSON object")
     return value
@@ -360,15 +441,22 @@ def _exchange_config(text: str | None) -> dict[str, Any] | None:
         except UnicodeDecodeError as exc:
             # Not an OSError, so main() would not catch it: a traceback instead of a line.
             raise _UsageError(f"--exchange-config file {source} is not UTF-8 text") from exc
-    try:
-        config = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise _UsageError(
-            f"--exchange-config is not valid JSON: {exc.msg} at column {exc.colno}"
-        ) from exc
+    config = _json_loads(text, "--exchange-config")
     if not isinstance(config, dict):
         raise _UsageError('--exchange-config must be a JSON object, e.g. \'{"apiKey": "..."}\'')
     return config
+
+
+def _json_loads(text: str, flag: str) -> Any:
+    """JSON from a flag, or a usage error in one line (whatever the text holds)."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise _UsageError(f"{flag} is not valid JSON: {exc.msg} at column {exc.colno}") from exc
+    except RecursionError as exc:
+        raise _UsageError(f"{flag} is nested too deeply to read") from exc
+    except ValueError as exc:  # a number with more digits than Python reads
+        raise _UsageError(f"{flag} is not usable JSON: {' '.join(str(exc).split())}") from exc
 
 
 class _UsageError(ForecastingError):

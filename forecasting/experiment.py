@@ -34,6 +34,7 @@ from forecasting.evaluation import (
 )
 from forecasting.evaluation.significance import LOSSES
 from forecasting.models import MODELS, Forecast, make_model
+from forecasting.models.ranges import HORIZON
 from forecasting.progress import ProgressCallback, StopCheck, report, scaled
 
 __all__ = [
@@ -60,7 +61,12 @@ DEFAULT_MODELS: tuple[str, ...] = (
 )
 DEFAULT_LOSS = "absolute"
 METRIC_NAMES = {
+    "mae": "MAE",
+    "rmse": "RMSE",
+    "smape": "sMAPE",
+    "coverage": "The coverage",
     "mase": "MASE",
+    "mae_vs_naive": "The MAE against naive's",
     "mape": "MAPE",
     "directional_accuracy": "Directional accuracy",
     "directional_pvalue": "The directional p-value",
@@ -142,10 +148,12 @@ class ExperimentSettings:
         Raises
         ------
         ConfigurationError
-            For an unknown alias, settings a model does not have, or an unknown loss.
+            For an unknown alias, settings a model does not have or outside their ranges
+            (see :meth:`forecasting.models.Forecaster.check_settings`), or an unknown loss.
         """
         if self.loss not in LOSSES:
             raise ConfigurationError(f"Unknown loss {self.loss!r}: use one of {', '.join(LOSSES)}.")
+        HORIZON.check(self.backtest.horizon, "horizon")
         aliases = list(dict.fromkeys(["naive", *self.models]))
         built = {}
         for alias in aliases:
@@ -161,10 +169,15 @@ class ExperimentSettings:
             settings = dict(given)
             capabilities = MODELS[alias].capabilities if alias in MODELS else None
             if capabilities is not None and capabilities.trained_horizon:
-                settings["horizon"] = max(int(settings.get("horizon", 0)), self.backtest.horizon)
+                # A horizon given as text (or 1e999) is refused, not an int() traceback.
+                given_horizon = settings.get("horizon", self.backtest.horizon)
+                HORIZON.check(given_horizon, "horizon", MODELS[alias].title)
+                settings["horizon"] = max(int(given_horizon), self.backtest.horizon)
             if capabilities is not None and capabilities.seeded:
                 settings["seed"] = self.seed
-            built[alias] = make_model(alias, **settings)
+            model = make_model(alias, **settings)
+            model.check_settings()  # before any data is read or fitted
+            built[alias] = model
         return built
 
     def to_dict(self) -> dict[str, Any]:
@@ -375,18 +388,37 @@ def run_experiment(
     dropped = dropped_nonpositive(candles)
     if len(dropped):
         data["nonpositive"] = len(dropped)
+    metrics = score(backtest)
     return ExperimentResult(
         settings=settings,
         backtest=backtest,
-        metrics=score(backtest),
+        metrics=metrics,
         by_horizon=score_by_horizon(backtest),
         dm_tests=dm_table(backtest, loss=settings.loss),
         copy=copy_check(backtest),
         future=forecasts,
         data=data,
         verdict=verdicts(backtest, loss=settings.loss),
-        undefined=undefined_metrics(backtest),
+        undefined=_with_overflow(undefined_metrics(backtest), metrics),
     )
+
+
+# Why a metric is null in JSON when its value overflowed (closes near the largest float).
+OVERFLOW = "not finite: the prices are too large to compute with"
+
+
+def _with_overflow(
+    undefined: dict[str, dict[str, str]], metrics: pd.DataFrame
+) -> dict[str, dict[str, str]]:
+    """``undefined`` plus a reason for every pooled metric that came out infinite and has
+    none yet: in JSON it is null, and the reader is told why."""
+    out = {model: dict(reasons) for model, reasons in undefined.items()}
+    for model, row in metrics.to_dict(orient="index").items():
+        for metric, value in row.items():
+            infinite = isinstance(value, float) and math.isinf(value)
+            if infinite and metric not in out.get(model, {}):
+                out.setdefault(model, {})[metric] = OVERFLOW
+    return out
 
 
 def parse_models(text: str | Sequence[str] | None) -> tuple[str, ...]:

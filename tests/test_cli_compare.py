@@ -375,7 +375,7 @@ def _assert_one_line_failure(result: subprocess.CompletedProcess[str], *phrases:
         # a rolling window of one candle
         (["--window", "1"], "window must be at least 2"),
         # no horizon
-        (["--horizon", "0"], "at least 1"),
+        (["--horizon", "0"], "--horizon: must be a whole number from 1 to 365, got 0"),
         # seeds that are not numbers
         (["--seeds", "many"], "--seeds is a count (3) or a list"),
         # no seed at all
@@ -454,3 +454,48 @@ def test_test_start_sets_the_test_period(candles, data_file, tmp_path) -> None:
     assert json.loads(result.stdout)["settings"]["backtest"]["test_start"].startswith(
         start.strftime("%Y-%m-%d")
     )
+
+
+def _strict_json(text: str) -> dict:
+    """JSON as the standard reads it: NaN and Infinity are not JSON."""
+
+    def refuse(constant: str) -> None:
+        raise ValueError(f"{constant} is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_prices_near_the_largest_float_still_print_valid_json(candles, monkeypatch) -> None:
+    """Issue 13: ``compare --json`` on closes near 1e308 printed ``Infinity`` (the loaders
+    now refuse such prices; the command line must print valid JSON whatever it gets)."""
+    import contextlib
+    import types
+
+    import forecasting.data
+    from forecasting.cli import main
+
+    huge = candles.copy()
+    prices = ["open", "high", "low", "close"]
+    huge[prices] = huge[prices] / huge["close"].max() * 1e308
+    loaded = types.SimpleNamespace(candles=huge, nonpositive=pd.DatetimeIndex([], tz="UTC"))
+    monkeypatch.setattr(forecasting.data, "read_ohlcv_csv", lambda *args, **kwargs: loaded)
+    out, err = io.StringIO(), io.StringIO()
+    flags = ["--models", MODELS, "--horizon", "2", "--folds", "2", "--test-size", "20", "--json"]
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(["compare", "--data", "huge.csv", *flags])
+
+    assert code == 0, err.getvalue()
+    document = _strict_json(out.getvalue())
+    # The moving average's sum overflows: its forecasts and errors are null, and each null
+    # has its reason in the notes and the undefined list.
+    assert [row["mean"] for row in document["future"]["moving_average"]] == [None, None]
+    assert document["metrics"]["moving_average"]["mae"] is None
+    reason = "not finite: the prices are too large to compute with"
+    assert document["undefined"]["moving_average"]["mae"] == reason
+    assert any("MAE" in note and "too large to compute with" in note for note in document["notes"])
+    assert any(
+        note.startswith("moving_average") and "not a finite number at 2 of 2 steps" in note
+        for note in document["notes"]
+    )
+    # What could be computed still is.
+    assert document["metrics"]["naive"]["mae"] > 1e300

@@ -169,7 +169,14 @@ def test_forecast_seeded_models_repeat_exactly(candles_csv, model, settings):
     ("args", "message"),
     [
         (["--model", "arima", "--horizon", "3"], "--model must be one of"),  # unknown model
-        (["--model", "naive", "--horizon", "0"], "horizon must be at least 1"),  # bad horizon
+        # a horizon outside its range, in one line with the range
+        (["--model", "naive", "--horizon", "0"], "must be a whole number from 1 to 365, got 0"),
+        (
+            ["--model", "naive", "--horizon", "1234567890123456789012"],  # 22 digits
+            "must be a whole number from 1 to 365, got 1234567890123456789012",
+        ),
+        # a model setting outside its declared range
+        (["--model", "naive", "--horizon", "3", "--settings", '{"level": 1.5}'], "Naive level"),
         (["--model", "naive", "--horizon", "3", "--settings", "{oops"], "not valid JSON"),
         (["--model", "naive", "--horizon", "3", "--settings", '{"window": 3}'], "Naive"),  # bad key
         (["--model", "naive"], "--horizon"),  # missing flag
@@ -189,3 +196,36 @@ def test_forecast_missing_file_is_one_line(tmp_path):
     )
     assert result.returncode != 0
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_forecast_json_is_valid_json_when_a_forecast_overflows(monkeypatch, capsys) -> None:
+    """Issue 13: prices near the largest float: the mean overflows; the JSON says null and
+    why, never ``Infinity``."""
+    import types
+
+    import forecasting.data
+    from forecasting.cli import main
+
+    index = pd.date_range("2023-01-01", periods=30, freq="D", tz="UTC", name="timestamp")
+    close = np.linspace(0.9e308, 1e308, 30)
+    huge = pd.DataFrame(
+        {"open": close, "high": close, "low": close, "close": close, "volume": 1.0}, index=index
+    )
+    loaded = types.SimpleNamespace(candles=huge, nonpositive=pd.DatetimeIndex([], tz="UTC"))
+    monkeypatch.setattr(forecasting.data, "read_ohlcv_csv", lambda *args, **kwargs: loaded)
+
+    code = main(["forecast", "--data", "huge.csv", "--model", "moving_average", "--horizon", "2",
+                 "--json"])  # fmt: skip
+
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+
+    def refuse(constant: str) -> None:
+        raise ValueError(f"{constant} is not JSON")
+
+    document = json.loads(captured.out, parse_constant=refuse)
+    assert [row["mean"] for row in document["forecast"]] == [None, None]
+    assert document["notes"] == [
+        "The forecast is not a finite number at 2 of 2 steps: the prices are too large to "
+        "compute with."
+    ]

@@ -235,8 +235,8 @@ def test_cannot_forecast_further_than_it_was_trained(tiny: LSTM) -> None:
         ({"interval": "bootstrap"}, "interval must be one of conformal"),  # unknown interval
         ({"interval": "mc_dropout", "dropout": 0.0}, "MC dropout intervals need dropout"),
         ({"interval": "mc_dropout", "mc_samples": 1}, "at least 2 mc_samples"),  # no spread
-        ({"validation_fraction": 0.6}, "validation_fraction must be between 0 and 0.5"),
-        ({"units": 0}, "units must be at least 1"),  # no network
+        ({"validation_fraction": 0.6}, "validation_fraction must be a number between 0 and 0.5"),
+        ({"units": 0}, "units must be a whole number from 4 to 256"),  # no network
         ({"features": "rsx:14"}, "Unknown feature 'rsx'"),  # a bad feature spec
     ],
 )

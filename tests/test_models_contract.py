@@ -135,7 +135,7 @@ def test_misuse_raises_the_documented_errors(alias: str, settings: dict, too_few
 
     model.fit(candles)
     for horizon in (0, -1):
-        with pytest.raises(ConfigurationError, match="horizon must be at least 1"):
+        with pytest.raises(ConfigurationError, match="horizon must be a whole number from 1"):
             model.predict(horizon)
     # A later failed fit leaves the model unfitted rather than half-refitted.
     with pytest.raises(InsufficientHistory):
@@ -283,7 +283,7 @@ def test_seasonal_naive_needs_a_full_season_of_the_timeframe(
     ],
 )
 def test_baselines_refuse_meaningless_settings(alias: str, settings: dict) -> None:
-    with pytest.raises(ConfigurationError, match="at least 1"):
+    with pytest.raises(ConfigurationError, match="must be a whole number from 1 to 10000"):
         make_model(alias, **settings).fit(sine_trend_candles(30))
 
 
@@ -321,10 +321,12 @@ def test_importing_the_models_loads_neither_tensorflow_nor_prophet() -> None:
 @pytest.mark.parametrize(
     ("alias", "settings", "phrase"),
     [
-        ("lstm", {"epochs": "x"}, "epochs must be a whole number, got 'x'"),  # text for a count
+        # text for a count
+        ("lstm", {"epochs": "x"}, "LSTM epochs must be a whole number from 1 to 500, got 'x'"),
         ("lstm", {"dropout": True}, "dropout must be a number"),  # a flag for a rate
         ("prophet", {"log_transform": "yes"}, "log_transform must be true or false"),
-        ("prophet", {"weekly_seasonality": 3}, "weekly_seasonality must be true or false or text"),
+        ("prophet", {"weekly_seasonality": 3}, "weekly_seasonality must be one of auto, true"),
+        ("lstm", {"features": 5}, "LSTM features must be text, got 5"),  # no declared range
         ("seasonal_naive", {"season": 2.5}, "season must be a whole number"),
         ("naive", {"level": "0.9"}, "level must be a number"),
     ],

@@ -118,16 +118,31 @@ def test_max_train_candles_bounds_the_fit(max_train: int, n: int, expected: int)
 @pytest.mark.parametrize(
     ("settings", "message"),
     [
-        ({"max_train_candles": 0}, "max_train_candles must be at least 10"),  # was: all
-        ({"max_train_candles": 5}, "max_train_candles must be at least 10"),  # too few
-        ({"seasonality_mode": "both"}, "additive or multiplicative"),  # unknown mode
-        ({"regressors": "rsi:14", "horizon": 0}, "horizon must be at least 1"),  # no lag
-        ({"changepoint_prior_scale": 0.0}, "changepoint_prior_scale must be above 0"),
-        ({"uncertainty_samples": 0}, "uncertainty_samples must be at least 1"),  # no interval
-        ({"weekly_seasonality": "yes"}, 'weekly_seasonality is "auto", true or false'),
-        ({"interval": "bootstrap"}, 'interval is "conformal" or "prophet"'),
-        ({"calibration_origins": 0}, "calibration_origins must be at least 1"),
-        ({"horizon": 0}, "horizon must be at least 1"),  # the steps calibrated
+        (
+            {"max_train_candles": 0},
+            "max_train_candles must be a whole number from 10 to 20000",
+        ),  # was: all
+        (
+            {"max_train_candles": 5},
+            "max_train_candles must be a whole number from 10 to 20000",
+        ),  # too few
+        (
+            {"seasonality_mode": "both"},
+            "seasonality_mode must be one of additive, multiplicative",
+        ),  # unknown mode
+        (
+            {"regressors": "rsi:14", "horizon": 0},
+            "horizon must be a whole number from 1 to 365",
+        ),  # no lag
+        ({"changepoint_prior_scale": 0.0}, "changepoint_prior_scale must be a number above 0"),
+        (
+            {"uncertainty_samples": 0},
+            "uncertainty_samples must be a whole number from 1 to 2000",
+        ),  # no interval
+        ({"weekly_seasonality": "yes"}, "weekly_seasonality must be one of auto, true, false"),
+        ({"interval": "bootstrap"}, "interval must be one of conformal, prophet"),
+        ({"calibration_origins": 0}, "calibration_origins must be a whole number from 1 to 100"),
+        ({"horizon": 0}, "horizon must be a whole number from 1 to 365"),  # the steps calibrated
     ],
 )
 def test_invalid_settings_are_refused_at_fit(settings: dict, message: str) -> None:

@@ -4,6 +4,11 @@ One table (:data:`SPECS`) names every setting a user can change. The pages take 
 defaults and widget limits from it, links carry each setting as a query parameter, and
 restoring from a link or from a bundle goes through :func:`parse`, which refuses anything
 outside the table, so a crafted link can only choose among valid settings.
+
+The bounds and choices of the models' settings (and of the horizon, level and seed) are
+the library's own declarations (:mod:`forecasting.models.ranges`, each model's
+``parameter_ranges``): a page may offer less than the library accepts, never more, and
+the table is checked against them when this module is imported.
 """
 
 from __future__ import annotations
@@ -23,8 +28,9 @@ from forecasting.experiment import (
     MAX_SEEDS,
 )
 from forecasting.features import DEFAULT_FEATURES, FEATURE_KINDS
+from forecasting.models import LSTM, ProphetModel
+from forecasting.models.ranges import HORIZON, LEVEL, SEED, Range
 from forecasting.ohlcv import timeframe_seconds
-from forecasting.preprocessing import DENOISERS
 
 __all__ = ["SIDEBAR", "SPECS", "Spec", "parse", "serialize"]
 
@@ -56,35 +62,56 @@ class Spec:
         return {"min_value": self.lo, "max_value": self.hi}
 
 
-SEASONALITY = ("auto", True, False)
+def _bounded(default: Any, declared: Range, *, lo: Any = None, hi: Any = None) -> Spec:
+    """A number within a library range; ``lo``/``hi`` narrow what the page offers."""
+    lo = declared.lo if lo is None else lo
+    hi = declared.hi if hi is None else hi
+    if not all(declared.contains(value) for value in (lo, hi, default)):
+        raise ValueError(f"{lo}..{hi} (default {default}) is outside {declared.describe()}")
+    return Spec(default, lo=lo, hi=hi)
+
+
+def _chosen(default: Any, declared: Range, choices: tuple | None = None) -> Spec:
+    """One of a library range's choices, or of ``choices`` (values the page offers,
+    each inside the range)."""
+    choices = declared.choices if choices is None else choices
+    if not all(declared.contains(value) for value in (*choices, default)):
+        raise ValueError(f"{choices} (default {default}) is outside {declared.describe()}")
+    return Spec(default, choices=choices)
+
+
+_LSTM = LSTM.parameter_ranges
+_PROPHET = ProphetModel.parameter_ranges
 
 SPECS: dict[str, Spec] = {
-    "horizon": Spec(7, lo=1, hi=60),
-    "seed": Spec(42, lo=0, hi=2**31 - 1),
-    "level": Spec(0.9, choices=(0.5, 0.8, 0.9, 0.95)),
+    "horizon": _bounded(7, HORIZON, hi=60),  # the page's picker offers up to 60
+    "seed": _bounded(42, SEED),
+    "level": _chosen(0.9, LEVEL, (0.5, 0.8, 0.9, 0.95)),
     "lstm.enabled": Spec(True),
-    "lstm.lookback": Spec(30, lo=5, hi=365),
-    "lstm.layers": Spec(1, lo=1, hi=3),
-    "lstm.units": Spec(32, lo=4, hi=256),
-    "lstm.dropout": Spec(0.1, lo=0.0, hi=0.5),
-    "lstm.epochs": Spec(30, lo=1, hi=500),
-    "lstm.batch_size": Spec(64, lo=8, hi=1024),
-    "lstm.learning_rate": Spec(1e-3, choices=(1e-4, 3e-4, 1e-3, 3e-3, 1e-2)),
-    "lstm.patience": Spec(5, lo=1, hi=50),
-    "lstm.target": Spec("log_return", choices=("log_return", "price")),
-    "lstm.interval": Spec("conformal", choices=("conformal", "mc_dropout")),
+    "lstm.lookback": _bounded(30, _LSTM["lookback"]),
+    "lstm.layers": _bounded(1, _LSTM["layers"]),
+    "lstm.units": _bounded(32, _LSTM["units"]),
+    "lstm.dropout": _bounded(0.1, _LSTM["dropout"], hi=0.5),
+    "lstm.epochs": _bounded(30, _LSTM["epochs"]),
+    "lstm.batch_size": _bounded(64, _LSTM["batch_size"], lo=8, hi=1024),
+    "lstm.learning_rate": _chosen(1e-3, _LSTM["learning_rate"], (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)),
+    "lstm.patience": _bounded(5, _LSTM["patience"], hi=50),
+    "lstm.target": _chosen("log_return", _LSTM["target"]),
+    "lstm.interval": _chosen("conformal", _LSTM["interval"]),
     "lstm.use_features": Spec(True),
-    "lstm.denoise": Spec("none", choices=DENOISERS),
-    "lstm.denoise_window": Spec(7, lo=2, hi=100),
+    "lstm.denoise": _chosen("none", _LSTM["denoise"]),
+    "lstm.denoise_window": _bounded(7, _LSTM["denoise_window"], hi=100),
     "prophet.enabled": Spec(True),
-    "prophet.changepoint_prior_scale": Spec(0.05, choices=(0.001, 0.01, 0.05, 0.1, 0.5)),
-    "prophet.weekly": Spec("auto", choices=SEASONALITY),
-    "prophet.yearly": Spec("auto", choices=SEASONALITY),
-    "prophet.seasonality_mode": Spec("additive", choices=("additive", "multiplicative")),
-    "prophet.max_train_candles": Spec(3000, lo=100, hi=20_000),
+    "prophet.changepoint_prior_scale": _chosen(
+        0.05, _PROPHET["changepoint_prior_scale"], (0.001, 0.01, 0.05, 0.1, 0.5)
+    ),
+    "prophet.weekly": _chosen("auto", _PROPHET["weekly_seasonality"]),
+    "prophet.yearly": _chosen("auto", _PROPHET["yearly_seasonality"]),
+    "prophet.seasonality_mode": _chosen("additive", _PROPHET["seasonality_mode"]),
+    "prophet.max_train_candles": _bounded(3000, _PROPHET["max_train_candles"], lo=100),
     "prophet.regressors": Spec(False),
-    "prophet.denoise": Spec("none", choices=DENOISERS),
-    "prophet.denoise_window": Spec(7, lo=2, hi=100),
+    "prophet.denoise": _chosen("none", _PROPHET["denoise"]),
+    "prophet.denoise_window": _bounded(7, _PROPHET["denoise_window"], hi=100),
     "compare.models": Spec(list(DEFAULT_MODELS), choices=DEFAULT_MODELS, many=True),
     "compare.folds": Spec(3, lo=1, hi=10),
     "compare.test_size": Spec(120, lo=10, hi=5000),

@@ -3,7 +3,9 @@
 A model follows scikit-learn's rules: ``__init__`` only stores settings (no logic, no
 validation); everything learned in :meth:`Forecaster.fit` ends in ``_`` and a second
 ``fit`` overwrites it; inputs are never modified. ``fit`` returns the model, so
-``Naive().fit(candles).predict(7)`` reads as it runs.
+``Naive().fit(candles).predict(7)`` reads as it runs. Each model declares the valid
+values of its settings (``parameter_ranges``, see :mod:`forecasting.models.ranges`);
+:meth:`Forecaster.check_settings` checks them, from ``make_model`` and from ``fit``.
 
 Forecasts are always in price units (the close), for the ``horizon`` candles after the
 last candle the model saw, or after the last candle of ``history`` when given: step
@@ -22,7 +24,7 @@ import inspect
 import numbers
 import types
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Self
 
@@ -35,6 +37,7 @@ from forecasting.errors import (
     InsufficientHistory,
     NotFittedError,
 )
+from forecasting.models.ranges import HORIZON, Range, shown
 from forecasting.ohlcv import future_timestamps, infer_calendar, infer_timeframe
 from forecasting.progress import ProgressCallback
 
@@ -126,13 +129,14 @@ class Forecast:
     def to_records(self) -> list[dict[str, Any]]:
         """JSON-ready rows ``{"timestamp": ISO, "mean": x, "lower": x, "upper": x}``.
 
-        A bound that is missing or unbounded (infinite) is ``null``.
+        A bound that is missing or unbounded (infinite) is ``null``, and so is a mean
+        that is not a finite number (its note says why).
         """
         frame = self.to_frame()
         return [
             {
                 "timestamp": ts.strftime("%Y-%m-%dT%H:%M:%SZ"),
-                "mean": float(row.mean),
+                "mean": float(row.mean) if np.isfinite(row.mean) else None,
                 "lower": float(row.lower) if np.isfinite(row.lower) else None,
                 "upper": float(row.upper) if np.isfinite(row.upper) else None,
             }
@@ -153,6 +157,9 @@ class Forecaster:
     title: ClassVar[str] = ""
     min_history: ClassVar[int] = 2
     capabilities: ClassVar[Capabilities] = Capabilities()
+    # The valid values of each setting (free text and true/false settings are checked
+    # against their annotation only).
+    parameter_ranges: ClassVar[Mapping[str, Range]] = {}
 
     # --- parameters (scikit-learn style) ------------------------------------------------
 
@@ -161,11 +168,31 @@ class Forecaster:
         names = [p for p in inspect.signature(type(self).__init__).parameters if p not in ("self",)]
         return {name: getattr(self, name) for name in names}
 
-    def _check_types(self) -> None:
+    def check_settings(self) -> None:
+        """Check every setting against its declared range (or, without one, its annotation).
+
+        ``fit`` calls it, and experiments and the command line call it before any data
+        is read: the pages, links, scripts and the library refuse the same values with
+        the same one-line message.
+
+        Raises
+        ------
+        ConfigurationError
+            For the first setting outside its range or of the wrong kind, naming it and
+            what is valid: "LSTM units must be a whole number from 4 to 256, got 200000."
+        """
+        owner = self.title or self.alias
+        params = self.get_params()
+        for name, value in params.items():
+            if name in self.parameter_ranges:
+                self.parameter_ranges[name].check(value, name, owner)
+        self._check_types({k: v for k, v in params.items() if k not in self.parameter_ranges})
+
+    def _check_types(self, params: Mapping[str, Any]) -> None:
         """Each setting must have a type its annotation in ``__init__`` allows (``"x"`` is
-        no epoch count): a clear message here instead of a ``TypeError`` deep in a fit."""
+        no feature list): a clear message here instead of a ``TypeError`` deep in a fit."""
         hints = typing.get_type_hints(type(self).__init__)
-        for name, value in self.get_params().items():
+        for name, value in params.items():
             allowed = _allowed_types(hints.get(name))
             if allowed is None or value is None and type(None) in allowed:
                 continue
@@ -184,7 +211,8 @@ class Forecaster:
             )
             if not ok:
                 raise ConfigurationError(
-                    f"{self.title or self.alias}: {name} must be {_kind(allowed)}, got {value!r}."
+                    f"{self.title or self.alias} {name} must be {_kind(allowed)}, "
+                    f"got {shown(value)}."
                 )
 
     def clone(self) -> Self:
@@ -237,13 +265,7 @@ class Forecaster:
         # otherwise leave this fit's history beside the previous fit's learned state, and
         # predict would silently mix the two: any failed fit leaves the model unfitted.
         self._forget_fit()
-        self._check_types()
-        level = getattr(self, "level", None)
-        if level is not None and not 0 < level < 1:
-            raise ConfigurationError(
-                f"{self.title or self.alias}: level is an interval coverage between 0 and 1 "
-                f"(e.g. 0.9), got {level}."
-            )
+        self.check_settings()
         if len(candles) < self._required_history():
             raise InsufficientHistory(
                 f"{self.title or self.alias} needs at least {self._required_history()} candles "
@@ -322,8 +344,7 @@ class Forecaster:
             raise NotFittedError(
                 f"{self.title or type(self).__name__} is not fitted yet: call fit(candles) first."
             )
-        if int(horizon) < 1:
-            raise ConfigurationError(f"horizon must be at least 1, got {horizon}.")
+        HORIZON.check(horizon, "horizon")
         if history is not None and history is not self.history_:
             self._check_prices(history)
             if not self.capabilities.conditions_on_history:
@@ -332,12 +353,20 @@ class Forecaster:
         result = self._predict(int(horizon), history)
         mean, lower, upper = result[:3]
         notes = tuple(result[3]) if len(result) > 3 else ()
+        mean = np.asarray(mean, dtype="float64")
+        if not np.isfinite(mean).all():
+            # Closes near the largest float overflow a sum or a product: say so, never
+            # hand an infinity on as a price (JSON shows it as null).
+            notes += (
+                f"The forecast is not a finite number at {int((~np.isfinite(mean)).sum())} "
+                f"of {len(mean)} steps: the prices are too large to compute with.",
+            )
         timestamps = future_timestamps(
             history.index[-1], int(horizon), self.timeframe_, calendar=self.calendar_
         )
         return Forecast(
             timestamps=timestamps,
-            mean=np.asarray(mean, dtype="float64"),
+            mean=mean,
             lower=None if lower is None else np.asarray(lower, dtype="float64"),
             upper=None if upper is None else np.asarray(upper, dtype="float64"),
             level=getattr(self, "level", None) if lower is not None else None,

@@ -118,8 +118,9 @@ from forecasting.errors import (
 )
 from forecasting.features import compute_features, parse_features, warmup_length
 from forecasting.models.base import Capabilities, Forecaster, ProgressCallback
+from forecasting.models.ranges import HORIZON, LEVEL, SEED, Range
 from forecasting.ohlcv import timeframe_offset
-from forecasting.preprocessing import denoise
+from forecasting.preprocessing import DENOISERS, denoise
 
 __all__ = ["LSTM", "conformal_quantile", "conformal_rank", "step_positions", "step_targets"]
 
@@ -354,6 +355,28 @@ class LSTM(Forecaster):
         interval_methods=INTERVALS,
         needs_positive_prices=True,
     )
+    # The upper bounds of the architecture and the training keep one fit within minutes
+    # on a shared server (and a budget refuses what is still too much at once).
+    parameter_ranges = {
+        "lookback": Range(5, 365, integer=True),
+        "horizon": HORIZON,
+        "layers": Range(1, 3, integer=True),
+        "units": Range(4, 256, integer=True),
+        "dropout": Range(0.0, 0.9),
+        "epochs": Range(1, 500, integer=True),
+        "batch_size": Range(1, 4096, integer=True),
+        "learning_rate": Range(0.0, 1.0, lo_open=True),
+        "patience": Range(1, 500, integer=True),
+        "validation_fraction": Range(0.0, 0.5, lo_open=True, hi_open=True),
+        "target": Range(choices=TARGETS),
+        "interval": Range(choices=INTERVALS),
+        "level": LEVEL,
+        "mc_samples": Range(1, 500, integer=True),
+        "seed": SEED,
+        "jit_compile": Range(choices=("auto", True, False)),
+        "denoise": Range(choices=DENOISERS),
+        "denoise_window": Range(2, 1000, integer=True),
+    }
 
     def __init__(
         self,
@@ -454,19 +477,11 @@ class LSTM(Forecaster):
         return np.ascontiguousarray(view.transpose(0, 2, 1), dtype="float32")
 
     def _validate_settings(self) -> None:
-        if self.target not in TARGETS:
-            raise ConfigurationError(f"LSTM target must be one of {', '.join(TARGETS)}.")
-        if self.interval not in INTERVALS:
-            raise ConfigurationError(f"LSTM interval must be one of {', '.join(INTERVALS)}.")
+        # Each setting alone is checked against parameter_ranges; these are the pairs.
         if self.interval == "mc_dropout" and not self.dropout > 0:
             raise ConfigurationError("MC dropout intervals need dropout above 0.")
         if self.interval == "mc_dropout" and int(self.mc_samples) < 2:
             raise ConfigurationError("MC dropout intervals need at least 2 mc_samples.")
-        for name in ("lookback", "horizon", "layers", "units", "epochs", "batch_size"):
-            if int(getattr(self, name)) < 1:
-                raise ConfigurationError(f"LSTM {name} must be at least 1.")
-        if not 0 < self.validation_fraction < 0.5:
-            raise ConfigurationError("LSTM validation_fraction must be between 0 and 0.5.")
 
     # --- fit / predict ------------------------------------------------------------------
 
@@ -888,6 +903,7 @@ class LSTM(Forecaster):
         path = Path(path)
         state = json.loads(Path(f"{path}.json").read_text(encoding="utf-8"))
         model = cls(**state["params"])
+        model.check_settings()
         model.no_change_ = state.get("no_change")
         # Files written before the fused kernel were trained on Keras' layer (the same
         # weights layout: they load into either).

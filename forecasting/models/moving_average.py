@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from forecasting.errors import ConfigurationError
 from forecasting.models._intervals import log_interval, one_step_changes, rms
 from forecasting.models.base import Capabilities, Forecaster
+from forecasting.models.ranges import LEVEL, Range
 
 
 class MovingAverage(Forecaster):
@@ -33,6 +33,7 @@ class MovingAverage(Forecaster):
     alias = "moving_average"
     title = "Moving average"
     capabilities = Capabilities(interval_methods=("log-normal",), needs_positive_prices=True)
+    parameter_ranges = {"window": Range(1, 10_000, integer=True), "level": LEVEL}
 
     def __init__(self, window: int = 7, level: float = 0.9) -> None:
         self.window = window
@@ -42,10 +43,6 @@ class MovingAverage(Forecaster):
         return max(int(self.window), 1) + 1
 
     def _fit(self, candles: pd.DataFrame, **_: object) -> None:
-        if int(self.window) < 1:
-            raise ConfigurationError(
-                f"Moving average: window must be at least 1, got {self.window}."
-            )
         self.window_ = int(self.window)
         close = candles["close"].astype("float64")
         window_mean = close.rolling(self.window_).mean()

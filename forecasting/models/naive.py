@@ -7,6 +7,7 @@ import pandas as pd
 
 from forecasting.models._intervals import log_interval, one_step_changes, rms
 from forecasting.models.base import Capabilities, Forecaster
+from forecasting.models.ranges import LEVEL
 
 
 class Naive(Forecaster):
@@ -27,6 +28,7 @@ class Naive(Forecaster):
     alias = "naive"
     title = "Naive"
     capabilities = Capabilities(interval_methods=("log-normal",), needs_positive_prices=True)
+    parameter_ranges = {"level": LEVEL}
 
     def __init__(self, level: float = 0.9) -> None:
         self.level = level

@@ -169,13 +169,16 @@ from forecasting.errors import Cancelled, ConfigurationError, InsufficientHistor
 from forecasting.features import compute_features, parse_features, warmup_length
 from forecasting.models.base import Capabilities, Forecaster, ProgressCallback
 from forecasting.models.lstm import calibration_windows_needed, conformal_quantile
+from forecasting.models.ranges import HORIZON, LEVEL, SEED, Range
 from forecasting.ohlcv import future_timestamps
-from forecasting.preprocessing import denoise
+from forecasting.preprocessing import DENOISERS, denoise
 
 __all__ = ["INTERVALS", "ProphetModel", "normalised_scores", "pooled_conformal_quantile"]
 
 #: How the interval is made: calibrated by split conformal, or Prophet's own simulation.
 INTERVALS = ("conformal", "prophet")
+# A seasonality is "auto" (Prophet decides from the data's span), on or off.
+SEASONALITY = ("auto", True, False)
 
 # The parameters Stan optimises, as Prophet names them.
 _STAN_PARAMS = ("k", "m", "sigma_obs", "delta", "beta")
@@ -523,6 +526,27 @@ class ProphetModel(Forecaster):
         interval_methods=INTERVALS,
         needs_positive_prices=True,
     )
+    # The upper bounds keep one fit within seconds and one comparison within minutes on a
+    # shared server: Prophet refits at every origin and at every calibration origin.
+    parameter_ranges = {
+        # Prophet's own docs tune it within 0.001 .. 0.5; above 10 the trend is all noise.
+        "changepoint_prior_scale": Range(0.0, 10.0, lo_open=True),
+        "weekly_seasonality": Range(choices=SEASONALITY),
+        "yearly_seasonality": Range(choices=SEASONALITY),
+        "daily_seasonality": Range(choices=SEASONALITY),
+        "seasonality_mode": Range(choices=("additive", "multiplicative")),
+        "level": LEVEL,
+        "interval": Range(choices=INTERVALS),
+        "calibration_origins": Range(1, 100, integer=True),
+        # iloc[-0:] is the whole frame, and Prophet needs a few candles to fit at all.
+        "max_train_candles": Range(10, 20_000, integer=True),
+        "horizon": HORIZON,
+        # Its interval is simulated: at least one path.
+        "uncertainty_samples": Range(1, 2000, integer=True),
+        "seed": SEED,
+        "denoise": Range(choices=DENOISERS),
+        "denoise_window": Range(2, 1000, integer=True),
+    }
 
     def __init__(
         self,
@@ -585,40 +609,6 @@ class ProphetModel(Forecaster):
             frame = pd.concat([frame, regressors], axis=1)
         return frame
 
-    def _check_settings(self) -> None:
-        if self.seasonality_mode not in ("additive", "multiplicative"):
-            raise ConfigurationError("Prophet seasonality_mode is additive or multiplicative.")
-        if int(self.max_train_candles) < 10:
-            # iloc[-0:] is the whole frame: 0 would silently train on everything.
-            raise ConfigurationError(
-                f"Prophet max_train_candles must be at least 10, got {self.max_train_candles}."
-            )
-        if self.interval not in INTERVALS:
-            raise ConfigurationError(
-                f'Prophet interval is "conformal" or "prophet", got {self.interval!r}.'
-            )
-        if (self.regressors or self.interval == "conformal") and int(self.horizon) < 1:
-            raise ConfigurationError(f"Prophet horizon must be at least 1, got {self.horizon}.")
-        if self.interval == "conformal" and int(self.calibration_origins) < 1:
-            raise ConfigurationError(
-                "Prophet calibration_origins must be at least 1 (10 is the default), got "
-                f"{self.calibration_origins}."
-            )
-        if not float(self.changepoint_prior_scale) > 0:
-            raise ConfigurationError(
-                "Prophet changepoint_prior_scale must be above 0 (0.05 is Prophet's default), "
-                f"got {self.changepoint_prior_scale}."
-            )
-        for name in ("weekly_seasonality", "yearly_seasonality", "daily_seasonality"):
-            value = getattr(self, name)
-            if not (value == "auto" or isinstance(value, bool | np.bool_)):
-                raise ConfigurationError(f'Prophet {name} is "auto", true or false, got {value!r}.')
-        if int(self.uncertainty_samples) < 1:
-            raise ConfigurationError(
-                "Prophet uncertainty_samples must be at least 1 (its interval is simulated), "
-                f"got {self.uncertainty_samples}."
-            )
-
     # --- fitting ------------------------------------------------------------------------
 
     def updated(self, history: pd.DataFrame) -> Self:
@@ -634,7 +624,6 @@ class ProphetModel(Forecaster):
     def _fit(
         self, candles: pd.DataFrame, *, progress=None, should_stop=None, warm_start=None
     ) -> None:
-        self._check_settings()
         _quiet()
         init_from = warm_start.model_ if warm_start is not None else None
         if self.interval == "prophet":

@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from forecasting.errors import ConfigurationError, InsufficientHistory
+from forecasting.errors import InsufficientHistory
 from forecasting.models._intervals import lagged_changes, log_interval, rms
 from forecasting.models.base import Capabilities, Forecaster
+from forecasting.models.ranges import LEVEL, Range
 from forecasting.ohlcv import grid_positions, season_length
 
 
@@ -33,6 +34,11 @@ class SeasonalNaive(Forecaster):
     alias = "seasonal_naive"
     title = "Seasonal naive"
     capabilities = Capabilities(interval_methods=("log-normal",), needs_positive_prices=True)
+    parameter_ranges = {
+        # A week of one-minute candles is 10,080; anything longer has no data behind it.
+        "season": Range(1, 10_000, integer=True, optional=True),
+        "level": LEVEL,
+    }
 
     def __init__(self, season: int | None = None, level: float = 0.9) -> None:
         self.season = season
@@ -44,10 +50,6 @@ class SeasonalNaive(Forecaster):
 
     def _fit(self, candles: pd.DataFrame, **_: object) -> None:
         self.season_ = int(self.season or season_length(self.timeframe_, self.calendar_))
-        if self.season_ < 1:
-            raise ConfigurationError(
-                f"Seasonal naive: season must be at least 1, got {self.season}."
-            )
         # One full season plus a candle, or the forecast would look back before the data
         # (24 hourly candles per season need at least 25 candles, not 8).
         if len(candles) < self.season_ + 1:
