@@ -12,14 +12,16 @@ from forecasting.charts import (
 )
 from forecasting.errors import ForecastingError
 from forecasting.experiment import DEFAULT_MODELS
-from ui import runs, settings, sharing, state
+from ui import budget, runs, settings, sharing, state, text
 
 dataset = state.current_dataset(state.page_setup())
 
 st.title("Compare")
-st.caption(
-    f"{dataset.label} · {len(dataset.candles):,} candles · every model is fitted per fold on "
-    "the candles before the fold only and forecasts from the same origins"
+text.caption(
+    "{label} · {count:,} candles · every model is fitted per fold on the candles before the "
+    "fold only and forecasts from the same origins",
+    label=dataset.label,
+    count=len(dataset.candles),
 )
 
 with st.expander("Restore settings from an experiment bundle"):
@@ -93,6 +95,12 @@ with st.form(FORM):
     )
 
 experiment = runs.compare_settings()
+cost = runs.cost_caption(dataset, experiment)
+if cost:
+    text.caption("{cost}", cost=cost)
+limits_problem = budget.limits()[1]
+if limits_problem:
+    text.warning("{problem}", problem=limits_problem)
 try:
     if run:
         cancel = st.empty()
@@ -102,7 +110,7 @@ try:
     else:
         result = runs.stored_experiment(dataset, experiment)
 except ForecastingError as exc:
-    st.error(str(exc))
+    text.error("{problem}", problem=exc)
     st.stop()
 if result is None:
     if st.session_state.pop("cancel_compare", False):
@@ -113,16 +121,17 @@ if result is None:
 
 st.subheader("Verdict")
 loss_name = f"{experiment.loss} error"
-st.caption(
-    f"Each model against naive on the same (origin, target) pairs: the ratio of mean {loss_name}s "
-    f"and one Diebold-Mariano test over all {experiment.backtest.horizon} steps at once "
-    "(two-sided, 5 % level). Over several LSTM seeds it is better or worse only if it is for every "
-    "seed."
+text.caption(
+    "Each model against naive on the same (origin, target) pairs: the ratio of mean {loss}s "
+    "and one Diebold-Mariano test over all {horizon} steps at once (two-sided, 5 % level). "
+    "Over several LSTM seeds it is better or worse only if it is for every seed.",
+    loss=loss_name,
+    horizon=experiment.backtest.horizon,
 )
 for line in runs.verdict_lines(result.verdict):
-    st.markdown(f"- {line}")
+    text.markdown("- {line}", line=line)
 for note in result.notes:
-    st.info(note, icon=":material/info:")
+    text.info("{note}", note=note, icon=":material/info:")
 seeds = runs.seed_table(result.verdict)
 if not seeds.empty:
     with st.expander("Each seed"):
@@ -158,23 +167,26 @@ st.caption(
 st.table(runs.metrics_view(result.metrics, result.verdict))
 for model, row in result.copy.iterrows():
     if row["copies_last"] and model != "naive":
-        st.warning(
-            f"**{model}** mostly repeats the last price: its forecasts move "
-            f"{row['relative_move']:.0%} as much as the price does. Its accuracy is naive's."
+        text.warning(
+            "**{model}** mostly repeats the last price: its forecasts move {move:.0%} as much "
+            "as the price does. Its accuracy is naive's.",
+            model=model,
+            move=row["relative_move"],
         )
 
 st.subheader("Step by step")
-st.caption(
-    f"Diebold-Mariano tests per step ({loss_name}; equal-weighted cosine long-run variance, "
+text.caption(
+    "Diebold-Mariano tests per step ({loss}; equal-weighted cosine long-run variance, "
     "Student's t on its B degrees of freedom): one test per step, so read them beside the "
-    "joint verdict above, not instead of it."
+    "joint verdict above, not instead of it.",
+    loss=loss_name,
 )
 dm = result.dm_tests
 if dm.empty:
     st.info("Too few forecasts for significance tests: lengthen the test period.")
 else:
     for verdict in dm[dm["step"] == step]["verdict"]:
-        st.markdown(f"- {verdict}.")
+        text.markdown("- {verdict}.", verdict=verdict)
     with st.expander("All tests"):
         st.dataframe(
             dm[["step", "model", "against", "statistic", "pvalue", "n", "dof", "loss", "verdict"]],

@@ -4,17 +4,15 @@ import pandas as pd
 import streamlit as st
 
 from forecasting.charts import candlestick_chart
-from ui import state
+from ui import state, text
 
 
 def _dropped_list(stamps: pd.DatetimeIndex, limit: int = 200) -> str:
-    """The dropped open times as one sentence, or "None."."""
-    if not len(stamps):
-        return "None."
+    """The first ``limit`` dropped open times, as a list in words."""
     daily = bool((stamps == stamps.normalize()).all())
     shown = [f"{stamp:%Y-%m-%d}" if daily else f"{stamp:%Y-%m-%d %H:%M}" for stamp in stamps]
     more = f" and {len(shown) - limit:,} more" if len(shown) > limit else ""
-    return f"Candles with zero or negative prices, dropped: {', '.join(shown[:limit])}{more}."
+    return f"{', '.join(shown[:limit])}{more}"
 
 
 dataset = state.current_dataset(state.page_setup())
@@ -23,9 +21,12 @@ report = dataset.quality()
 counts = report.summary()
 
 st.title("Data")
-st.caption(
-    f"{dataset.label} · {len(candles):,} candles · "
-    f"{candles.index[0]:%Y-%m-%d %H:%M} → {candles.index[-1]:%Y-%m-%d %H:%M} UTC"
+text.caption(
+    "{label} · {count:,} candles · {first:%Y-%m-%d %H:%M} → {last:%Y-%m-%d %H:%M} UTC",
+    label=dataset.label,
+    count=len(candles),
+    first=candles.index[0],
+    last=candles.index[-1],
 )
 state.chart(
     candlestick_chart(
@@ -75,7 +76,14 @@ with st.expander(
 with st.expander(
     f"Zero or negative prices: {counts['nonpositive']:,}", expanded=0 < counts["nonpositive"] < 50
 ):
-    st.caption(_dropped_list(report.nonpositive))
+    if len(report.nonpositive):
+        text.caption(
+            "Candles with zero or negative prices, dropped: {stamps}.",
+            stamps=_dropped_list(report.nonpositive),
+            limit=4000,
+        )
+    else:
+        st.caption("None.")
 with st.expander(f"Extreme moves: {counts['extreme_moves']:,}"):
     state.table(report.extreme_moves, hide_index=True)
 with st.expander(

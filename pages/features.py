@@ -4,12 +4,12 @@ import streamlit as st
 
 from forecasting.charts import correlation_heatmap, feature_chart
 from forecasting.errors import ForecastingError
-from ui import runs, settings, state
+from ui import runs, settings, state, text
 
 dataset = state.current_dataset(state.page_setup())
 
 st.title("Features")
-st.caption(f"{dataset.label} · {len(dataset.candles):,} candles")
+text.caption("{label} · {count:,} candles", label=dataset.label, count=len(dataset.candles))
 
 specs = runs.feature_picker()
 spec_text = ",".join(str(s) for s in specs)
@@ -21,13 +21,14 @@ if not specs:
 try:
     features = runs.features_for(dataset.candles, spec_text)
 except ForecastingError as exc:
-    st.error(str(exc))
+    text.error("{problem}", problem=exc)
     settings.keep_widgets()
     st.stop()
 
-st.caption(
-    f"{len(features.columns)} columns · {len(dataset.candles) - len(features):,} warm-up "
-    "candles dropped (never back-filled)"
+text.caption(
+    "{columns} columns · {warmup:,} warm-up candles dropped (never back-filled)",
+    columns=len(features.columns),
+    warmup=len(dataset.candles) - len(features),
 )
 state.chart(feature_chart(dataset.candles.loc[features.index], features), key="features")
 
@@ -44,7 +45,11 @@ with right:
     )
     audit = runs.audit_for(dataset.candles, spec_text)
     if audit["passed"].all():
-        st.success(f"All {len(audit)} columns pass ({int(audit['prefixes'].iloc[0])} prefixes).")
+        text.success(
+            "All {columns} columns pass ({prefixes} prefixes).",
+            columns=len(audit),
+            prefixes=int(audit["prefixes"].iloc[0]),
+        )
     else:
         st.error("Some columns change when later candles arrive: they leak the future.")
     st.dataframe(audit, hide_index=True)

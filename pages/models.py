@@ -3,14 +3,16 @@
 import streamlit as st
 
 from forecasting.charts import forecast_chart, loss_chart
-from ui import runs, settings, state
+from ui import runs, settings, state, text
 
 dataset = state.current_dataset(state.page_setup())
 
 st.title("Models")
-st.caption(
-    f"{dataset.label} · {len(dataset.candles):,} candles · the naive baselines are always "
-    "trained beside the LSTM and Prophet"
+text.caption(
+    "{label} · {count:,} candles · the naive baselines are always trained beside the LSTM "
+    "and Prophet",
+    label=dataset.label,
+    count=len(dataset.candles),
 )
 
 FORM = "model_settings"
@@ -132,7 +134,7 @@ if train:
     cancel.button("Cancel", icon=":material/stop_circle:", key="cancel_training")
     models = runs.train_all(dataset.candles, chosen, runs.TrainingDisplay())
     cancel.empty()
-    status.success(f"Trained {len(models)} models.")
+    text.success("Trained {count} models.", count=len(models), into=status)
 else:
     models = runs.train_all(dataset.candles, chosen, None, train=False)
     if st.session_state.pop("cancel_training", False):
@@ -146,12 +148,16 @@ if forecasts:
     st.dataframe(runs.forecast_table(forecasts), hide_index=False)
 for forecast in forecasts:
     for note in forecast.notes:
-        st.info(f"**{forecast.model}**: {note}", icon=":material/info:")
+        text.info("**{model}**: {note}", model=forecast.model, note=note, icon=":material/info:")
 if "lstm" in models and models["lstm"].epochs_trained_:  # no network on flat closes
     state.chart(loss_chart(models["lstm"].loss_history_), key="loss_chart")
-    st.caption(f"LSTM trained for {models['lstm'].epochs_trained_} epochs (early stopping).")
+    text.caption(
+        "LSTM trained for {epochs} epochs (early stopping).", epochs=models["lstm"].epochs_trained_
+    )
 if "prophet" in models and models["prophet"].train_candles_ < len(dataset.candles):
-    st.caption(
-        f"Prophet was fitted on the last {models['prophet'].train_candles_:,} candles of "
-        f"{len(dataset.candles):,} (its training window setting)."
+    text.caption(
+        "Prophet was fitted on the last {fitted:,} candles of {count:,} (its training window "
+        "setting).",
+        fitted=models["prophet"].train_candles_,
+        count=len(dataset.candles),
     )

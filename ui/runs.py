@@ -19,9 +19,11 @@ import streamlit as st
 
 import forecasting as fc
 from forecasting import features as fc_features
+from forecasting.budget import check_budget, estimate_experiment, estimate_fits
 from forecasting.evaluation import BacktestSettings
 from forecasting.experiment import DEFAULT_MODELS, ExperimentSettings, data_hash, run_experiment
 from forecasting.models import make_model
+from ui import budget, text
 from ui.settings import remember, setting
 from ui.state import Dataset, chart
 
@@ -47,12 +49,12 @@ def feature_picker() -> tuple[fc_features.FeatureSpec, ...]:
         for column, kind in zip(columns, with_params, strict=True):
             info = kinds[kind]
             with column:
-                st.markdown(f"**{info.title}**", help=info.description)
+                text.markdown("**{title}**", title=info.title, help=text.plain(info.description))
                 params = []
                 for name, default in zip(info.param_names, info.defaults, strict=True):
                     is_int = isinstance(default, int)
                     value = st.number_input(
-                        name,
+                        text.plain(name),
                         min_value=1 if is_int else 0.1,
                         max_value=500 if is_int else 10.0,
                         step=1 if is_int else 0.5,
@@ -64,7 +66,7 @@ def feature_picker() -> tuple[fc_features.FeatureSpec, ...]:
     try:
         return tuple(fc_features.FeatureSpec(kind, params) for kind, params in specs)
     except fc.ForecastingError as exc:
-        st.error(str(exc))
+        text.error("{problem}", problem=exc)
         return fc_features.DEFAULT_FEATURES
 
 
@@ -153,7 +155,14 @@ def fitted_model(
     key = model_key(candles, alias, settings)
     model = MODELS.get(key)
     if model is None and train:
-        model = make_model(alias, **settings).fit(candles, progress=progress)
+        model = make_model(alias, **settings)
+        if alias not in BASELINE_SETTINGS:  # baselines cost nothing: no budget, no queue
+            check_budget(estimate_fits({alias: model}, len(candles)), budget.limits()[0])
+            should_stop = budget.stop_check()
+            with budget.queued(st.empty(), should_stop, f"training {alias}"):
+                model = model.fit(candles, progress=progress, should_stop=should_stop)
+        else:
+            model = model.fit(candles, progress=progress)
         MODELS.put(key, model)
     return model
 
@@ -239,9 +248,13 @@ class TrainingDisplay:
             if stage == "epoch":
                 self.losses["loss"].append(details["loss"])
                 self.losses["val_loss"].append(details["val_loss"])
-                text = (
-                    f"{alias}: epoch {details['epoch']}/{details['epochs']} · "
-                    f"loss {details['loss']:.4f} · val_loss {details['val_loss']:.4f}"
+                message = text.markup(
+                    "{alias}: epoch {epoch}/{epochs} · loss {loss:.4f} · val_loss {val_loss:.4f}",
+                    alias=alias,
+                    epoch=details["epoch"],
+                    epochs=details["epochs"],
+                    loss=details["loss"],
+                    val_loss=details["val_loss"],
                 )
                 chart(
                     self._loss_chart(self.losses),
@@ -249,8 +262,12 @@ class TrainingDisplay:
                     into=self.chart,
                 )
             else:
-                text = f"{alias}: fitting on {details.get('candles', '?'):,} candles…"
-            self.bar.progress(done, text=text)
+                message = text.markup(
+                    "{alias}: fitting on {candles:,} candles…",
+                    alias=alias,
+                    candles=details.get("candles", "?"),
+                )
+            self.bar.progress(done, text=message)
 
         return report
 
@@ -282,7 +299,7 @@ def train_all(
                 train=train or alias in BASELINE_SETTINGS,
             )
         except fc.ForecastingError as exc:
-            st.error(f"{alias}: {exc}")
+            text.error("{alias}: {problem}", alias=alias, problem=exc)
             continue
         if model is not None:
             models[alias] = model
@@ -298,7 +315,7 @@ def forecasts(models: Mapping[str, Any], horizon: int) -> list[Any]:
         try:
             out.append(model.predict(horizon))
         except fc.ForecastingError as exc:
-            st.error(f"{alias}: {exc}")
+            text.error("{alias}: {problem}", alias=alias, problem=exc)
     return out
 
 
@@ -360,18 +377,45 @@ def run_comparison(dataset: Dataset, settings: ExperimentSettings) -> Any:
     result = EXPERIMENTS.get(key)
     if result is not None:
         return result
+    # Over the server's budget: refused before anything runs (OverBudget names what to lower).
+    check_budget(estimate_experiment(settings, dataset.candles), budget.limits()[0])
     bar = st.progress(0.0, text="Starting the walk-forward backtest…")
 
     def progress(stage: str, fraction: float, details: Mapping[str, Any]) -> None:
-        bar.progress(fraction, text=details.get("message", stage))
+        bar.progress(fraction, text=text.markup("{message}", message=details.get("message", stage)))
 
     source = {"label": dataset.label, "source": dataset.source, "timeframe": dataset.timeframe}
-    result = run_experiment(
-        dataset.candles, settings, source=source, progress=progress, filled=dataset.filled
-    )
+    should_stop = budget.stop_check()
+    with budget.queued(bar, should_stop, "this comparison"):
+        result = EXPERIMENTS.get(key)  # another session may have run it meanwhile
+        if result is None:
+            bar.progress(0.0, text="Starting the walk-forward backtest…")
+            result = run_experiment(
+                dataset.candles,
+                settings,
+                source=source,
+                progress=progress,
+                should_stop=should_stop,
+                filled=dataset.filled,
+            )
+            EXPERIMENTS.put(key, result)
     bar.empty()
-    EXPERIMENTS.put(key, result)
     return result
+
+
+def cost_caption(dataset: Dataset, settings: ExperimentSettings) -> str:
+    """The estimated cost of running these settings on this data, for under the form."""
+    try:
+        estimate = estimate_experiment(settings, dataset.candles)
+    except fc.ForecastingError:
+        return ""  # the run itself will say what is wrong
+    limit = budget.limits()[0].max_run_seconds
+    over = (
+        " Over this server's limit: lower the settings named when you run."
+        if (estimate.seconds > limit)
+        else ""
+    )
+    return estimate.summary() + over
 
 
 GOOD = "font-weight: bold; color: #26a69a"
@@ -404,12 +448,16 @@ def metrics_view(metrics: pd.DataFrame, verdict: Mapping[str, Any]) -> Any:
     return styled
 
 
-def verdict_lines(verdict: Mapping[str, Any]) -> list[str]:
+def verdict_lines(verdict: Mapping[str, Any]) -> list[text.Markup]:
     """The verdict in plain lines: each model against naive, then LSTM against Prophet."""
     lines = []
     for found in verdict.values():
         words = found.sentence()
-        lines.append(f"**{found.model}** {words[len(found.model) + 1 :]}")
+        lines.append(
+            text.markup(
+                "**{model}** {words}", model=found.model, words=words[len(found.model) + 1 :]
+            )
+        )
     return lines
 
 

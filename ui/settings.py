@@ -16,7 +16,7 @@ import streamlit as st
 
 import forecasting as fc
 from forecasting.bundle import SETTINGS_ENTRY, read_bundle_settings
-from ui import sharing
+from ui import sharing, text
 from ui.state import utc_today
 
 # --- settings that outlive their page --------------------------------------------------
@@ -141,10 +141,11 @@ def link_notice() -> None:
     """Show, once, which link settings were invalid and replaced by defaults."""
     refused = st.session_state.pop("_link_refused", None)
     if refused:
-        st.warning(
-            "Some settings in the link were not valid and the defaults are used instead: "
-            + "; ".join(refused),
+        text.warning(
+            "Some settings in the link were not valid and the defaults are used instead: {refused}",
+            refused="; ".join(refused),
             icon=":material/link_off:",
+            limit=1000,
         )
 
 
@@ -161,11 +162,16 @@ def restore_uploaded_bundle() -> None:
     try:
         refused = restore_from_bundle(upload.getvalue())
     except fc.ForecastingError as exc:
-        st.session_state["_bundle_message"] = ("error", str(exc))
+        st.session_state["_bundle_message"] = ("error", text.markup("{problem}", problem=exc))
         return
-    message = "Settings restored from the bundle. Press **Run comparison** to run it."
+    message = text.markup("Settings restored from the bundle. Press **Run comparison** to run it.")
     if refused:
-        message += " Not restored (invalid): " + "; ".join(refused)
+        message = text.markup(
+            "{message} Not restored (invalid): {refused}",
+            message=message,
+            refused="; ".join(refused),
+            limit=1000,
+        )
     st.session_state["_bundle_message"] = ("success", message)
 
 
@@ -174,7 +180,7 @@ def bundle_notice() -> None:
     outcome = st.session_state.pop("_bundle_message", None)
     if outcome is not None:
         kind, message = outcome
-        (st.error if kind == "error" else st.success)(message)
+        (text.error if kind == "error" else text.success)("{message}", message=message)
 
 
 def restore_from_bundle(data: bytes) -> list[str]:

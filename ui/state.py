@@ -34,9 +34,11 @@ import pandas as pd
 import streamlit as st
 
 import forecasting as fc
+from forecasting.data.csvfile import MAX_CSV_BYTES
 from forecasting.data.quality import dropped_nonpositive
 from forecasting.data.sample import SAMPLE_CALENDAR, SAMPLE_TIMEFRAME
 from forecasting.ohlcv import timeframe_seconds
+from ui import text
 
 SOURCES = {"exchange": "Exchange", "csv": "CSV file", "sample": "Offline sample"}
 # Fetches beyond this are refused with a message: a slip of the timeframe picker should
@@ -233,13 +235,14 @@ def sidebar() -> Selection:
                 "OHLCV file (CSV)",
                 type=["csv", "txt"],
                 key="csv_file",
+                max_upload_size=MAX_CSV_BYTES // 1_048_576,  # the same limit as the reader
                 help="A header row with timestamp (or date), open, high, low, close, volume. "
                 "ISO dates or epoch seconds/milliseconds; other columns are ignored. "
                 "10 MB at most.",
             )
         else:
             exchange, symbol, timeframe = "", "", SAMPLE_TIMEFRAME
-            st.caption(fc.SAMPLE_LABEL)
+            st.caption(text.plain(fc.SAMPLE_LABEL))
 
         start, end = _date_range_picker(today)
         fill = st.toggle(
@@ -266,7 +269,9 @@ def _exchange_pickers(default_symbol: str) -> tuple[str, str, str]:
     try:
         listed = symbols(exchange)
     except fc.ForecastingError as exc:
-        st.warning(f"Could not list the symbols of {exchange}: {exc}")
+        text.warning(
+            "Could not list the symbols of {exchange}: {problem}", exchange=exchange, problem=exc
+        )
         listed = []
     if listed:
         if state.get("symbol") not in listed:
@@ -276,12 +281,22 @@ def _exchange_pickers(default_symbol: str) -> tuple[str, str, str]:
             "Symbol",
             listed,
             key="symbol",
-            help=f"{len(listed):,} listed on {exchange}. Type to search.",
+            help=text.markup(
+                "{count:,} listed on {exchange}. Type to search.",
+                count=len(listed),
+                exchange=exchange,
+            ),
         )
     else:
         state.setdefault("symbol", default_symbol)
         symbol = st.text_input("Symbol", key="symbol", help="Unified ccxt symbol, e.g. BTC/USDT.")
-    offered = timeframes(exchange) or [state["timeframe"]]
+    try:
+        offered = timeframes(exchange) or [state["timeframe"]]
+    except fc.ForecastingError as exc:
+        text.warning(
+            "Could not list the timeframes of {exchange}: {problem}", exchange=exchange, problem=exc
+        )
+        offered = [state["timeframe"]]
     if state["timeframe"] not in offered:
         state["timeframe"] = "1d" if "1d" in offered else offered[-1]
     timeframe = st.selectbox(
@@ -413,16 +428,16 @@ def current_dataset(selection: Selection) -> Dataset:
         dataset = load_dataset(selection, progress=progress)
     except fc.ForecastingError as exc:
         bar.empty()
-        st.error(str(exc), icon=":material/error:")
+        text.error("{problem}", problem=exc, icon=":material/error:")
         last = st.session_state.get("_last_dataset")
         if last is not None:
-            st.info(f"Still showing the last data that loaded: {last.label}.")
+            text.info("Still showing the last data that loaded: {label}.", label=last.label)
             return last
         sample = _clip_and_fill(
             Dataset(fc.load_sample(), fc.SAMPLE_LABEL, SAMPLE_TIMEFRAME, SAMPLE_CALENDAR, "sample"),
             replace(selection, start=dt.date(1999, 1, 1), end=dt.date(2018, 12, 31)),
         )
-        st.warning(f"Showing the offline sample instead: {fc.SAMPLE_LABEL}.")
+        text.warning("Showing the offline sample instead: {label}.", label=fc.SAMPLE_LABEL)
         return sample
     bar.empty()
     st.session_state["_last_dataset"] = dataset
@@ -456,4 +471,4 @@ def table(frame: pd.DataFrame, *, none: str = "None.", **kwargs: Any) -> None:
     if len(frame):
         st.dataframe(frame, **kwargs)
     else:
-        st.caption(none)
+        st.caption(text.plain(none))
