@@ -14,6 +14,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -85,18 +86,20 @@ def e2e_exchange() -> Iterator[FakeBinance]:
         yield server
 
 
-@pytest.fixture(scope="session")
-def streamlit_url(e2e_exchange: FakeBinance, tmp_path_factory) -> Iterator[str]:
-    """``streamlit run app.py`` on a free local port, pointed at the local exchange."""
+@contextmanager
+def serve_app(exchange: FakeBinance, tmp_path_factory, **extra_env: str) -> Iterator[str]:
+    """``streamlit run app.py`` on a free local port, pointed at the local exchange, with
+    ``extra_env`` added to its environment (limits, for example); yields its URL."""
     port = _free_port()
     env = {
         **os.environ,
         "CFL_DEFAULT_EXCHANGE": "binance",
         "CFL_DEFAULT_SYMBOL": "BTC/USDT",
         "CFL_DEFAULT_TIMEFRAME": "1d",
-        "CFL_EXCHANGES": json.dumps({"binance": e2e_exchange.ccxt_config()}),
+        "CFL_EXCHANGES": json.dumps({"binance": exchange.ccxt_config()}),
         "CFL_CACHE_DIR": str(tmp_path_factory.mktemp("cache")),
         "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false",
+        **extra_env,
     }
     log = tmp_path_factory.mktemp("streamlit") / "server.log"
     with open(log, "wb") as out:
@@ -128,6 +131,13 @@ def streamlit_url(e2e_exchange: FakeBinance, tmp_path_factory) -> Iterator[str]:
                 process.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 process.kill()
+
+
+@pytest.fixture(scope="session")
+def streamlit_url(e2e_exchange: FakeBinance, tmp_path_factory) -> Iterator[str]:
+    """``streamlit run app.py`` on a free local port, pointed at the local exchange."""
+    with serve_app(e2e_exchange, tmp_path_factory) as url:
+        yield url
 
 
 @pytest.fixture
