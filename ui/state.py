@@ -38,7 +38,7 @@ from forecasting.data.csvfile import MAX_CSV_BYTES
 from forecasting.data.quality import dropped_nonpositive
 from forecasting.data.sample import SAMPLE_CALENDAR, SAMPLE_TIMEFRAME
 from forecasting.ohlcv import timeframe_seconds
-from ui import text
+from ui import budget, text
 
 SOURCES = {"exchange": "Exchange", "csv": "CSV file", "sample": "Offline sample"}
 # Fetches beyond this are refused with a message: a slip of the timeframe picker should
@@ -380,6 +380,7 @@ def load_dataset(selection: Selection, *, progress: Any = None) -> Dataset:
         since,
         until,
         config=exchange_config(selection.exchange),
+        cache=fc.CandleCache(max_candles_per_series=budget.limits()[0].cache_max_candles),
         progress=progress,
     )
     dataset = Dataset(
