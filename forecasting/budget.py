@@ -44,7 +44,7 @@ import os
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from typing import Any
 
 from forecasting.errors import Cancelled, ConfigurationError, OverBudget, ServerBusy
@@ -177,7 +177,6 @@ class CostEstimate:
 
     parts: tuple[CostPart, ...]
     cores: int = 2
-    notes: tuple[str, ...] = field(default=())
 
     @property
     def seconds(self) -> float:
@@ -251,40 +250,36 @@ def estimate_experiment(settings: Any, candles: Any, *, cores: int = 2) -> CostE
         that does not fit the candles).
     """
     from forecasting.evaluation.walkforward import make_folds
-    from forecasting.features import parse_features
 
     models = settings.build_models()
     folds = _fold_sizes(settings.backtest, candles, make_folds)
     count = len(getattr(candles, "index", candles)) if not isinstance(candles, int) else candles
     seeds = len(settings.seed_list())
-    parts = []
-    for alias, model in models.items():
-        if hasattr(model, "calibration_origins") and hasattr(model, "max_train_candles"):
-            parts.append(_prophet_cost(alias, model, folds, count))
-        elif hasattr(model, "epochs") and hasattr(model, "units"):
-            inputs = 1 + len(parse_features(getattr(model, "features", "") or ""))
-            parts.append(_lstm_cost(alias, model, folds, count, seeds, inputs))
-        else:
-            seconds = BASELINE_FOLD * (len(folds) + 1)
-            parts.append(CostPart(alias, seconds, "a baseline", ""))
-    return CostEstimate(tuple(parts), cores=max(1, int(cores)))
+    parts = tuple(_model_cost(alias, m, folds, count, seeds) for alias, m in models.items())
+    return CostEstimate(parts, cores=max(1, int(cores)))
 
 
 def estimate_fits(models: Mapping[str, Any], candles: int, *, cores: int = 1) -> CostEstimate:
     """The CPU time of fitting each of ``models`` once on ``candles`` candles (the Models
     page's training), by the same cost model as :func:`estimate_experiment`."""
-    from forecasting.features import parse_features
+    parts = tuple(_model_cost(alias, m, [], int(candles), 1) for alias, m in models.items())
+    return CostEstimate(parts, cores=max(1, int(cores)))
 
-    parts = []
-    for alias, model in models.items():
-        if hasattr(model, "calibration_origins") and hasattr(model, "max_train_candles"):
-            parts.append(_prophet_cost(alias, model, [], int(candles)))
-        elif hasattr(model, "epochs") and hasattr(model, "units"):
-            inputs = 1 + len(parse_features(getattr(model, "features", "") or ""))
-            parts.append(_lstm_cost(alias, model, [], int(candles), 1, inputs))
-        else:
-            parts.append(CostPart(alias, BASELINE_FOLD, "a baseline", ""))
-    return CostEstimate(tuple(parts), cores=max(1, int(cores)))
+
+def _model_cost(
+    alias: str, model: Any, folds: list[tuple[int, int]], candles: int, seeds: int
+) -> CostPart:
+    """One model's part: by its class (a subclass costs what its parent does); every
+    other model is costed as a baseline, which fits in milliseconds."""
+    from forecasting.features import parse_features
+    from forecasting.models import LSTM, ProphetModel
+
+    if isinstance(model, ProphetModel):
+        return _prophet_cost(alias, model, folds, candles)
+    if isinstance(model, LSTM):
+        inputs = 1 + len(parse_features(model.features or ""))
+        return _lstm_cost(alias, model, folds, candles, seeds, inputs)
+    return CostPart(alias, BASELINE_FOLD * (len(folds) + 1), "a baseline", "")
 
 
 def _fold_sizes(layout: Any, candles: Any, make_folds: Callable) -> list[tuple[int, int]]:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from forecasting.errors import ForecastingError
-from forecasting.models.ranges import HORIZON, SEED, Range, shown
+from forecasting.ranges import HORIZON, SEED, Range, shown
 
 __all__ = ["main"]
 

@@ -34,8 +34,8 @@ from forecasting.evaluation import (
 )
 from forecasting.evaluation.significance import LOSSES
 from forecasting.models import MODELS, Forecast, make_model
-from forecasting.models.ranges import HORIZON
 from forecasting.progress import ProgressCallback, StopCheck, report, scaled
+from forecasting.ranges import HORIZON
 
 __all__ = [
     "DEFAULT_LOSS",

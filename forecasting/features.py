@@ -24,12 +24,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from numbers import Real
 
 import numpy as np
 import pandas as pd
 
 from forecasting.errors import ConfigurationError, InsufficientHistory
+from forecasting.ranges import Range
 
 __all__ = [
     "DEFAULT_FEATURES",
@@ -53,6 +53,8 @@ class FeatureKind:
     compute: Callable[[pd.DataFrame, tuple], pd.DataFrame]
     warmup: Callable[[tuple], int]
     description: str
+    ranges: tuple[Range, ...] = ()
+    """The valid values of each parameter (same order as ``param_names``)."""
 
 
 @dataclass(frozen=True, order=True)
@@ -76,21 +78,12 @@ class FeatureSpec:
                 f"{f' ({names})' if names else ''}, got {len(params)}."
             )
         checked = []
-        for name, value, default in zip(info.param_names, params, info.defaults, strict=True):
-            # bool is a Real too, but True is no window length anyone means.
-            if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value):
-                raise ConfigurationError(f"Feature '{self.kind}': {name} must be a number.")
-            if not value > 0:
-                raise ConfigurationError(f"Feature '{self.kind}': {name} must be positive.")
-            if isinstance(default, int):
-                # An integer default counts candles: 14.5 candles would be silently
-                # truncated to 14 while the column is labelled 14.5.
-                if not float(value).is_integer():
-                    raise ConfigurationError(
-                        f"Feature '{self.kind}': {name} counts candles and must be a whole "
-                        f"number, got {value}."
-                    )
+        for name, value, valid in zip(info.param_names, params, info.ranges, strict=True):
+            # A window counts candles: 14.5 would be silently truncated to 14 while the
+            # column is labelled 14.5, so a whole float is taken and any other refused.
+            if valid.integer and _whole_float(value):
                 value = int(value)
+            valid.check(value, name, f"Feature '{self.kind}':")
             checked.append(value)
         params = tuple(checked)
         if self.kind == "macd" and not params[0] < params[1]:
@@ -118,6 +111,18 @@ class FeatureSpec:
     def warmup(self) -> int:
         """Rows at the start that have no value yet."""
         return FEATURE_KINDS[self.kind].warmup(self.params)
+
+
+def _number(text: str) -> int | float:
+    """``"14"`` as 14, ``"2.5"`` or ``"1e3"`` as a float; ValueError otherwise."""
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
+
+
+def _whole_float(value: object) -> bool:
+    return isinstance(value, float) and math.isfinite(value) and value.is_integer()
 
 
 def _fmt(value: int | float) -> str:
@@ -226,22 +231,33 @@ def _volume_change(c: pd.DataFrame, p: tuple) -> pd.DataFrame:
     return pd.DataFrame({"volume_change": np.log1p(c["volume"]).diff()})
 
 
+# A window counts candles. Its bounds: the shortest window with a meaning (RSI, ATR and
+# the Bollinger band need two candles to have any spread) and 1000 candles, beyond which
+# the warm-up eats years of daily data and the feature is nearly constant.
+_WINDOW = Range(1, 1000, integer=True)
+_SPREAD_WINDOW = Range(2, 1000, integer=True)
+# Standard deviations of a Bollinger band: bands narrower than 0.1 or wider than 10
+# standard deviations put every close outside or inside them.
+_BAND_STDS = Range(0.1, 10.0)
+
 FEATURE_KINDS: dict[str, FeatureKind] = {
     k.kind: k
     for k in [
         FeatureKind("rsi", "RSI", ("window",), (14,), _rsi, lambda p: int(p[0]),
-                    "Relative strength index (0-100) of closes."),
+                    "Relative strength index (0-100) of closes.", (_SPREAD_WINDOW,)),
         FeatureKind("macd", "MACD", ("fast", "slow", "signal"), (12, 26, 9), _macd,
                     lambda p: int(p[1]) + int(p[2]) - 2,
-                    "MACD line, signal line and histogram of closes."),
+                    "MACD line, signal line and histogram of closes.",
+                    (_WINDOW, _SPREAD_WINDOW, _WINDOW)),
         FeatureKind("sma", "SMA", ("window",), (20,), _sma, lambda p: int(p[0]) - 1,
-                    "Close relative to its simple moving average, minus 1."),
+                    "Close relative to its simple moving average, minus 1.", (_WINDOW,)),
         FeatureKind("ema", "EMA", ("window",), (20,), _ema, lambda p: int(p[0]) - 1,
-                    "Close relative to its exponential moving average, minus 1."),
+                    "Close relative to its exponential moving average, minus 1.", (_WINDOW,)),
         FeatureKind("bollinger", "Bollinger", ("window", "std"), (20, 2.0), _bollinger,
-                    lambda p: int(p[0]) - 1, "Bollinger %B (0.5 when flat) and band width."),
+                    lambda p: int(p[0]) - 1, "Bollinger %B (0.5 when flat) and band width.",
+                    (_SPREAD_WINDOW, _BAND_STDS)),
         FeatureKind("atr", "ATR", ("window",), (14,), _atr, lambda p: int(p[0]) - 1,
-                    "Average true range relative to the close."),
+                    "Average true range relative to the close.", (_SPREAD_WINDOW,)),
         FeatureKind("log_return", "Log return", (), (), _log_return, lambda p: 1,
                     "log(close / previous close)."),
         FeatureKind("volume_change", "Volume change", (), (), _volume_change, lambda p: 1,
@@ -276,7 +292,7 @@ def parse_features(text: str | Iterable[str] | None) -> tuple[FeatureSpec, ...]:
     for item in items:
         kind, *raw = item.split(":")
         try:
-            params = tuple(float(v) if "." in v else int(v) for v in raw)
+            params = tuple(_number(v) for v in raw)
         except ValueError as exc:
             raise ConfigurationError(
                 f"Feature '{item}': parameters must be numbers, as in rsi:14 or macd:12:26:9."

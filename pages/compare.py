@@ -11,8 +11,7 @@ from forecasting.charts import (
     residual_histogram,
 )
 from forecasting.errors import ForecastingError
-from forecasting.experiment import DEFAULT_MODELS
-from ui import budget, runs, settings, sharing, state, text
+from ui import budget, runs, settings, state, text
 
 dataset = state.current_dataset(state.page_setup())
 
@@ -36,53 +35,56 @@ settings.bundle_notice()
 
 FORM = "compare_settings"
 with st.form(FORM):
-    st.multiselect(
+    pick = settings.picker
+    pick(
+        st.multiselect,
         "Models",
-        list(DEFAULT_MODELS),
-        key=settings.remember("compare.models", form=FORM),
+        "compare.models",
+        form=FORM,
         help="Naive is always included: it is what every model has to beat. LSTM and Prophet "
         "use the settings of the Models page.",
     )
     columns = st.columns(6)
     settings.horizon_input(columns[0], FORM)
-    columns[1].number_input("Folds", 1, 10, key=settings.remember("compare.folds", form=FORM))
-    columns[2].number_input(
-        "Test candles", 10, 5000, step=10, key=settings.remember("compare.test_size", form=FORM)
-    )
-    columns[3].number_input(
+    pick(columns[1].number_input, "Folds", "compare.folds", form=FORM)
+    pick(columns[2].number_input, "Test candles", "compare.test_size", form=FORM, step=10)
+    pick(
+        columns[3].number_input,
         "Stride",
-        1,
-        100,
-        key=settings.remember("compare.stride", form=FORM),
+        "compare.stride",
+        form=FORM,
         help="Candles between origins.",
     )
-    columns[4].number_input(
+    pick(
+        columns[4].number_input,
         "Rolling window",
-        0,
-        100_000,
+        "compare.window",
+        form=FORM,
         step=100,
-        key=settings.remember("compare.window", form=FORM),
         help="0: expanding (train on all earlier candles); otherwise the last N candles.",
     )
     settings.seed_input(columns[5], FORM)
     columns = st.columns([2, 1, 1])
-    columns[0].date_input(
+    pick(
+        columns[0].date_input,
         "Test period from (optional)",
-        value=None,
-        key=settings.remember("compare.test_start", form=FORM),
+        "compare.test_start",
+        form=FORM,
         help="Start the test period on this date instead of using the last N test candles.",
     )
-    columns[1].selectbox(
+    pick(
+        columns[1].selectbox,
         "Loss",
-        ["absolute", "squared"],
-        key=settings.remember("compare.loss", form=FORM),
+        "compare.loss",
+        form=FORM,
         format_func=lambda loss: f"{loss} error",
         help="The one loss of the verdict: its ratio to naive and its significance test.",
     )
-    columns[2].number_input(
+    pick(
+        columns[2].number_input,
         "LSTM seeds",
-        **sharing.SPECS["compare.seeds"].limits(),
-        key=settings.remember("compare.seeds", form=FORM),
+        "compare.seeds",
+        form=FORM,
         help="The LSTM is trained with this many seeds (the seed, the seed + 1, ...). It is "
         "called better or worse than naive only when that holds for every seed.",
     )

@@ -16,109 +16,93 @@ text.caption(
 )
 
 FORM = "model_settings"
+pick = settings.picker
 with st.form(FORM):
     top = st.columns(3)
     settings.horizon_input(top[0], FORM)
     settings.seed_input(top[1], FORM)
-    top[2].select_slider(
-        "Interval level", [0.5, 0.8, 0.9, 0.95], key=settings.remember("level", form=FORM)
-    )
+    pick(top[2].select_slider, "Interval level", "level", form=FORM)
     lstm_column, prophet_column = st.columns(2)
     with lstm_column:
         st.subheader("LSTM")
-        st.toggle("Train the LSTM", key=settings.remember("lstm.enabled", form=FORM))
+        pick(st.toggle, "Train the LSTM", "lstm.enabled", form=FORM)
         a, b = st.columns(2)
-        a.number_input(
-            "Lookback (candles)", 5, 365, key=settings.remember("lstm.lookback", form=FORM)
-        )
-        b.number_input("Layers", 1, 3, key=settings.remember("lstm.layers", form=FORM))
-        a.number_input("Units per layer", 4, 256, key=settings.remember("lstm.units", form=FORM))
-        b.slider("Dropout", 0.0, 0.5, step=0.05, key=settings.remember("lstm.dropout", form=FORM))
-        a.number_input("Epochs (most)", 1, 500, key=settings.remember("lstm.epochs", form=FORM))
-        b.number_input("Batch size", 8, 1024, key=settings.remember("lstm.batch_size", form=FORM))
-        a.select_slider(
-            "Learning rate",
-            [1e-4, 3e-4, 1e-3, 3e-3, 1e-2],
-            key=settings.remember("lstm.learning_rate", form=FORM),
-        )
-        b.number_input(
-            "Early-stop patience", 1, 50, key=settings.remember("lstm.patience", form=FORM)
-        )
-        a.radio(
+        pick(a.number_input, "Lookback (candles)", "lstm.lookback", form=FORM)
+        pick(b.number_input, "Layers", "lstm.layers", form=FORM)
+        pick(a.number_input, "Units per layer", "lstm.units", form=FORM)
+        pick(b.slider, "Dropout", "lstm.dropout", form=FORM, step=0.05)
+        pick(a.number_input, "Epochs (most)", "lstm.epochs", form=FORM)
+        pick(b.number_input, "Batch size", "lstm.batch_size", form=FORM)
+        pick(a.select_slider, "Learning rate", "lstm.learning_rate", form=FORM)
+        pick(b.number_input, "Early-stop patience", "lstm.patience", form=FORM)
+        pick(
+            a.radio,
             "Target",
-            ["log_return", "price"],
-            key=settings.remember("lstm.target", form=FORM),
+            "lstm.target",
+            form=FORM,
             help="Log returns by default: a price target mostly learns to copy the last price.",
         )
-        b.radio(
+        pick(
+            b.radio,
             "Interval",
-            ["conformal", "mc_dropout"],
-            key=settings.remember("lstm.interval", form=FORM),
+            "lstm.interval",
+            form=FORM,
             help="Conformal: the split-conformal quantile of the errors on the validation "
             "tail. MC dropout: the spread of 50 passes with dropout on, scaled by a "
             "conformal quantile from the same tail so that it covers its level.",
         )
-        st.toggle(
+        pick(
+            st.toggle,
             "Use the Features page's indicators as inputs",
-            key=settings.remember("lstm.use_features", form=FORM),
+            "lstm.use_features",
+            form=FORM,
         )
-        a.selectbox(
+        pick(
+            a.selectbox,
             "Noise reduction of inputs",
-            ["none", "hampel", "median"],
-            key=settings.remember("lstm.denoise", form=FORM),
+            "lstm.denoise",
+            form=FORM,
             help="Trailing Hampel filter (outliers to the median) or rolling median, on the "
             "inputs only: the returns it is trained on and scored against stay real.",
         )
-        b.number_input(
-            "Noise window", 2, 100, key=settings.remember("lstm.denoise_window", form=FORM)
-        )
+        pick(b.number_input, "Noise window", "lstm.denoise_window", form=FORM)
     with prophet_column:
         st.subheader("Prophet")
-        st.toggle("Train Prophet", key=settings.remember("prophet.enabled", form=FORM))
-        st.select_slider(
+        pick(st.toggle, "Train Prophet", "prophet.enabled", form=FORM)
+        pick(
+            st.select_slider,
             "Changepoint prior scale",
-            [0.001, 0.01, 0.05, 0.1, 0.5],
-            key=settings.remember("prophet.changepoint_prior_scale", form=FORM),
+            "prophet.changepoint_prior_scale",
+            form=FORM,
         )
         c, d = st.columns(2)
-        c.selectbox(
-            "Weekly seasonality",
-            ["auto", True, False],
-            key=settings.remember("prophet.weekly", form=FORM),
-        )
-        d.selectbox(
-            "Yearly seasonality",
-            ["auto", True, False],
-            key=settings.remember("prophet.yearly", form=FORM),
-        )
-        c.radio(
-            "Seasonality mode",
-            ["additive", "multiplicative"],
-            key=settings.remember("prophet.seasonality_mode", form=FORM),
-        )
-        d.number_input(
+        pick(c.selectbox, "Weekly seasonality", "prophet.weekly", form=FORM)
+        pick(d.selectbox, "Yearly seasonality", "prophet.yearly", form=FORM)
+        pick(c.radio, "Seasonality mode", "prophet.seasonality_mode", form=FORM)
+        pick(
+            d.number_input,
             "Training window (candles)",
-            100,
-            20_000,
+            "prophet.max_train_candles",
+            form=FORM,
             step=100,
-            key=settings.remember("prophet.max_train_candles", form=FORM),
             help="Prophet slows down on long intraday histories, so it is fitted on the most "
             "recent candles only.",
         )
-        st.toggle(
+        pick(
+            st.toggle,
             "Features as extra regressors (lagged by the horizon)",
-            key=settings.remember("prophet.regressors", form=FORM),
+            "prophet.regressors",
+            form=FORM,
         )
-        c.selectbox(
+        pick(
+            c.selectbox,
             "Noise reduction of training prices",
-            ["none", "hampel", "median"],
-            key=settings.remember("prophet.denoise", form=FORM),
+            "prophet.denoise",
+            form=FORM,
             help="Trailing filter on the prices Prophet is fitted on; forecasts are scored "
             "against the real closes.",
         )
-        d.number_input(
-            "Noise window ", 2, 100, key=settings.remember("prophet.denoise_window", form=FORM)
-        )
+        pick(d.number_input, "Noise window ", "prophet.denoise_window", form=FORM)
     train = st.form_submit_button(
         "Train",
         type="primary",

@@ -271,3 +271,25 @@ def test_a_full_line_is_refused_and_a_failed_run_frees_its_slot() -> None:
         with queue.turn():
             raise ValueError("boom")
     assert queue.running == 0
+
+
+def test_a_model_is_costed_by_its_class_and_a_subclass_as_its_parent() -> None:
+    """A model is costed by what it is, not by which attributes it happens to have: a
+    baseline with an ``epochs`` attribute stays a baseline, a subclass of the LSTM
+    (a variant) costs what the LSTM costs."""
+    from forecasting.budget import estimate_fits
+    from forecasting.models import LSTM, Naive
+
+    class Variant(LSTM):
+        pass
+
+    naive = make_model("naive")
+    naive.epochs, naive.units = 500, 256
+    lstm = make_model("lstm", epochs=50, units=64)
+    variant = Variant(epochs=50, units=64)
+    parts = {p.model: p for p in estimate_fits({"a": naive, "b": lstm, "c": variant}, 5000).parts}
+    assert isinstance(naive, Naive)
+    assert parts["a"].what == "a baseline"
+    assert parts["a"].seconds < 1
+    assert parts["c"].seconds == pytest.approx(parts["b"].seconds)
+    assert parts["c"].what == parts["b"].what

@@ -12,6 +12,8 @@ import pandas as pd
 import pytest
 from factories import candles_from_close, sine_trend_candles
 from fake_exchange import load_shared_csv
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from forecasting.errors import ConfigurationError, InsufficientHistory
 from forecasting.features import (
@@ -461,10 +463,13 @@ def test_parse_features(text, expected: tuple[FeatureSpec, ...]) -> None:
         ("rsx:14", "Unknown feature 'rsx'. Choose from: rsi, macd"),  # typo in the kind
         ("rsi:abc", "parameters must be numbers, as in rsi:14"),  # not a number
         ("rsi:", "parameters must be numbers"),  # empty parameter
-        ("rsi:0", "window must be positive"),  # zero window
-        ("rsi:-3", "window must be positive"),  # negative window
-        ("rsi:14.5", "window counts candles and must be a whole number"),  # was truncated
-        ("bollinger:20:0", "std must be positive"),  # zero width
+        ("rsi:0", "window must be a whole number from 2 to 1000, got 0"),  # zero window
+        ("rsi:-3", "window must be a whole number from 2 to 1000"),  # negative window
+        ("rsi:1", "window must be a whole number from 2 to 1000"),  # no spread in 1 candle
+        ("rsi:14.5", "window must be a whole number from 2 to 1000, got 14.5"),  # truncated
+        ("ema:100000", "window must be a whole number from 1 to 1000"),  # decades of warm-up
+        ("bollinger:20:0", "std must be a number from 0.1 to 10, got 0"),  # zero width
+        ("bollinger:20:1e9", "std must be a number from 0.1 to 10"),  # every close inside
         ("rsi:14:3", "takes 1 parameter(s) (window), got 2"),  # too many
         ("macd:12:26", "takes 3 parameter(s) (fast:slow:signal), got 2"),  # too few
         ("log_return:1", "takes 0 parameter(s), got 1"),  # takes none
@@ -501,3 +506,34 @@ def test_feature_spec_labels() -> None:
     # Fractional defaults say which parameters take fractions (the UI's pickers read it).
     assert isinstance(FEATURE_KINDS["bollinger"].defaults[1], float)
     assert all(isinstance(d, int) for k in FEATURE_KINDS.values() for d in k.defaults[:1])
+
+
+_ANY_NUMBER = st.one_of(
+    st.integers(-10, 2000),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.booleans(),
+    st.integers(),
+)
+
+
+@given(kind=st.sampled_from(sorted(FEATURE_KINDS)), data=st.data())
+@settings(max_examples=300, deadline=None)
+def test_a_feature_takes_exactly_the_parameters_its_ranges_declare(kind, data) -> None:
+    """Whatever numbers arrive (a link, a bundle, the command line), a feature is made
+    only from parameters inside its declared ranges; anything else is one
+    ConfigurationError naming the parameter, never another exception."""
+    info = FEATURE_KINDS[kind]
+    params = tuple(data.draw(_ANY_NUMBER) for _ in info.param_names)
+    valid = all(
+        r.contains(int(v) if r.integer and isinstance(v, float) and v.is_integer() else v)
+        for r, v in zip(info.ranges, params, strict=True)
+    ) and not (kind == "macd" and not params[0] < params[1])
+    if not params:
+        valid = True
+    if not valid:
+        with pytest.raises(ConfigurationError, match=r"^[^\n]+$"):
+            FeatureSpec(kind, params)
+        return
+    spec = FeatureSpec(kind, params)
+    assert all(r.contains(v) for r, v in zip(info.ranges, spec.params, strict=True))
+    assert parse_features(str(spec)) == (spec,)  # the text form reads back

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from forecasting.errors import ConfigurationError
 from forecasting.experiment import ExperimentSettings
 from forecasting.models import LSTM, MODELS, ProphetModel, make_model
-from forecasting.models.ranges import HORIZON, LEVEL, SEED, Range
+from forecasting.ranges import HORIZON, LEVEL, SEED, Range
 
 # Settings checked against their annotation only: free text parsed by its own parser
 # (feature lists) and plain switches.

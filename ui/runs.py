@@ -24,7 +24,7 @@ from forecasting.evaluation import BacktestSettings
 from forecasting.experiment import DEFAULT_MODELS, ExperimentSettings, data_hash, run_experiment
 from forecasting.models import make_model
 from ui import budget, text
-from ui.settings import remember, setting
+from ui.settings import picker, setting
 from ui.state import Dataset, chart
 
 # --- features ------------------------------------------------------------------------------
@@ -33,11 +33,11 @@ from ui.state import Dataset, chart
 def feature_picker() -> tuple[fc_features.FeatureSpec, ...]:
     """Draw the indicator pickers with their parameters; return the chosen specs."""
     kinds = fc_features.FEATURE_KINDS
-    default_kinds = [spec.kind for spec in fc_features.DEFAULT_FEATURES]
-    chosen = st.multiselect(
+    chosen = picker(
+        st.multiselect,
         "Indicators",
-        list(kinds),
-        key=remember("features.kinds", default_kinds),
+        "features.kinds",
+        form=None,
         format_func=lambda k: kinds[k].title,
         help="Each value is computed from candles up to that candle only (ta library; RSI "
         "is Wilder's own).",
@@ -53,12 +53,12 @@ def feature_picker() -> tuple[fc_features.FeatureSpec, ...]:
                 params = []
                 for name, default in zip(info.param_names, info.defaults, strict=True):
                     is_int = isinstance(default, int)
-                    value = st.number_input(
+                    value = picker(
+                        st.number_input,
                         text.plain(name),
-                        min_value=1 if is_int else 0.1,
-                        max_value=500 if is_int else 10.0,
+                        f"features.{kind}.{name}",
+                        form=None,
                         step=1 if is_int else 0.5,
-                        key=remember(f"features.{kind}.{name}", default),
                     )
                     params.append(int(value) if is_int else float(value))
             specs.append((kind, tuple(params)))

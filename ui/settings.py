@@ -220,13 +220,45 @@ def keep_form(form: str) -> None:
             store[key[2 : -len(suffix)]] = value
 
 
+def picker(widget: Any, label: str, name: str, *, form: str | None, **kwargs: Any) -> Any:
+    """Draw setting ``name`` with ``widget`` (``st.number_input``, ``columns[0].radio``...),
+    offering what :data:`sharing.SPECS` declares for it: its choices, or its range.
+
+    The ranges come from the models' declared ``parameter_ranges``, so a page cannot
+    offer a value that the library, a link or a bundle would refuse.
+
+    The widget's default is the setting's current value, not the widget's own default
+    (a number input's is its minimum). A browser that missed a run's update (a run
+    interrupted by a click on a busy server) draws a widget at its default, and a form
+    submitted then would silently run with the minimum instead of the linked value.
+    """
+    spec = sharing.SPECS[name]
+    key = remember(name, form=form)
+    current = st.session_state[key]
+    kind = getattr(widget, "__name__", "")
+    if kind in ("selectbox", "radio"):
+        choices = list(spec.choices)
+        index = next((i for i, c in enumerate(choices) if _same(c, current)), 0)
+        return widget(label, choices, index=index, key=key, **kwargs)
+    if kind == "multiselect":
+        return widget(label, list(spec.choices), default=current, key=key, **kwargs)
+    if spec.choices is not None:  # select_slider
+        return widget(label, list(spec.choices), value=current, key=key, **kwargs)
+    if spec.lo is not None or spec.hi is not None:
+        return widget(label, **spec.limits(), value=current, key=key, **kwargs)
+    return widget(label, value=current, key=key, **kwargs)
+
+
+def _same(choice: Any, value: Any) -> bool:
+    # True == 1 in Python: a choice matches only a value of its own type.
+    return type(choice) is type(value) and choice == value
+
+
 def horizon_input(container: Any, form: str) -> int:
     """The horizon picker, shared by the forms that show it."""
-    key = remember("horizon", 7, form=form)
-    return int(container.number_input("Horizon (candles ahead)", 1, 60, key=key, step=1))
+    return int(picker(container.number_input, "Horizon (candles ahead)", "horizon", form=form))
 
 
 def seed_input(container: Any, form: str) -> int:
     """The seed picker, shared by the forms that show it."""
-    key = remember("seed", 42, form=form)
-    return int(container.number_input("Seed", 0, 2**31 - 1, key=key, step=1))
+    return int(picker(container.number_input, "Seed", "seed", form=form))

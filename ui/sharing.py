@@ -6,7 +6,7 @@ restoring from a link or from a bundle goes through :func:`parse`, which refuses
 outside the table, so a crafted link can only choose among valid settings.
 
 The bounds and choices of the models' settings (and of the horizon, level and seed) are
-the library's own declarations (:mod:`forecasting.models.ranges`, each model's
+the library's own declarations (:mod:`forecasting.ranges`, each model's
 ``parameter_ranges``): a page may offer less than the library accepts, never more, and
 the table is checked against them when this module is imported.
 """
@@ -29,8 +29,8 @@ from forecasting.experiment import (
 )
 from forecasting.features import DEFAULT_FEATURES, FEATURE_KINDS
 from forecasting.models import LSTM, ProphetModel
-from forecasting.models.ranges import HORIZON, LEVEL, SEED, Range
 from forecasting.ohlcv import timeframe_seconds
+from forecasting.ranges import HORIZON, LEVEL, SEED, Range
 
 __all__ = ["SIDEBAR", "SPECS", "Spec", "parse", "serialize"]
 
@@ -125,11 +125,10 @@ SPECS: dict[str, Spec] = {
     ),
 }
 for _kind, _info in FEATURE_KINDS.items():
-    for _name, _default in zip(_info.param_names, _info.defaults, strict=True):
-        if isinstance(_default, int):
-            SPECS[f"features.{_kind}.{_name}"] = Spec(_default, lo=1, hi=500)
-        else:
-            SPECS[f"features.{_kind}.{_name}"] = Spec(float(_default), lo=0.1, hi=10.0)
+    for _name, _default, _range in zip(
+        _info.param_names, _info.defaults, _info.ranges, strict=True
+    ):
+        SPECS[f"features.{_kind}.{_name}"] = _bounded(_default, _range)
 
 # The sidebar's data selection: plain widget keys, validated by kind.
 SIDEBAR = ("source", "exchange", "symbol", "timeframe", "start", "end", "fill_gaps")

@@ -4,7 +4,7 @@ A model follows scikit-learn's rules: ``__init__`` only stores settings (no logi
 validation); everything learned in :meth:`Forecaster.fit` ends in ``_`` and a second
 ``fit`` overwrites it; inputs are never modified. ``fit`` returns the model, so
 ``Naive().fit(candles).predict(7)`` reads as it runs. Each model declares the valid
-values of its settings (``parameter_ranges``, see :mod:`forecasting.models.ranges`);
+values of its settings (``parameter_ranges``, see :mod:`forecasting.ranges`);
 :meth:`Forecaster.check_settings` checks them, from ``make_model`` and from ``fit``.
 
 Forecasts are always in price units (the close), for the ``horizon`` candles after the
@@ -37,9 +37,9 @@ from forecasting.errors import (
     InsufficientHistory,
     NotFittedError,
 )
-from forecasting.models.ranges import HORIZON, Range, shown
 from forecasting.ohlcv import future_timestamps, infer_calendar, infer_timeframe
 from forecasting.progress import ProgressCallback
+from forecasting.ranges import HORIZON, Range, shown
 
 __all__ = ["Capabilities", "Forecast", "Forecaster", "NotFittedError", "ProgressCallback"]
 

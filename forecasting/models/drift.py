@@ -7,8 +7,8 @@ import pandas as pd
 
 from forecasting.models._intervals import log_interval, one_step_changes, rms
 from forecasting.models.base import Capabilities, Forecaster
-from forecasting.models.ranges import LEVEL
 from forecasting.ohlcv import grid_positions
+from forecasting.ranges import LEVEL
 
 
 class Drift(Forecaster):

@@ -118,9 +118,9 @@ from forecasting.errors import (
 )
 from forecasting.features import compute_features, parse_features, warmup_length
 from forecasting.models.base import Capabilities, Forecaster, ProgressCallback
-from forecasting.models.ranges import HORIZON, LEVEL, SEED, Range
 from forecasting.ohlcv import timeframe_offset
 from forecasting.preprocessing import DENOISERS, denoise
+from forecasting.ranges import HORIZON, LEVEL, SEED, Range
 
 __all__ = ["LSTM", "conformal_quantile", "conformal_rank", "step_positions", "step_targets"]
 

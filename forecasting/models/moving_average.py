@@ -7,7 +7,7 @@ import pandas as pd
 
 from forecasting.models._intervals import log_interval, one_step_changes, rms
 from forecasting.models.base import Capabilities, Forecaster
-from forecasting.models.ranges import LEVEL, Range
+from forecasting.ranges import LEVEL, Range
 
 
 class MovingAverage(Forecaster):

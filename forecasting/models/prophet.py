@@ -169,9 +169,9 @@ from forecasting.errors import Cancelled, ConfigurationError, InsufficientHistor
 from forecasting.features import compute_features, parse_features, warmup_length
 from forecasting.models.base import Capabilities, Forecaster, ProgressCallback
 from forecasting.models.lstm import calibration_windows_needed, conformal_quantile
-from forecasting.models.ranges import HORIZON, LEVEL, SEED, Range
 from forecasting.ohlcv import future_timestamps
 from forecasting.preprocessing import DENOISERS, denoise
+from forecasting.ranges import HORIZON, LEVEL, SEED, Range
 
 __all__ = ["INTERVALS", "ProphetModel", "normalised_scores", "pooled_conformal_quantile"]
 

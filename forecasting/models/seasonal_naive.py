@@ -8,8 +8,8 @@ import pandas as pd
 from forecasting.errors import InsufficientHistory
 from forecasting.models._intervals import lagged_changes, log_interval, rms
 from forecasting.models.base import Capabilities, Forecaster
-from forecasting.models.ranges import LEVEL, Range
 from forecasting.ohlcv import grid_positions, season_length
+from forecasting.ranges import LEVEL, Range
 
 
 class SeasonalNaive(Forecaster):

@@ -107,3 +107,32 @@ def test_runs_queue_and_other_sessions_stay_responsive(browser, limited_url: str
     # Both comparisons finish, one after the other.
     a.get_by_role("heading", name="Verdict").wait_for(timeout=240_000)
     b.get_by_role("heading", name="Verdict").wait_for(timeout=240_000)
+
+
+# Several minutes of work on an idle machine (estimated 5 CPU-minutes, inside the budget).
+SLOW = (
+    "compare.models=naive,lstm&lstm.epochs=500&lstm.patience=500&lstm.use_features=false"
+    "&compare.folds=3&compare.test_size=40&compare.stride=5"
+)
+
+
+def test_closing_the_tab_stops_its_run_and_the_next_one_starts(browser, limited_url: str) -> None:
+    """A visitor who closes the tab gives the slot back: the run stops at its next
+    check (at most half a second of estimated work) and the run waiting in line starts
+    at once, not after the minutes the closed run still had to go."""
+    a = _session(browser, f"{limited_url}/compare?{SLOW}&seed=11")
+    b = _session(browser, f"{limited_url}/compare?{FAST}&seed=12")
+    _run(a)
+    a.get_by_text(re.compile(r"fold \d/3|Starting")).first.wait_for(timeout=30_000)
+    _run(b)
+    waiting = b.get_by_text("Waiting for the server: this comparison is next")
+    waiting.wait_for(timeout=30_000)
+    time.sleep(3)
+    assert waiting.is_visible(), "the second run must still wait while the first trains"
+
+    closed = time.monotonic()
+    a.context.close()
+    waiting.wait_for(state="detached", timeout=45_000)
+    started = time.monotonic() - closed
+    print(f"the waiting run started {started:.1f} s after the tab closed")
+    b.get_by_role("heading", name="Verdict").wait_for(timeout=240_000)
