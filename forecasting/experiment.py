@@ -74,13 +74,13 @@ METRIC_NAMES = {
     "interval_score": "The interval score",
 }
 # Candles between origins in a default experiment. Prophet is refitted at every origin
-# (about 0.6 s each on 3000 daily candles), and origins a candle apart share 6 of their 7
+# (about 0.4-0.5 s each on 3000 daily candles), and origins a candle apart share 6 of their 7
 # targets: every third candle gives the joint test 5 degrees of freedom where every
 # candle gives 8, for a third of the refits.
 DEFAULT_STRIDE = 3
 # Seeds the LSTM runs in a default experiment. A verdict one seed can flip is fragile, so
-# the page offers more; each further seed costs three more LSTM fits (about 11 s each on
-# the benchmark machine), which the default experiment's one-minute budget cannot hold.
+# the page offers more; each further seed costs three more LSTM fits (about 4 CPU-s in
+# all on the benchmark machine, docs/benchmarks.md).
 DEFAULT_SEEDS = 1
 MAX_SEEDS = 20
 

@@ -130,7 +130,9 @@ takes about 11 s, against 1.6 s for Prophet's own interval (one cold fit, then t
 refits 7 candles apart at 0.7-1.3 s each, and a 0.1 s forecast at each origin); a warm
 refit (0.57 s) and a 7-step predict (0.06 s) cost what they did. In a walk-forward the
 calibration is one cold fit per fold (the fit at its cutoff): a fold of 120 origins
-refitted at about 0.6 s each takes about 75 s, so about 13 % more.
+refitted at about 0.6 s each takes about 75 s, so about 13 % more. (Measured with
+Stan's default L-BFGS memory; with :data:`LBFGS_HISTORY` a chain of 16 fits spends 38 %
+less time in Stan, and a warm refit takes about 0.4 s: ``docs/benchmarks.md``.)
 
 Too few candles: the chain needs Prophet's minimum (10 candles, more with regressors)
 before its first origin. With fewer than that plus ``C H`` candles it uses as many
