@@ -41,6 +41,8 @@ from forecasting.ohlcv import timeframe_seconds
 from ui import budget, text
 
 SOURCES = {"exchange": "Exchange", "csv": "CSV file", "sample": "Offline sample"}
+# The earliest day the date range offers: any file's first candle is later.
+EARLIEST_DATE = dt.date(1970, 1, 1)
 # Fetches beyond this are refused with a message: a slip of the timeframe picker should
 # not start hours of paging (three years of 1h candles is about 26,000).
 MAX_CANDLES = 300_000
@@ -73,6 +75,12 @@ class Dataset:
     duplicates: int = 0
     filled: pd.DatetimeIndex | None = None
     nonpositive: pd.DatetimeIndex | None = None
+    hidden_before: int = 0
+    """Candles of the source before the date range (not shown, not used)."""
+    hidden_after: int = 0
+    """Candles of the source after the date range."""
+    source_span: tuple[pd.Timestamp, pd.Timestamp] | None = None
+    """First and last open time of the whole source (a file or the sample)."""
 
     @property
     def traded(self) -> pd.DataFrame:
@@ -225,7 +233,12 @@ def sidebar() -> Selection:
     with st.sidebar:
         st.header("Data")
         source = st.radio(
-            "Source", list(SOURCES), format_func=SOURCES.get, key="source", horizontal=True
+            "Source",
+            list(SOURCES),
+            format_func=SOURCES.get,
+            key="source",
+            horizontal=True,
+            on_change=_show_whole_source,
         )
         if source == "exchange":
             exchange, symbol, timeframe = _exchange_pickers(default_symbol)
@@ -236,6 +249,7 @@ def sidebar() -> Selection:
                 type=["csv", "txt"],
                 key="csv_file",
                 max_upload_size=MAX_CSV_BYTES // 1_048_576,  # the same limit as the reader
+                on_change=_show_whole_file,
                 help="A header row with timestamp (or date), open, high, low, close, volume. "
                 "ISO dates or epoch seconds/milliseconds; other columns are ignored. "
                 "10 MB at most.",
@@ -313,11 +327,42 @@ def _reset_start_for_timeframe() -> None:
     state["date_range"] = (default_start(state["timeframe"], end), end)
 
 
+def _show_whole_source() -> None:
+    """Source callback: a file or the sample is shown whole; an exchange keeps the range."""
+    source = st.session_state.get("source")
+    if source == "csv":
+        _show_whole_file()
+    elif source == "sample":
+        _show_whole(fc.load_sample())
+
+
+def _show_whole_file() -> None:
+    """Upload callback: a new file is shown whole, from its first candle to its last."""
+    upload = st.session_state.get("csv_file")
+    if upload is None:
+        return
+    try:
+        candles = parse_csv(upload.getvalue()).candles
+    except fc.ForecastingError:
+        return  # the page says what is wrong with the file when it loads it
+    _show_whole(candles)
+
+
+def _show_whole(candles: pd.DataFrame) -> None:
+    if candles.empty:
+        return
+    today = utc_today()
+    first = min(candles.index[0].date(), today)
+    last = min(candles.index[-1].date(), today)
+    st.session_state["date_range"] = st.session_state["_last_range"] = (first, last)
+
+
 def _date_range_picker(today: dt.date) -> tuple[dt.date, dt.date]:
     state = st.session_state
     picked = st.date_input(
         "Date range (UTC)",
         key="date_range",
+        min_value=EARLIEST_DATE,
         max_value=today,
         help="Candles opening from the first day through the last day, in UTC.",
     )
@@ -352,9 +397,10 @@ def load_dataset(selection: Selection, *, progress: Any = None) -> Dataset:
         if upload is None:
             raise fc.DataFormatError("Upload a CSV file in the sidebar to use it as data.")
         parsed = parse_csv(upload.getvalue())
+        layout = getattr(parsed, "format", "") or "uploaded CSV"
         dataset = Dataset(
             candles=parsed.candles,
-            label=f"{upload.name} (uploaded CSV, {parsed.timeframe})",
+            label=f"{upload.name} ({layout}, {parsed.timeframe})",
             timeframe=parsed.timeframe,
             calendar=parsed.calendar,
             source="csv",
@@ -406,11 +452,37 @@ def _clip_and_fill(dataset: Dataset, selection: Selection, *, clip: bool = True)
                 f"The data runs from {first} to {last}: nothing in the chosen date range. "
                 "Change the date range in the sidebar."
             )
+        dataset = replace(
+            dataset,
+            hidden_before=int((candles.index < since).sum()),
+            hidden_after=int((candles.index >= until).sum()),
+            source_span=(candles.index[0], candles.index[-1]),
+        )
         candles = clipped
     filled = None
     if selection.fill_gaps:
         candles, filled = fc.fill_gaps(candles, dataset.timeframe, calendar=dataset.calendar)
     return replace(dataset, candles=candles, filled=filled)
+
+
+def hidden_notice(dataset: Dataset) -> None:
+    """Say how many candles of a file (or the sample) the date range leaves out."""
+    hidden = dataset.hidden_before + dataset.hidden_after
+    if not hidden or dataset.source_span is None:
+        return
+    first, last = dataset.source_span
+    text.info(
+        "{hidden:,} of the {total:,} candles in this data are outside the date range and not "
+        "used ({before:,} before it, {after:,} after it). The data runs from {first} to "
+        "{last}: widen the date range in the sidebar to use them all.",
+        hidden=hidden,
+        total=hidden + len(dataset.traded),
+        before=dataset.hidden_before,
+        after=dataset.hidden_after,
+        first=f"{first:%Y-%m-%d}",
+        last=f"{last:%Y-%m-%d}",
+        icon=":material/visibility_off:",
+    )
 
 
 def current_dataset(selection: Selection) -> Dataset:
@@ -442,6 +514,7 @@ def current_dataset(selection: Selection) -> Dataset:
         return sample
     bar.empty()
     st.session_state["_last_dataset"] = dataset
+    hidden_notice(dataset)
     return dataset
 
 

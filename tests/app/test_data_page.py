@@ -165,3 +165,39 @@ def test_zero_price_rows_are_listed_as_dropped(app_env):
     captions = [c.value for c in app.caption]
     assert "Candles with zero or negative prices, dropped: 2024-01-11, 2024-01-31." in captions
     assert captions.count("None.") == 2  # extreme moves, zero-volume or inconsistent
+
+
+def test_an_uploaded_file_is_shown_whole_and_a_narrower_range_says_what_it_hides(app_env):
+    days = pd.date_range("2019-03-01", periods=400, freq="D")
+    frame = pd.DataFrame(
+        {"Date": days.strftime("%Y-%m-%d"), "Open": 100.0, "High": 102.0, "Low": 99.0,
+         "Close": 101.0, "Volume": 10.0}
+    )  # fmt: skip
+    app = run_app()
+    app.radio(key="source").set_value("csv").run()
+    app.file_uploader(key="csv_file").upload("old.csv", frame.to_csv(index=False).encode()).run()
+    assert not app.exception
+    assert not app.error
+    # The whole file, although the default range (the last years) holds none of it.
+    assert tuple(app.date_input(key="date_range").value) == (days[0].date(), days[-1].date())
+    assert app.metric[0].value == "400"
+    assert not [i for i in app.info if "outside the date range" in i.value]
+
+    app.date_input(key="date_range").set_value((days[10].date(), days[379].date())).run()
+    assert app.metric[0].value == "370"
+    hidden = [i.value for i in app.info if "outside the date range" in i.value]
+    assert hidden == [
+        "30 of the 400 candles in this data are outside the date range and not used (10 "
+        "before it, 20 after it). The data runs from 2019-03-01 to 2020-04-03: widen the date "
+        "range in the sidebar to use them all."
+    ]
+
+
+def test_the_offline_sample_is_shown_whole_when_chosen(app_env):
+    app = run_app()
+    app.radio(key="source").set_value("sample").run()
+    assert not app.exception
+    assert not app.error
+    start, end = app.date_input(key="date_range").value
+    assert (start.year, end.year) == (1999, 2018)
+    assert not [i for i in app.info if "outside the date range" in i.value]
