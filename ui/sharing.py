@@ -57,6 +57,19 @@ class Spec:
     hi: float | None = None
     many: bool = False
 
+    def describe(self) -> str:
+        """The valid values in words: ``"a whole number from 1 to 60"``."""
+        if self.many:
+            return f"one or more of {_words(self.choices)}, separated by commas"
+        if self.choices is not None:
+            return f"one of {_words(self.choices)}"
+        if isinstance(self.default, bool):
+            return "true or false"
+        if self.lo is not None:
+            kind = "a whole number" if isinstance(self.default, int) else "a number"
+            return f"{kind} from {_word(self.lo)} to {_word(self.hi)}"
+        return "a date as YYYY-MM-DD, or none"
+
     def limits(self) -> dict[str, Any]:
         """``min_value``/``max_value`` for ``st.number_input``/``st.slider``."""
         return {"min_value": self.lo, "max_value": self.hi}
@@ -152,13 +165,43 @@ def parse(name: str, text: str) -> Any:
     Raises
     ------
     ValueError
-        When the name is unknown or the value is not valid for it.
+        When the name is unknown or the value is not valid for it; its message says
+        in plain words what the setting takes (``"must be a whole number from 1 to 60"``).
     """
     text = str(text).strip()
     if name in SIDEBAR:
-        return _parse_sidebar(name, text)
+        try:
+            return _parse_sidebar(name, text)
+        except ValueError as exc:
+            raise ValueError(f"must be {_SIDEBAR_WORDS[name]}") from exc
     if name not in SPECS:
-        raise ValueError("unknown setting")
+        raise ValueError("not a setting of this app")
+    try:
+        return _parse_setting(name, text)
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise ValueError(f"must be {SPECS[name].describe()}") from exc
+
+
+_SIDEBAR_WORDS = {
+    "source": "one of exchange, csv, sample",
+    "start": "a date as YYYY-MM-DD",
+    "end": "a date as YYYY-MM-DD",
+    "fill_gaps": "true or false",
+    "timeframe": "a timeframe such as 1m, 1h, 4h, 1d or 1w",
+    "exchange": "a ccxt exchange id of at most 64 characters",
+    "symbol": "a symbol such as BTC/USDT, of at most 64 characters",
+}
+
+
+def _words(values: Any) -> str:
+    return ", ".join(_word(v) for v in values)
+
+
+def _word(value: Any) -> str:
+    return serialize(value)
+
+
+def _parse_setting(name: str, text: str) -> Any:
     spec = SPECS[name]
     if name == "compare.test_start":
         return None if text in ("", "none") else dt.date.fromisoformat(text)
@@ -228,7 +271,7 @@ def parse_all(params: Mapping[str, str]) -> tuple[dict[str, Any], list[str]]:
         try:
             values[name] = parse(name, text)
         except (ValueError, TypeError) as exc:
-            refused.append(f"{name}={str(text)[:40]} ({exc})")
+            refused.append(f"{str(name)[:40]}={str(text)[:40]} ({exc})")
     return values, refused
 
 
