@@ -395,7 +395,10 @@ def run_experiment(
         metrics=metrics,
         by_horizon=score_by_horizon(backtest),
         dm_tests=dm_table(backtest, loss=settings.loss),
-        copy=copy_check(backtest),
+        copy=copy_check(
+            backtest,
+            definitions={alias: model.capabilities.definition for alias, model in models.items()},
+        ),
         future=forecasts,
         data=data,
         verdict=verdicts(backtest, loss=settings.loss),

@@ -168,7 +168,17 @@ st.caption(
 )
 st.table(runs.metrics_view(result.metrics, result.verdict))
 for model, row in result.copy.iterrows():
-    if row["copies_last"] and model != "naive":
+    if model == "naive":
+        continue  # the benchmark itself
+    if row["copies_last"] and row.get("by_definition"):
+        text.caption(
+            "**{model}** forecasts {definition}: it moves little by definition, and its "
+            "forecasts move {move:.0%} as much as the price does.",
+            model=model,
+            definition=row["by_definition"],
+            move=row["relative_move"],
+        )
+    elif row["copies_last"]:
         text.warning(
             "**{model}** mostly repeats the last price: its forecasts move {move:.0%} as much "
             "as the price does. Its accuracy is naive's.",

@@ -19,6 +19,7 @@ from forecasting.evaluation import (
     dm_table,
     walk_forward,
 )
+from forecasting.models import MODELS as MODELS_BY_NAME
 from forecasting.models import Drift, Forecaster, Naive
 
 # From the dieboldmariano package's test-suite, which match R's forecast::dm.test.
@@ -374,6 +375,7 @@ def test_copy_check_flags_the_copier_not_the_oracle(copy_backtest) -> None:
         "level_correlation",
         "relative_move",
         "copies_last",
+        "by_definition",
     ]
     assert table.loc["copier", "copies_last"]
     assert table.loc["naive", "copies_last"]
@@ -465,3 +467,19 @@ def test_the_hln_variance_falls_back_to_bartlett_weights_when_not_positive() -> 
     variance = (gamma[0] + 2 * 0.5 * gamma[1]) / n  # Bartlett: weight 1 - 1/2 on lag 1
     correction = math.sqrt((n + 1 - 4 + 2 / n) / n)
     assert result.statistic == pytest.approx(correction * d.mean() / math.sqrt(variance))
+
+
+def test_a_rule_is_reported_as_what_it_is_and_a_learner_is_still_flagged(copy_backtest) -> None:
+    """Drift is the last close plus an average change by definition: the check says so
+    instead of treating it like a model that learnt to copy; a learner that copies is
+    flagged whatever else is declared."""
+    definitions = {name: model.capabilities.definition for name, model in MODELS_BY_NAME.items()}
+    assert definitions["drift"] == (
+        "the last close plus the average change per candle seen in training"
+    )
+    assert definitions["lstm"] == definitions["prophet"] == ""
+    table = copy_check(copy_backtest, definitions={"naive": "the last close"})
+    assert table.loc["naive", "by_definition"] == "the last close"
+    assert table.loc["copier", "by_definition"] == ""
+    assert table.loc["copier", "copies_last"]  # the measurement is unchanged
+    assert table.loc["naive", "copies_last"]

@@ -38,6 +38,7 @@ while predicting nothing.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -437,15 +438,28 @@ def _verdict(first: str, second: str, result: DMResult, level: float) -> str:
     return f"{better} is significantly better than {worse} at the {percent} level"
 
 
-def copy_check(backtest: Backtest, *, threshold: float = 0.2) -> pd.DataFrame:
+def copy_check(
+    backtest: Backtest,
+    *,
+    threshold: float = 0.2,
+    definitions: Mapping[str, str] | None = None,
+) -> pd.DataFrame:
     """How much each model's forecast is the last observed close.
 
     Columns: ``change_correlation`` (of forecast changes with actual changes from the
     origin), ``level_correlation`` (of the forecast with the close at the origin),
-    ``relative_move`` (mean absolute forecast change over mean absolute actual change)
-    and ``copies_last`` (``relative_move`` below ``threshold``: the forecast barely
-    moves from the last close, so its accuracy is the naive forecast's).
+    ``relative_move`` (mean absolute forecast change over mean absolute actual change),
+    ``copies_last`` (``relative_move`` below ``threshold``: the forecast barely moves
+    from the last close, so its accuracy is the naive forecast's) and ``by_definition``.
+
+    The check is for models that learn their forecast and may have learnt to copy the
+    last close. A model whose forecast is a fixed rule (``definitions[model]``, from its
+    :attr:`~forecasting.models.base.Capabilities.definition`: drift is the last close
+    plus the average change) follows that rule by design: ``by_definition`` holds the
+    rule, and a page says what the model is instead of flagging it (``copies_last``
+    stays the measurement). Every other model's ``by_definition`` is empty.
     """
+    definitions = dict(definitions or {})
     rows = {}
     for model, group in backtest.forecasts.groupby("model", sort=False):
         predicted_change = (group["yhat"] - group["y_origin"]).to_numpy()
@@ -459,6 +473,7 @@ def copy_check(backtest: Backtest, *, threshold: float = 0.2) -> pd.DataFrame:
             ),
             "relative_move": relative,
             "copies_last": bool(relative < threshold) if np.isfinite(relative) else True,
+            "by_definition": definitions.get(model, ""),
         }
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis("model")
 

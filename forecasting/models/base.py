@@ -69,6 +69,11 @@ class Capabilities:
         How its intervals are made, e.g. ``("normal",)``; empty for no interval.
     needs_positive_prices
         Takes logarithms of prices (or their ratios): every close must be above zero.
+    definition
+        What the forecast is, by the model's own rule, when the rule is fixed rather
+        than learned ("the last close plus the average change per candle seen in
+        training"). The copy check reports it instead of flagging a baseline for being
+        what it is; empty for models that learn their forecast.
     """
 
     conditions_on_history: bool = True
@@ -78,6 +83,7 @@ class Capabilities:
     trained_horizon: bool = False
     interval_methods: tuple[str, ...] = ("normal",)
     needs_positive_prices: bool = False
+    definition: str = ""
 
 
 @dataclass(frozen=True)

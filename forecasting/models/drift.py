@@ -28,7 +28,11 @@ class Drift(Forecaster):
 
     alias = "drift"
     title = "Drift"
-    capabilities = Capabilities(interval_methods=("log-normal",), needs_positive_prices=True)
+    capabilities = Capabilities(
+        interval_methods=("log-normal",),
+        needs_positive_prices=True,
+        definition="the last close plus the average change per candle seen in training",
+    )
     parameter_ranges = {"level": LEVEL}
 
     def __init__(self, level: float = 0.9) -> None:

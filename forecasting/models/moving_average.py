@@ -32,7 +32,11 @@ class MovingAverage(Forecaster):
 
     alias = "moving_average"
     title = "Moving average"
-    capabilities = Capabilities(interval_methods=("log-normal",), needs_positive_prices=True)
+    capabilities = Capabilities(
+        interval_methods=("log-normal",),
+        needs_positive_prices=True,
+        definition="the mean of the last closes over its window, flat ahead",
+    )
     parameter_ranges = {"window": Range(1, 10_000, integer=True), "level": LEVEL}
 
     def __init__(self, window: int = 7, level: float = 0.9) -> None:

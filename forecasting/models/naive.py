@@ -27,7 +27,11 @@ class Naive(Forecaster):
 
     alias = "naive"
     title = "Naive"
-    capabilities = Capabilities(interval_methods=("log-normal",), needs_positive_prices=True)
+    capabilities = Capabilities(
+        interval_methods=("log-normal",),
+        needs_positive_prices=True,
+        definition="the last close",
+    )
     parameter_ranges = {"level": LEVEL}
 
     def __init__(self, level: float = 0.9) -> None:

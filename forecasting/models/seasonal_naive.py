@@ -33,7 +33,11 @@ class SeasonalNaive(Forecaster):
 
     alias = "seasonal_naive"
     title = "Seasonal naive"
-    capabilities = Capabilities(interval_methods=("log-normal",), needs_positive_prices=True)
+    capabilities = Capabilities(
+        interval_methods=("log-normal",),
+        needs_positive_prices=True,
+        definition="the close one season earlier",
+    )
     parameter_ranges = {
         # A week of one-minute candles is 10,080; anything longer has no data behind it.
         "season": Range(1, 10_000, integer=True, optional=True),
