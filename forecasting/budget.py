@@ -282,6 +282,26 @@ def _model_cost(
     return CostPart(alias, BASELINE_FOLD * (len(folds) + 1), "a baseline", "")
 
 
+def progress_shares(estimate: CostEstimate) -> dict[str, tuple[float, float]]:
+    """Where each part's progress starts on a 0-1 bar, and its share of the bar.
+
+    Shares are proportional to the estimated seconds, so a bar that has reached a
+    model's first epoch stands where that much of the work is done, not where that many
+    of the models are (five baselines that take milliseconds and an LSTM that takes a
+    minute: the LSTM's first epoch is at a few percent, not at 83 %). Parts in the
+    estimate's order; shares sum to 1 (equal shares when nothing is estimated).
+    """
+    parts = estimate.parts
+    total = sum(max(part.seconds, 0.0) for part in parts)
+    shares: dict[str, tuple[float, float]] = {}
+    start = 0.0
+    for part in parts:
+        share = max(part.seconds, 0.0) / total if total > 0 else 1.0 / len(parts)
+        shares[part.model] = (start, share)
+        start += share
+    return shares
+
+
 def _fold_sizes(layout: Any, candles: Any, make_folds: Callable) -> list[tuple[int, int]]:
     """(training candles, origins) per fold, from the layout and the candles' index (or
     their count, when the test period is given by its size)."""

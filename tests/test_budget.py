@@ -293,3 +293,47 @@ def test_a_model_is_costed_by_its_class_and_a_subclass_as_its_parent() -> None:
     assert parts["a"].seconds < 1
     assert parts["c"].seconds == pytest.approx(parts["b"].seconds)
     assert parts["c"].what == parts["b"].what
+
+
+def test_the_training_bar_moves_with_the_work_not_the_model_count() -> None:
+    """The reported case: five baselines, Prophet and the LSTM on 3000 candles, the bar
+    stood at 83 % at the LSTM's first epoch. By estimated cost the first epoch of the
+    LSTM, trained last, is reached after the baselines and Prophet only."""
+    from forecasting.budget import estimate_fits, progress_shares
+
+    models = {
+        "naive": make_model("naive"),
+        "drift": make_model("drift"),
+        "seasonal_naive": make_model("seasonal_naive"),
+        "moving_average": make_model("moving_average"),
+        "prophet": make_model("prophet"),
+        "lstm": make_model("lstm"),
+    }
+    estimate = estimate_fits(models, 3000)
+    shares = progress_shares(estimate)
+    assert list(shares) == list(models)
+    assert sum(share for _, share in shares.values()) == pytest.approx(1.0)
+    starts = [start for start, _ in shares.values()]
+    assert starts == sorted(starts)
+    seconds = {part.model: part.seconds for part in estimate.parts}
+    start, share = shares["lstm"]
+    assert start == pytest.approx(1 - seconds["lstm"] / estimate.seconds)
+    first_epoch = start + share / 30
+    assert first_epoch < 0.83
+    assert shares["naive"][1] < 0.01  # a baseline is a sliver of the bar
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_progress_shares_tile_the_bar(seed: int) -> None:
+    from forecasting.budget import CostEstimate, CostPart, progress_shares
+
+    rng = np.random.default_rng(seed)
+    parts = tuple(
+        CostPart(f"m{i}", float(s), "", "")
+        for i, s in enumerate(rng.choice([0.0, 0.01, 3.0, 500.0], size=rng.integers(1, 8)))
+    )
+    shares = list(progress_shares(CostEstimate(parts)).values())
+    assert shares[0][0] == 0.0
+    for (start, share), (next_start, _) in zip(shares, shares[1:], strict=False):
+        assert next_start == pytest.approx(start + share)
+    assert shares[-1][0] + shares[-1][1] == pytest.approx(1.0)

@@ -19,7 +19,7 @@ import streamlit as st
 
 import forecasting as fc
 from forecasting import features as fc_features
-from forecasting.budget import check_budget, estimate_experiment, estimate_fits
+from forecasting.budget import check_budget, estimate_experiment, estimate_fits, progress_shares
 from forecasting.evaluation import BacktestSettings
 from forecasting.experiment import DEFAULT_MODELS, ExperimentSettings, data_hash, run_experiment
 from forecasting.models import make_model
@@ -240,11 +240,12 @@ class TrainingDisplay:
         self.chart = st.empty()
         self.losses: dict[str, list[float]] = {"loss": [], "val_loss": []}
 
-    def callback(self, alias: str, position: int, total: int):
-        """The progress callback for one model (``position`` of ``total``)."""
+    def callback(self, alias: str, start: float, share: float):
+        """The progress callback for one model, whose work is ``share`` of the bar from
+        ``start`` on (see :func:`forecasting.budget.progress_shares`)."""
 
         def report(stage: str, fraction: float, details: Mapping[str, Any]) -> None:
-            done = (position + min(max(fraction, 0.0), 1.0)) / total
+            done = min(1.0, start + share * min(max(fraction, 0.0), 1.0))
             if stage == "epoch":
                 self.losses["loss"].append(details["loss"])
                 self.losses["val_loss"].append(details["val_loss"])
@@ -287,9 +288,10 @@ def train_all(
     """Fitted models by alias: from the store, or fitted now (baselines always, the rest if
     ``train``). Errors of one model are shown and do not stop the others."""
     aliases = model_aliases(settings)
+    shares = _training_shares(candles, settings, aliases) if display else {}
     models: dict[str, Any] = {}
-    for position, alias in enumerate(aliases):
-        progress = display.callback(alias, position, len(aliases)) if display else None
+    for alias in aliases:
+        progress = display.callback(alias, *shares[alias]) if display else None
         try:
             model = fitted_model(
                 candles,
@@ -306,6 +308,25 @@ def train_all(
     if display:
         display.done()
     return models
+
+
+def _training_shares(
+    candles: pd.DataFrame, settings: Mapping[str, Any], aliases: list[str]
+) -> dict[str, tuple[float, float]]:
+    """Each model's part of the training bar, by its estimated cost; a model already in
+    the store costs nothing."""
+    unfitted: dict[str, Any] = {}
+    for alias in aliases:
+        if MODELS.get(model_key(candles, alias, settings["models"][alias])) is not None:
+            continue
+        try:
+            unfitted[alias] = make_model(alias, **settings["models"][alias])
+        except fc.ForecastingError:
+            continue  # refused when it is trained, with the message
+    estimate = estimate_fits(unfitted, len(candles))
+    shares = progress_shares(estimate) if estimate.parts else {}
+    # A stored model is not fitted again and never reports progress.
+    return {alias: shares.get(alias, (0.0, 0.0) if shares else (0.0, 1.0)) for alias in aliases}
 
 
 def forecasts(models: Mapping[str, Any], horizon: int) -> list[Any]:
