@@ -227,9 +227,12 @@ downloads[1].download_button(
     "text/csv",
     icon=":material/download:",
 )
+# The settings are read now, in the page's run: the bundle itself is made when it is
+# downloaded, outside any run, where the session's state cannot be read.
+bundle_settings = settings.bundle_files()
 downloads[2].download_button(
     "Experiment bundle (zip)",
-    lambda: experiment_bundle(result, figures, extra_files=settings.bundle_files()),
+    lambda: experiment_bundle(result, figures, extra_files=bundle_settings),
     "experiment.zip",
     "application/zip",
     icon=":material/folder_zip:",
