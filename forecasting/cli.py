@@ -243,7 +243,38 @@ def _fetch(args: argparse.Namespace) -> int:
     args.progress.finish()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write_ohlcv_csv(candles, args.out)
+    for note in _fetch_notes(candles):
+        _note(note)
     return EXIT_OK
+
+
+def _fetch_notes(candles: Any) -> list[str]:
+    """What the exchange did not deliver, and what was dropped or chosen, one line each."""
+    from forecasting.data.duplicates import duplicate_conflicts
+    from forecasting.data.quality import dropped_nonpositive, notices
+
+    notes = list(notices(candles))
+    conflicts = duplicate_conflicts(candles)
+    if conflicts:
+        first = _iso_ms(conflicts[0]["timestamp"])
+        notes.append(
+            f"{len(conflicts)} candles were sent twice with different values (the first at "
+            f"{first}); the one with the larger volume was kept, as a fragment of a candle "
+            "carries only part of its volume."
+        )
+    dropped = dropped_nonpositive(candles)
+    if len(dropped):
+        notes.append(
+            f"{len(dropped)} candles with zero or negative prices were dropped (the first at "
+            f"{dropped[0]:%Y-%m-%dT%H:%M:%SZ}); they are treated as missing."
+        )
+    return notes
+
+
+def _iso_ms(ms: int) -> str:
+    import pandas as pd
+
+    return f"{pd.Timestamp(int(ms), unit='ms', tz='UTC'):%Y-%m-%dT%H:%M:%SZ}"
 
 
 def _features(args: argparse.Namespace) -> int:

@@ -37,6 +37,9 @@ state.chart(
     key="candles_chart",
 )
 
+for note in dataset.notes:
+    text.info("{note}", note=note, icon=":material/description:")
+
 st.subheader("Quality")
 columns = st.columns(6)
 columns[0].metric("Candles", f"{counts['candles']:,}", help="Real candles in the range.")

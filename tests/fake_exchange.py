@@ -3,7 +3,19 @@
 The server answers the two endpoints ccxt needs for spot OHLCV (``/api/v3/exchangeInfo`` and
 ``/api/v3/klines``) over real HTTP on 127.0.0.1, so tests exercise ccxt's own request building,
 error mapping and parsing instead of a mock of it. Faults (HTTP errors, timeouts, garbage bodies,
-connection resets) can be queued per endpoint to test retry and error-reporting paths.
+connection resets, empty answers) can be queued per endpoint to test retry and error-reporting
+paths. Exchanges also answer *less* than asked; these behaviours imitate them:
+
+* :meth:`FakeBinance.answer_latest`: only the latest N candles whatever ``startTime`` says (as
+  Kraken does), optionally ending at ``endTime``;
+* :meth:`FakeBinance.newest_part`: only the newest N candles of the window asked;
+* ``max_limit``: pages shorter than the limit asked;
+* ``inject("empty")``: an empty answer where candles exist (transient);
+* :meth:`FakeBinance.disorder`: rows out of order, repeated, and with fragments (the same
+  open time with a sliver of the volume);
+* :meth:`FakeBinance.withhold_from`: candles not yet published;
+* :meth:`FakeBinance.reshape`: any other change to each answer (property tests);
+* :meth:`FakeBinance.list_since`: a listing date in the market list (``onboardDate``).
 
 The module also locates the shared real-candle fixtures (``../shared/data``) that must never be
 copied into the repository; see :func:`load_shared_csv`.
@@ -14,11 +26,13 @@ from __future__ import annotations
 import copy
 import json
 import os
+import random
 import socket
 import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -41,7 +55,7 @@ OHLCV_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close", "volume")
 
 #: Fault names accepted by :meth:`FakeBinance.inject`.
 FAULTS: frozenset[str] = frozenset(
-    {"500", "502", "503", "429", "418", "451", "400", "timeout", "malformed", "reset"}
+    {"500", "502", "503", "429", "418", "451", "400", "timeout", "malformed", "reset", "empty"}
 )
 _ENDPOINTS: dict[str, str] = {"klines": "/api/v3/klines", "exchangeInfo": "/api/v3/exchangeInfo"}
 
@@ -276,6 +290,12 @@ class FakeBinance:
         self._series: dict[tuple[str, str], _Series] = {}
         self._faults: dict[str, deque[str]] = {name: deque() for name in _ENDPOINTS}
         self._klines_delay = 0.0
+        self._latest: tuple[int, bool] | None = None
+        self._newest_part: int | None = None
+        self._disorder: tuple[random.Random, float, float] | None = None
+        self._withhold_ms: int | None = None
+        self._reshape: Callable[[list[list[Any]], dict[str, str]], list[list[Any]]] | None = None
+        self._listed: dict[str, int] = {}
         self._stopping = threading.Event()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -348,6 +368,54 @@ class FakeBinance:
             raise ValueError("seconds must be >= 0")
         with self._lock:
             self._klines_delay = float(seconds)
+
+    def answer_latest(self, count: int | None, *, honour_end: bool = False) -> None:
+        """Answer only the latest ``count`` candles, whatever ``startTime`` says (None: off).
+
+        Kraken does this with 720. With ``honour_end`` the latest ``count`` before
+        ``endTime`` are answered when one is given (an exchange that pages backwards).
+        """
+        with self._lock:
+            self._latest = None if count is None else (int(count), honour_end)
+
+    def newest_part(self, count: int | None) -> None:
+        """Answer only the newest ``count`` candles of the window asked (None: off)."""
+        with self._lock:
+            self._newest_part = count
+
+    def disorder(self, seed: int | None, *, repeat: float = 0.2, fragments: float = 0.1) -> None:
+        """Shuffle every answer's rows, repeat some exactly, add fragments (None: off).
+
+        Parameters
+        ----------
+        seed
+            Seeds the choices; None turns the behaviour off.
+        repeat
+            Share of rows sent twice, unchanged.
+        fragments
+            Share of rows sent with a fragment too: the same open time, the close as
+            every price and a thousandth of the volume (a partial candle).
+        """
+        with self._lock:
+            self._disorder = None if seed is None else (random.Random(seed), repeat, fragments)
+
+    def withhold_from(self, stamp: pd.Timestamp | None) -> None:
+        """Do not publish candles opening at or after ``stamp`` yet (None: publish all)."""
+        with self._lock:
+            self._withhold_ms = None if stamp is None else int(pd.Timestamp(stamp).value // 10**6)
+
+    def reshape(
+        self, change: Callable[[list[list[Any]], dict[str, str]], list[list[Any]]] | None
+    ) -> None:
+        """Pass every klines answer through ``change(rows, params)`` before sending it."""
+        with self._lock:
+            self._reshape = change
+
+    def list_since(self, symbol: str, stamp: pd.Timestamp) -> None:
+        """Give ``symbol`` a listing date (``onboardDate``, ccxt's ``market["created"]``)."""
+        with self._lock:
+            self._symbols.add(symbol)
+            self._listed[symbol] = int(pd.Timestamp(stamp).value // 10**6)
 
     # ---------------------------------------------------------------- request log
 
@@ -466,7 +534,9 @@ class FakeBinance:
             # Stall past the client's timeout, then answer normally as a slow server would.
             self._stopping.wait(self.timeout_seconds)
             return False
-        if fault == "reset":
+        if fault == "empty":
+            handler.send_json(200, [])
+        elif fault == "reset":
             handler.reset()
         elif fault == "malformed":
             handler.send_body(200, "[[1,2,")
@@ -500,8 +570,10 @@ class FakeBinance:
         entries = []
         for symbol in symbols:
             base, quote = _split_symbol(symbol)
+            listed = {"onboardDate": self._listed[symbol]} if symbol in self._listed else {}
             entries.append(
                 {
+                    **listed,
                     "symbol": base + quote,
                     "status": "TRADING",
                     "baseAsset": base,
@@ -563,8 +635,19 @@ class FakeBinance:
         if series is None:
             return 200, []
 
+        with self._lock:
+            latest, newest_part, disorder = self._latest, self._newest_part, self._disorder
+            withhold, reshape = self._withhold_ms, self._reshape
         open_ms = series.open_ms
-        if start is not None:
+        published = len(open_ms) if withhold is None else int(np.searchsorted(open_ms, withhold))
+        open_ms = open_ms[:published]
+        if latest is not None:
+            count, honour_end = latest
+            hi = len(open_ms)
+            if honour_end and end is not None:
+                hi = int(np.searchsorted(open_ms, end, side="right"))
+            lo = max(0, hi - count)
+        elif start is not None:
             lo = int(np.searchsorted(open_ms, start, side="left"))
             hi = len(open_ms) if end is None else int(np.searchsorted(open_ms, end, side="right"))
             hi = min(hi, lo + limit)
@@ -572,13 +655,35 @@ class FakeBinance:
             # Without startTime Binance anchors at the end: the latest `limit` candles.
             hi = len(open_ms) if end is None else int(np.searchsorted(open_ms, end, side="right"))
             lo = max(0, hi - limit)
+        if newest_part is not None:
+            lo = max(lo, hi - newest_part)
         rows = [
             _kline_row(int(ms), values, interval)
             for ms, values in zip(
                 open_ms[lo:hi].tolist(), series.values[lo:hi].tolist(), strict=True
             )
         ]
+        if disorder is not None:
+            rows = _disordered(rows, *disorder, interval)
+        if reshape is not None:
+            rows = reshape(rows, params)
         return 200, rows
+
+
+def _disordered(
+    rows: list[list[Any]], rng: random.Random, repeat: float, fragments: float, interval: str
+) -> list[list[Any]]:
+    out = list(rows)
+    for row in rows:
+        if rng.random() < repeat:
+            out.append(list(row))
+        if rng.random() < fragments:
+            close, volume = float(row[4]), float(row[5])
+            out.append(
+                _kline_row(int(row[0]), [close, close, close, close, volume / 1000], interval)
+            )
+    rng.shuffle(out)
+    return out
 
 
 def _mandatory(name: str) -> dict[str, Any]:

@@ -206,7 +206,7 @@ def test_source_kinds(tmp_path) -> None:
         pd.testing.assert_frame_equal(read_ohlcv_csv(source).candles, from_bytes.candles)
 
 
-def test_duplicates_dropped_counted_and_last_kept() -> None:
+def test_duplicates_dropped_counted_and_larger_volume_kept() -> None:
     data = _csv(
         "2024-01-01T02:00:00Z,3,3,3,3,3",
         "2024-01-01T00:00:00Z,1,1,1,1,1",
@@ -214,11 +214,16 @@ def test_duplicates_dropped_counted_and_last_kept() -> None:
         "2024-01-01T00:00:00Z,9,9,9,9,9",
         "2024-01-01T02:00:00Z,8,8,8,8,8",
         "2024-01-01T00:00:00Z,7,7,7,7,7",
+        "2024-01-01T01:00:00Z,4,4,4,4,2",
     )
     result = _read(data)
-    assert result.duplicates == 3
-    # the row seen last wins, as with overlapping exchange pages
-    assert result.candles["close"].tolist() == [7.0, 2.0, 8.0]
+    assert result.duplicates == 4
+    # the larger volume wins (a fragment never beats the real candle); on a tie of
+    # volumes (01:00) the row seen last wins, as with overlapping exchange pages
+    assert result.candles["close"].tolist() == [9.0, 4.0, 8.0]
+    # every conflicting pair is recorded for the quality report
+    assert len(result.candles.attrs["duplicate_conflicts"]) == 4
+    assert result.candles.attrs["duplicate_rows"] == 4
     assert list(result.candles.index) == list(
         _utc("2024-01-01 00:00", "2024-01-01 01:00", "2024-01-01 02:00")
     )
@@ -350,9 +355,10 @@ def test_write_format_and_round_trip(tmp_path) -> None:
 
 
 def test_round_trip_keeps_milliseconds() -> None:
-    # whole seconds would silently merge these candles into one
+    # whole seconds would silently move every candle off its open time (one-second
+    # candles opening a quarter second past, with one missing)
     frame = _candles(
-        _utc("2024-01-01 00:00:00.250", "2024-01-01 00:00:01.750", "2024-01-01 00:00:03.000"),
+        _utc("2024-01-01 00:00:00.250", "2024-01-01 00:00:01.250", "2024-01-01 00:00:03.250"),
         [[1, 1, 1, 1, 1], [2, 2, 2, 2, 2], [3, 3, 3, 3, 3]],
     )
     buffer = io.StringIO()

@@ -638,8 +638,11 @@ def test_any_exchange_settings_give_a_client_or_one_line(config):
         message = str(exc)
         assert "\n" not in message
         assert any(f'"{key}' in message for key in config), message
+        # A setting's own value may be named ("rateLimit ... is -100"): a credential
+        # that happens to have the same text is not what is shown then.
+        public = " ".join(str(v) for k, v in config.items() if k not in SECRET_KEYS)
         for key in SECRET_KEYS & set(config):
-            if len(str(config[key])) >= 4:
+            if len(str(config[key])) >= 4 and str(config[key]) not in public:
                 assert str(config[key]) not in message, "a value is never shown"
     else:
         assert isinstance(client, ccxt.Exchange)

@@ -25,6 +25,7 @@ from forecasting.errors import NoCandles
 
 ROOT = Path(__file__).resolve().parents[1]
 HOUR = pd.Timedelta(hours=1)
+MS = pd.Timedelta(milliseconds=1)
 SYMBOL = "BTC/USDT"
 # Open times of the served candles (their values come from the `candles` fixture).
 C = pd.date_range("2024-01-01", periods=3000, freq="h", tz="UTC", name="timestamp").as_unit("ms")
@@ -92,13 +93,15 @@ def test_only_the_missing_ranges_are_fetched(fake, tmp_cache, candles):
 
     wider = _load(fake, tmp_cache, C[500], C[2500])
 
-    # One request for what lies before the cached range, one for what lies after it.
-    assert _start_times(fake) == [_ms(C[500]), _ms(C[2000])]
+    # One request for what lies before the cached range, one for what lies after the last
+    # candle received.
+    assert _start_times(fake) == [_ms(C[500]), _ms(C[1999]) + 1]
     direct = fetch_ohlcv(fake.client(), SYMBOL, "1h", C[500], C[2500], now=LATER)
     _same(wider, direct)
     _same(wider, candles.iloc[500:2500])
     cached = tmp_cache.read("binance", SYMBOL, "1h")
-    assert (cached.covered_start, cached.covered_end) == (C[500], C[2500])
+    # Covered as answered: up to the last candle received.
+    assert (cached.covered_start, cached.covered_end) == (C[500], C[2499] + MS)
     _same(cached.candles, candles.iloc[500:2500])
 
 
@@ -176,10 +179,13 @@ def test_range_without_candles_is_remembered(fake, tmp_cache):
                 exchange=CountingFactory(fake),
                 now=LATER,
             )
-    assert len(fake.kline_requests()) == 1
+    # An empty first answer is asked for twice before it is believed; then remembered.
+    assert len(fake.kline_requests()) == 2
     cached = tmp_cache.read("binance", "ETH/BTC", "1h")
     assert cached.candles.empty
-    assert (cached.covered_start, cached.covered_end) == (C[0], C[100])
+    # Nothing received, but the whole range was asked long after it closed.
+    assert (cached.covered_start, cached.covered_end) == (C[0], C[0])
+    assert cached.checked_end == C[100]
 
 
 def test_now_moving_within_a_candle_asks_nothing_and_later_only_the_tail(fake, tmp_cache, candles):

@@ -72,10 +72,12 @@ def test_gaps_listed_as_runs() -> None:
         "missing": 4,
         "gap_ranges": 2,
         "duplicates": 0,
+        "duplicate_conflicts": 0,
         "nonpositive": 0,
         "zero_volume": 0,
         "inconsistent_ohlc": 0,
         "extreme_moves": 0,
+        "notices": 0,
     }
 
 

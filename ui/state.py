@@ -81,6 +81,8 @@ class Dataset:
     """Candles of the source after the date range."""
     source_span: tuple[pd.Timestamp, pd.Timestamp] | None = None
     """First and last open time of the whole source (a file or the sample)."""
+    notes: tuple[str, ...] = ()
+    """What the reader should know about how the data was read (a file's layout)."""
 
     @property
     def traded(self) -> pd.DataFrame:
@@ -397,10 +399,10 @@ def load_dataset(selection: Selection, *, progress: Any = None) -> Dataset:
         if upload is None:
             raise fc.DataFormatError("Upload a CSV file in the sidebar to use it as data.")
         parsed = parse_csv(upload.getvalue())
-        layout = getattr(parsed, "format", "") or "uploaded CSV"
         dataset = Dataset(
             candles=parsed.candles,
-            label=f"{upload.name} ({layout}, {parsed.timeframe})",
+            label=f"{upload.name} ({parsed.format}, {parsed.timeframe})",
+            notes=parsed.notes,
             timeframe=parsed.timeframe,
             calendar=parsed.calendar,
             source="csv",

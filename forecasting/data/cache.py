@@ -1,9 +1,15 @@
 """A local Parquet cache of candles per (source, symbol, timeframe).
 
 Each series is one Parquet file holding the candles and, in its schema metadata, the
-time range that was *asked for and answered* (its coverage). Coverage is what lets a
-request fetch only what the cache lacks: a pair listed in 2019 asked for from 2015
-must not send the same empty request for 2015-2019 every time.
+time range the exchange *answered* (its coverage). Coverage is what lets a request
+fetch only what the cache lacks: a pair listed in 2019 asked for from 2015 must not send
+the same empty request for 2015-2019 every time.
+
+Coverage ends at the last candle received, never at the end of the range asked: a
+candle not yet published when it was asked for (a daily candle at 00:00:30), or a page
+answered empty by mistake, is asked for again later instead of leaving a permanent
+hole. How far the exchange was asked (``checked_end``) is kept beside it, so that a
+repeat asks only once a candle can have closed since.
 
 Safety:
 
@@ -18,7 +24,10 @@ Safety:
 
 Candles with a zero or negative price are never returned: they are kept out of the file,
 and their open times are kept in its metadata, so every later read still reports them
-(see :func:`~forecasting.data.quality.drop_nonpositive`).
+(see :func:`~forecasting.data.quality.drop_nonpositive`). The metadata also keeps the
+conflicting duplicates resolved while fetching and the rows dropped as duplicates (see
+:mod:`forecasting.data.duplicates`), and the first candle the exchange serves when it
+answered less history than asked (``served_from``), so every later read reports them too.
 """
 
 from __future__ import annotations
@@ -39,6 +48,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from forecasting.data.duplicates import (
+    duplicate_conflicts,
+    duplicate_times,
+    with_duplicates,
+)
 from forecasting.data.quality import (
     drop_nonpositive,
     dropped_nonpositive,
@@ -126,11 +140,22 @@ class CachedSeries:
     candles
         The OHLCV frame.
     covered_start, covered_end
-        ``[covered_start, covered_end)``: every closed candle in this range is in
-        ``candles`` (or does not exist on the exchange).
+        ``[covered_start, covered_end)``: every candle in this range is in ``candles``
+        or was answered as absent; ``covered_end`` is just after the last candle received
+        (or ``covered_start`` when none was).
     nonpositive
         Open times of candles the exchange sent with a zero or negative price, dropped
         (also recorded in ``candles.attrs``).
+    checked_end
+        The exchange was asked for every candle opening before this, each at least a
+        grace period after it closed; candles after ``covered_end`` and before
+        ``checked_end`` were not served. Never before ``covered_end``.
+    served_from
+        The first candle the exchange serves, when it answered less history than asked
+        (``None`` when it answered all it was asked for).
+    unanswered
+        Windows ``(start_ms, end_ms)`` the exchange left empty though it served later
+        candles (see :data:`~forecasting.data.exchange.UNANSWERED_ATTR`).
     """
 
     candles: pd.DataFrame
@@ -139,6 +164,13 @@ class CachedSeries:
     nonpositive: pd.DatetimeIndex = field(
         default_factory=lambda: pd.DatetimeIndex([], tz="UTC", name="timestamp").as_unit("ms")
     )
+    checked_end: pd.Timestamp | None = None
+    served_from: pd.Timestamp | None = None
+    unanswered: tuple[tuple[int, int], ...] = ()
+
+    def __post_init__(self) -> None:
+        checked = self.covered_end if self.checked_end is None else self.checked_end
+        object.__setattr__(self, "checked_end", max(checked, self.covered_end))
 
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -216,12 +248,21 @@ class CandleCache:
             candles = with_nonpositive(normalize_ohlcv(frame), meta.get("nonpositive", []))
             # Files written before placeholders were dropped may still hold some.
             candles = drop_nonpositive(candles)
-            start = pd.Timestamp(int(meta["covered_start"]), unit="ms", tz="UTC")
-            end = pd.Timestamp(int(meta["covered_end"]), unit="ms", tz="UTC")
+            with_duplicates(
+                candles, meta.get("duplicate_conflicts", []), meta.get("duplicate_rows_ms", [])
+            )
+            start = _stamp(meta["covered_start"])
+            end = _stamp(meta["covered_end"])
+            checked = _stamp(meta.get("checked_end", meta["covered_end"]))
+            served = meta.get("served_from")
+            served = None if served is None else _stamp(served)
+            windows = tuple((int(a), int(b)) for a, b in meta.get("unanswered", []))
         except Exception as exc:  # noqa: BLE001 - any unreadable file is set aside, never a crash
             self._set_aside(path, exc)
             return None
-        return CachedSeries(candles, start, end, dropped_nonpositive(candles))
+        return CachedSeries(
+            candles, start, end, dropped_nonpositive(candles), checked, served, windows
+        )
 
     def write(
         self,
@@ -233,6 +274,9 @@ class CandleCache:
         covered_end: pd.Timestamp,
         *,
         nonpositive: Iterable[pd.Timestamp] = (),
+        checked_end: pd.Timestamp | None = None,
+        served_from: pd.Timestamp | None = None,
+        unanswered: Iterable[tuple[int, int]] = (),
     ) -> Path:
         """Replace the series atomically. Call it while holding :meth:`lock`.
 
@@ -247,12 +291,21 @@ class CandleCache:
             Which series (see :meth:`path`).
         candles
             The candles to keep. Any with a zero or negative price are left out and
-            recorded with ``nonpositive``, as are those ``candles.attrs`` records.
+            recorded with ``nonpositive``, as are those ``candles.attrs`` records. The
+            duplicates its ``attrs`` record are kept too.
         covered_start, covered_end
-            The range that was asked for and answered.
+            The range that was answered (see :class:`CachedSeries`).
         nonpositive
             Open times of candles already dropped for a zero or negative price; those
             that now have a candle are forgotten.
+        checked_end
+            How far the exchange was asked (see :class:`CachedSeries`); defaults to
+            ``covered_end``.
+        served_from
+            The first candle the exchange serves, when it answered less than asked.
+        unanswered
+            Windows ``(start_ms, end_ms)`` the exchange left empty (see
+            :class:`CachedSeries`).
         """
         path = self.path(source, symbol, timeframe)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -266,19 +319,31 @@ class CandleCache:
             .union(open_times(candles.index[bad]))
             .difference(frame.index)
         )
+        conflicts, repeated = duplicate_conflicts(candles), duplicate_times(candles)
         if len(frame) > self.max_candles_per_series:
             frame = frame.iloc[len(frame) - self.max_candles_per_series :]
             covered_start = max(covered_start, frame.index[0])
             dropped = dropped[dropped >= covered_start]
+            if served_from is not None and served_from < covered_start:
+                served_from = None  # the cache, not the exchange, now starts later
+        kept = with_duplicates(pd.DataFrame(), conflicts, repeated, since=covered_start)
+        checked_end = covered_end if checked_end is None else max(checked_end, covered_end)
         table = pa.Table.from_pandas(frame, preserve_index=True)
         meta = {
             "version": _FORMAT_VERSION,
-            "covered_start": int(covered_start.value // 1_000_000),
-            "covered_end": int(covered_end.value // 1_000_000),
+            "covered_start": _as_ms(covered_start),
+            "covered_end": _as_ms(covered_end),
+            "checked_end": _as_ms(checked_end),
+            "served_from": None if served_from is None else _as_ms(served_from),
             "source": source,
             "symbol": symbol,
             "timeframe": timeframe,
             "nonpositive": [int(ms) for ms in dropped.asi8],
+            "duplicate_conflicts": list(duplicate_conflicts(kept)),
+            "duplicate_rows_ms": duplicate_times(kept),
+            "unanswered": [
+                [int(a), int(b)] for a, b in unanswered if int(b) > _as_ms(covered_start)
+            ],
         }
         table = table.replace_schema_metadata(
             {**(table.schema.metadata or {}), _META_KEY: json.dumps(meta).encode()}
@@ -317,6 +382,14 @@ class CandleCache:
         for leftover in path.parent.glob(f"{_temporary_prefix(path)}*.parquet"):
             with contextlib.suppress(OSError):
                 leftover.unlink()
+
+
+def _stamp(ms: object) -> pd.Timestamp:
+    return pd.Timestamp(int(ms), unit="ms", tz="UTC")  # type: ignore[call-overload]
+
+
+def _as_ms(stamp: pd.Timestamp) -> int:
+    return int(stamp.value // 1_000_000)
 
 
 def _temporary_prefix(path: Path) -> str:

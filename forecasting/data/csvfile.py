@@ -1,10 +1,44 @@
 """OHLCV from CSV files as people export them, validated, and back out to CSV.
 
-Accepted: a header row in any case and with the usual names (``Date``, ``Timestamp``,
-``Open time``, ``Open``, ``Vol`` ...), ISO-8601 dates (also the basic ``20240131``) or
-epoch seconds, milliseconds or microseconds, extra columns (ignored). The file is parsed
-as text only: nothing in it is executed or unpickled. Errors name the line (the header
-is line 1) and the column.
+Layouts recognised (:attr:`CsvData.format` names the one found):
+
+- ``"CSV with a header"``: a header row in any case and with the usual names (``Date``,
+  ``Timestamp``, ``Open time``, ``Open``, ``Vol`` ...), extra columns ignored.
+- ``"Binance public data dump"``: the kline files of data.binance.vision, with or
+  without their header (12 columns: open time, open, high, low, close, volume, close
+  time, quote volume, trades, taker buy base, taker buy quote, ignore).
+- ``"CryptoDataDownload"``: a URL banner line above the header, ``Unix``, ``Date`` and
+  ``Symbol`` columns, newest row first, and the volume twice (``Volume BTC`` and
+  ``Volume USDT``); the volume in the symbol's base currency is used and a note says
+  which column that was.
+- ``"semicolon-separated"`` or ``"tab-separated"`` files (the separator is found with
+  :class:`csv.Sniffer`), with ``", decimal commas"`` when the numbers are written as
+  ``58000,25`` (Excel in a European locale); thousands dots are read only beside a
+  decimal comma (``1.178,43``), a number with dots alone (``1.178``) is refused as
+  ambiguous.
+- ``"CSV without a header"``: six columns in ccxt's order (timestamp, open, high, low,
+  close, volume).
+
+A UTF-8 byte-order mark, a title line above the header, blank lines and any line ending
+are accepted. Rows may be in any order; they are sorted oldest first (a note says so
+when the file was newest first or out of order).
+
+Times are ISO-8601 (also the basic ``20240131``), epoch numbers, or dates with the day
+and month as numbers (``31.01.2024``, ``01/31/2024``). Epoch numbers are read in
+seconds, milliseconds, microseconds or nanoseconds by the magnitude of each row, so a
+file of milliseconds joined to one of microseconds (Binance's dumps switched in 2025)
+reads every row in its own unit, with a note. Day and month are never guessed: a row
+whose first number is above 12 makes the file day first, one whose second is above 12
+makes it month first; when no row tells, dotted dates (``01.02.2024``) are read day
+first, the only order written with dots, and the note says so, while ``01/02/2024``
+and ``01-02-2024`` are refused with a message asking for ISO dates (``2024-02-01``).
+
+A file whose candles are not spaced like any timeframe (most steps between consecutive
+candles not a whole number of the most common one, or a spacing such as 7 min 13 s) is
+refused: its times were most likely read in the wrong unit or order.
+
+The file is parsed as text only: nothing in it is executed or unpickled. Errors name
+the line (the first line of the file is line 1) and the column, and say what to change.
 
 Rows with a zero or negative open, high, low or close (what data providers write for a
 candle they do not have) are dropped and listed in :attr:`CsvData.nonpositive`: they
@@ -16,6 +50,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -23,6 +58,11 @@ from typing import BinaryIO
 import numpy as np
 import pandas as pd
 
+from forecasting.data.duplicates import (
+    DUPLICATE_RULE,
+    duplicate_conflicts,
+    resolve_duplicates,
+)
 from forecasting.data.quality import (
     MAX_EXPECTED_CANDLES,
     expected_candles,
@@ -36,14 +76,36 @@ from forecasting.ohlcv import (
     infer_calendar,
     normalize_ohlcv,
     timeframe_from_seconds,
+    timeframe_offset,
+    timeframe_seconds,
 )
 
-__all__ = ["MAX_CSV_BYTES", "CsvData", "infer_timeframe", "read_ohlcv_csv", "write_ohlcv_csv"]
+__all__ = [
+    "BINANCE",
+    "CRYPTODATADOWNLOAD",
+    "MAX_CSV_BYTES",
+    "WITHOUT_HEADER",
+    "WITH_HEADER",
+    "CsvData",
+    "infer_timeframe",
+    "read_ohlcv_csv",
+    "write_ohlcv_csv",
+]
 
 MAX_CSV_BYTES = 10 * 1024 * 1024
 
+# The names of the layouts recognised, as CsvData.format gives them.
+WITH_HEADER = "CSV with a header"
+WITHOUT_HEADER = "CSV without a header"
+BINANCE = "Binance public data dump"
+CRYPTODATADOWNLOAD = "CryptoDataDownload"
+
 _ALIASES = {
     "timestamp": (
+        # An explicit epoch column comes first: it is unambiguous, while the ``Date``
+        # beside it in CryptoDataDownload files has changed format over the years.
+        "unix",
+        "unix timestamp",
         "timestamp",
         "time",
         "date",
@@ -51,11 +113,13 @@ _ALIASES = {
         "open time",
         "open_time",
         "opentime",
-        "unix",
-        "unix timestamp",
         "date (utc)",
         "time (utc)",
         "timestamp (utc)",
+        # Spreadsheets in other languages: German and Dutch, Spanish, Italian.
+        "datum",
+        "fecha",
+        "data",
     ),
     "open": ("open", "o", "open price"),
     "high": ("high", "h", "high price"),
@@ -63,6 +127,34 @@ _ALIASES = {
     "close": ("close", "c", "close price", "last"),
     "volume": ("volume", "vol", "v", "base volume", "volume (base)"),
 }
+
+# Binance's kline files, in the order of their columns (data.binance.vision).
+_BINANCE_COLUMNS = (
+    "open_time", "open", "high", "low", "close", "volume", "close_time", "quote_volume",
+    "count", "taker_buy_volume", "taker_buy_quote_volume", "ignore",
+)  # fmt: skip
+_SEPARATORS = {",": "comma", ";": "semicolon", "\t": "tab"}
+# The first lines are enough to tell the separator, and bound the sniffer's work.
+_SNIFF_LINES = 30
+_SNIFF_CHARS = 20_000
+
+# "Volume BTC", "volume_usdt", "Vol (ETH)": a volume named after its currency.
+_VOLUME_IN = re.compile(r"(?:volume|vol)[\s_:-]*\(?(?!ume)([a-z0-9]{2,10})\)?", re.ASCII)
+_SYMBOL_COLUMNS = ("symbol", "pair", "ticker", "market")
+_PLAIN_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)
+_COMMA_NUMBER = re.compile(r"[+-]?(?:\d+|\d{1,3}(?:\.\d{3})+)(?:,\d+)?(?:[eE][+-]?\d+)?", re.ASCII)
+# Thousands dots beside a decimal comma: 1.178,43 (the dots can then mean nothing else).
+_GROUPED_NUMBER = re.compile(r"[+-]?\d{1,3}(?:\.\d{3})+,\d+(?:[eE][+-]?\d+)?", re.ASCII)
+# 31.01.2024, 01/31/2024 and 31-01-2024, with an optional time of day.
+_DAY_MONTH = re.compile(
+    r"(\d{1,2})([./-])(\d{1,2})\2(\d{4})(?:[ T]+(\d{1,2}):(\d{2})(?::(\d{2})(\.\d+)?)?)?",
+    re.ASCII,
+)
+_MONTHS = (
+    "January", "February", "March", "April", "May", "June", "July", "August", "September",
+    "October", "November", "December",
+)  # fmt: skip
+_UNIT_NAMES = {"s": "seconds", "ms": "milliseconds", "us": "microseconds", "ns": "nanoseconds"}
 
 
 @dataclass(frozen=True)
@@ -79,11 +171,21 @@ class CsvData:
         ``"business"`` for daily data with no weekend rows (stock-market exports),
         else ``"24/7"``.
     duplicates
-        Rows dropped because their timestamp repeated an earlier one.
+        Rows dropped because their timestamp repeated another row's. Exact repeats are
+        dropped; of conflicting ones the candle with the larger volume is kept (see
+        :mod:`forecasting.data.duplicates`), each conflicting pair recorded in
+        ``candles.attrs["duplicate_conflicts"]`` with the rule that chose.
     nonpositive
         Open times of the rows dropped because their open, high, low or close was zero
         or negative; also recorded in ``candles.attrs`` for
         :func:`~forecasting.data.quality.quality_report`.
+    format
+        A short name of the layout recognised, such as ``"Binance public data dump"``,
+        to label the data with (``"Binance public data dump, 1h"``).
+    notes
+        What a user should know about how the file was read: which volume column was
+        used, rows reversed to oldest first, epoch units mixed in one file, the order
+        of day and month. One sentence each.
     """
 
     candles: pd.DataFrame
@@ -93,6 +195,22 @@ class CsvData:
     nonpositive: pd.DatetimeIndex = field(
         default_factory=lambda: pd.DatetimeIndex([], tz="UTC", name="timestamp").as_unit("ms")
     )
+    format: str = WITH_HEADER
+    notes: tuple[str, ...] = ()
+
+
+@dataclass
+class _Layout:
+    """Where the candles are in a file: its format, column names and rows."""
+
+    format: str
+    header: list[str]  # the header's names, or the layout's names when there is none
+    header_line: int | None  # None when the file has no header row
+    mapping: dict[str, int]
+    body: list[tuple[int, list[str]]]
+    decimal_comma: bool = False
+    thousands_dots: bool = False  # some number has both (1.178,43): dots group thousands
+    notes: list[str] = field(default_factory=list)
 
 
 def read_ohlcv_csv(
@@ -126,39 +244,22 @@ def read_ohlcv_csv(
     if not text.strip():
         raise DataFormatError("The file is empty. Upload a CSV with a header row and candles.")
 
-    rows = _split_rows(text)
+    separator = _sniff_separator(text)
+    rows = _split_rows(text, separator)
     # Blank lines (before the header too, as pandas allows) carry nothing.
     rows = [(line, row) for line, row in rows if any(cell.strip() for cell in row)]
     if not rows:
         raise DataFormatError("The file is empty. Upload a CSV with a header row and candles.")
-    header_line, header_row = rows[0]
-    header = [h.strip() for h in header_row]
-    mapping = _map_columns(header, header_line)
-    body = rows[1:]
-    if not body:
+    layout = _recognise(rows, separator)
+    header, mapping = layout.header, layout.mapping
+    if not layout.body:
         raise DataFormatError(
             "The file has a header but no candles. Add one row per candle below the header.",
-            row=header_line + 1,
+            row=(layout.header_line or 0) + 1,
         )
 
-    records: dict[str, list[str]] = {name: [] for name in mapping}
-    lines: list[int] = []
-    for line, row in body:
-        # A short row is refused even when the fields it lacks are ignored ones: a field
-        # missing in the middle would shift every value after it into the wrong column.
-        if len(row) < len(header):
-            missing = header[len(row)]
-            raise DataFormatError(
-                f"Line {line} has {len(row)} fields but the header has {len(header)} "
-                f"(no value for '{missing}'). Every row needs a value in every column.",
-                row=line,
-                column=missing,
-            )
-        for name, position in mapping.items():
-            records[name].append(row[position].strip())
-        lines.append(line)
-
-    index = _parse_timestamps(records["timestamp"], lines, header[mapping["timestamp"]])
+    records, lines = _cells(layout)
+    index, time_notes = _parse_timestamps(records["timestamp"], lines, header[mapping["timestamp"]])
     values = {}
     for name in COLUMNS:
         values[name] = _parse_numbers(
@@ -167,24 +268,401 @@ def read_ohlcv_csv(
             header[mapping[name]],
             signed=name != "volume",
             limit=MAX_PRICE if name != "volume" else None,
+            decimal_comma=layout.decimal_comma,
+            thousands_dots=layout.thousands_dots,
         )
-    frame = pd.DataFrame(values, index=index)
+    line_of = _line_of(index, lines)
+    notes = [*layout.notes, *time_notes, *_order_notes(index, lines)]
+    # In milliseconds, as every OHLCV frame: times that differ below one are repeats.
+    frame = pd.DataFrame(values, index=pd.DatetimeIndex(index).as_unit("ms"))
     bad = nonpositive_mask(frame)
-    candles = normalize_ohlcv(frame[~bad])
+    # Repeated open times: exact repeats dropped, conflicting ones resolved by the rule
+    # of forecasting.data.duplicates (the larger volume wins, so a fragment never beats
+    # the real candle) and recorded in the frame's attrs for the quality report.
+    resolved = resolve_duplicates(frame[~bad])
+    candles = normalize_ohlcv(resolved)
+    candles.attrs = dict(resolved.attrs)
+    notes.extend(_conflict_notes(candles, line_of))
     # A placeholder at the time of a priced row repeats that timestamp: a duplicate.
     nonpositive = normalize_ohlcv(frame[bad]).index.difference(candles.index)
     if bad.any() and len(candles) < 2:
         _refuse_placeholders(len(candles), int(bad.sum()), lines[int(np.flatnonzero(bad)[0])])
     candles = with_nonpositive(candles, nonpositive)
-    # Counted after normalising: timestamps that differ below a millisecond become one.
+    # Every row that is not a candle or a placeholder repeated an open time: those
+    # resolve_duplicates dropped, and placeholders at the time of a priced row.
     duplicates = len(frame) - len(candles) - len(nonpositive)
     # The placeholders' times are the file's candle grid too: with them left out, every
     # other candle missing would read as a timeframe twice as long.
     stamps = candles.index.union(nonpositive)
     timeframe = infer_timeframe(stamps)
     calendar = infer_calendar(stamps, timeframe)
+    _refuse_irregular(stamps, timeframe, line_of)
     _refuse_sparse(stamps, timeframe, calendar)
-    return CsvData(candles, timeframe, calendar, duplicates, nonpositive)
+    return CsvData(
+        candles, timeframe, calendar, duplicates, nonpositive, layout.format, tuple(notes)
+    )
+
+
+def _cells(layout: _Layout) -> tuple[dict[str, list[str]], list[int]]:
+    """The cells of the columns used, by column, and the line of each row."""
+    header, mapping = layout.header, layout.mapping
+    width = len(header) if layout.header_line is not None else len(layout.body[0][1])
+    records: dict[str, list[str]] = {name: [] for name in mapping}
+    lines: list[int] = []
+    for line, row in layout.body:
+        # A short row is refused even when the fields it lacks are ignored ones: a field
+        # missing in the middle would shift every value after it into the wrong column.
+        if len(row) < width:
+            missing = header[len(row)] if len(row) < len(header) else f"field {len(row) + 1}"
+            against = (
+                "the header"
+                if layout.header_line is not None
+                else f"the first row (line {layout.body[0][0]})"
+            )
+            raise DataFormatError(
+                f"Line {line} has {len(row)} fields but {against} has {width} "
+                f"(no value for '{missing}'). Every row needs a value in every column.",
+                row=line,
+                column=missing,
+            )
+        for name, position in mapping.items():
+            records[name].append(row[position].strip())
+        lines.append(line)
+    return records, lines
+
+
+# --- recognising the layout ----------------------------------------------------------------
+
+
+def _sniff_separator(text: str) -> str:
+    """The field separator: a comma unless the first lines are clearly split by another.
+
+    :class:`csv.Sniffer` picks the character that splits the sampled lines most
+    consistently; its choice is kept only when it also splits them into more fields than
+    a comma does, so a stray semicolon in a comma file never wins.
+    """
+    lines = [line for line in text[: _SNIFF_CHARS * 4].splitlines() if line.strip()]
+    lines = lines[:_SNIFF_LINES]
+    sample = "\n".join(lines)[:_SNIFF_CHARS]
+    try:
+        separator = csv.Sniffer().sniff(sample, delimiters="".join(_SEPARATORS)).delimiter
+    except csv.Error:
+        return ","
+    if separator == "," or separator not in _SEPARATORS:
+        return ","
+    fields = {s: sum(len(_fields(line, s)) for line in lines) for s in (separator, ",")}
+    return separator if fields[separator] > fields[","] else ","
+
+
+def _fields(line: str, separator: str) -> list[str]:
+    try:
+        return next(csv.reader([line], delimiter=separator), [])
+    except csv.Error:
+        return []
+
+
+def _split_rows(text: str, separator: str = ",") -> list[tuple[int, list[str]]]:
+    """CSV rows, each with the line it starts on (the first line of the file is line 1)."""
+    # Old Mac exports end lines with a bare CR, which the csv module refuses mid-line.
+    reader = csv.reader(
+        io.StringIO(text.replace("\r\n", "\n").replace("\r", "\n")), delimiter=separator
+    )
+    rows: list[tuple[int, list[str]]] = []
+    line = 1
+    try:
+        for row in reader:
+            rows.append((line, row))
+            line = reader.line_num + 1
+    except csv.Error as exc:  # e.g. a field over the csv module's size limit
+        name = _SEPARATORS[separator]
+        raise DataFormatError(
+            f"Line {line} cannot be read as CSV ({exc}). Export the data again as plain "
+            f"{name}-separated values.",
+            row=line,
+        ) from exc
+    return rows
+
+
+def _recognise(rows: list[tuple[int, list[str]]], separator: str) -> _Layout:
+    """Find the header (or its absence), the columns and the format of the file."""
+    notes: list[str] = []
+    banner = ""
+    first_line, first = rows[0]
+    filled = [cell.strip() for cell in first if cell.strip()]
+    # A title line above the header: one cell (CryptoDataDownload writes its URL there).
+    if len(filled) == 1 and len(rows) > 1 and sum(bool(c.strip()) for c in rows[1][1]) >= 5:
+        banner = filled[0]
+        notes.append(f"Line {first_line} ({_shown(banner)}) is a title above the header: skipped.")
+        rows = rows[1:]
+        first_line, first = rows[0]
+        filled = [cell.strip() for cell in first if cell.strip()]
+
+    if _is_data_row(first):
+        layout = _headerless(rows, separator)
+    elif _mostly_numbers(first):
+        raise DataFormatError(
+            f"Line {first_line} holds numbers ({', '.join(_shown(c) for c in filled[:3])}"
+            f"{', ...' if len(filled) > 3 else ''}), not column names, and is no candle of a "
+            "layout known without a header. Add a "
+            "header row naming the columns timestamp, open, high, low, close and volume.",
+            row=first_line,
+        )
+    else:
+        header = [h.strip() for h in first]
+        mapping, volume_note = _map_columns(header, first_line, rows[1:2])
+        if volume_note:
+            notes.append(volume_note)
+        layout = _Layout(
+            _format_name(header, banner, separator), header, first_line, mapping, rows[1:]
+        )
+    layout.notes[:0] = notes
+    if separator != ",":
+        # Decimal commas can only be told apart from separators when the separator is
+        # something else; "42,123.5" in a comma file stays what it is: not a number.
+        numeric = [layout.mapping[name] for name in COLUMNS]
+        cells = [row[p].strip() for _, row in layout.body for p in numeric if p < len(row)]
+        layout.decimal_comma = any("," in cell for cell in cells)
+        layout.thousands_dots = layout.decimal_comma and any(
+            _GROUPED_NUMBER.fullmatch(cell) for cell in cells
+        )
+        if layout.decimal_comma:
+            layout.format += ", decimal commas"
+    return layout
+
+
+def _format_name(header: list[str], banner: str, separator: str) -> str:
+    lowered = {h.lower().strip().strip('"') for h in header}
+    if "cryptodatadownload" in banner.lower() or (
+        {"unix", "symbol"} <= lowered and any(_VOLUME_IN.fullmatch(h) for h in lowered)
+    ):
+        return CRYPTODATADOWNLOAD
+    if {"open_time", "close_time", "taker_buy_volume"} <= lowered:
+        return BINANCE
+    if separator != ",":
+        return f"{_SEPARATORS[separator]}-separated"
+    return WITH_HEADER
+
+
+def _is_data_row(row: list[str]) -> bool:
+    """Whether a first row is a candle rather than a header: a time, then numbers."""
+    cells = [cell.strip() for cell in row]
+    if len(cells) < 6 or not all(cells[:6]):
+        return False
+    numbers = all(_PLAIN_NUMBER.fullmatch(c) or _COMMA_NUMBER.fullmatch(c) for c in cells[1:6])
+    stamp = cells[0]
+    is_time = bool(_PLAIN_NUMBER.fullmatch(stamp) or _DAY_MONTH.fullmatch(stamp)) or not pd.isna(
+        pd.to_datetime(stamp, errors="coerce", utc=True, format="ISO8601")
+    )
+    return numbers and is_time
+
+
+def _mostly_numbers(row: list[str]) -> bool:
+    cells = [cell.strip() for cell in row if cell.strip()]
+    numbers = sum(bool(_PLAIN_NUMBER.fullmatch(c) or _COMMA_NUMBER.fullmatch(c)) for c in cells)
+    return numbers * 2 > len(cells)
+
+
+def _headerless(rows: list[tuple[int, list[str]]], separator: str) -> _Layout:
+    """The layout of a file whose first row is already a candle."""
+    line, first = rows[0]
+    cells = [cell.strip() for cell in first]
+    if len(cells) == len(_BINANCE_COLUMNS) and _binance_times(cells):
+        mapping = {name: _BINANCE_COLUMNS.index(name) for name in COLUMNS}
+        mapping["timestamp"] = 0
+        return _Layout(BINANCE, list(_BINANCE_COLUMNS), None, mapping, rows)
+    if len(cells) == len(COLUMNS) + 1:
+        names = ["timestamp", *COLUMNS]
+        mapping = {name: position for position, name in enumerate(names)}
+        name = WITHOUT_HEADER if separator == "," else f"{_SEPARATORS[separator]}-separated"
+        note = (
+            "The file has no header: its columns were read as timestamp, open, high, low, "
+            "close, volume (ccxt's order)."
+        )
+        return _Layout(name, names, None, mapping, rows, notes=[note])
+    raise DataFormatError(
+        f"Line {line} is a candle, not a header, and its {len(cells)} columns are no layout "
+        "known without one (Binance's 12 or timestamp, open, high, low, close, volume). Add "
+        "a header row naming the columns timestamp, open, high, low, close and volume.",
+        row=line,
+    )
+
+
+def _binance_times(cells: list[str]) -> bool:
+    """Open time and close time of a Binance kline row: whole epoch numbers, close later."""
+    try:
+        opened, closed = int(cells[0]), int(cells[6])
+    except ValueError:
+        return False
+    return 0 < opened < closed
+
+
+def _map_columns(
+    header: list[str], line: int = 1, sample: list[tuple[int, list[str]]] | None = None
+) -> tuple[dict[str, int], str]:
+    """Column positions by name, and a note when the volume had to be chosen."""
+    lowered = [h.lower().strip().strip('"') for h in header]
+    mapping: dict[str, int] = {}
+    for name, aliases in _ALIASES.items():
+        for alias in aliases:
+            if alias in lowered:
+                mapping[name] = lowered.index(alias)
+                break
+    if "timestamp" not in mapping and lowered and lowered[0] in ("", "unnamed: 0", "index"):
+        mapping["timestamp"] = 0
+    note = ""
+    if "volume" not in mapping:
+        note = _base_volume(header, lowered, line, sample or [], mapping)
+    missing = [name for name in _ALIASES if name not in mapping]
+    if missing:
+        found = ", ".join(_shown(h) for h in header if h) or "nothing"
+        raise DataFormatError(
+            f"Missing column{'s' if len(missing) > 1 else ''}: {', '.join(missing)}. "
+            f"The header has {found}. Name the columns timestamp (or date), open, high, low, "
+            "close and volume.",
+            row=line,
+            column=missing[0],
+        )
+    return mapping, note
+
+
+def _base_volume(
+    header: list[str],
+    lowered: list[str],
+    line: int,
+    sample: list[tuple[int, list[str]]],
+    mapping: dict[str, int],
+) -> str:
+    """Choose among volumes named after their currency (``Volume BTC``, ``Volume USDT``).
+
+    The one in the symbol's base currency is the volume of every other source; the
+    choice is recorded in ``mapping`` and returned as a note. With two or more and no
+    symbol to tell the base currency, the file is refused.
+    """
+    named = [(i, m.group(1)) for i, h in enumerate(lowered) if (m := _VOLUME_IN.fullmatch(h))]
+    if not named:
+        return ""
+    if len(named) == 1:
+        mapping["volume"] = named[0][0]
+        return f"The volume is the file's {_shown(header[named[0][0]])} column."
+    symbol = ""
+    symbol_column = next((lowered.index(c) for c in _SYMBOL_COLUMNS if c in lowered), None)
+    if symbol_column is not None and sample and symbol_column < len(sample[0][1]):
+        symbol = re.sub(r"[^A-Z0-9]", "", sample[0][1][symbol_column].upper())
+    base = [(i, currency) for i, currency in named if symbol.startswith(currency.upper())]
+    # The longest match decides ("Volume BTC" and "Volume BTCDOM" in a BTCDOMUSDT file).
+    base.sort(key=lambda item: len(item[1]), reverse=True)
+    if not base or (len(base) > 1 and len(base[0][1]) == len(base[1][1])):
+        columns = " and ".join(_shown(header[i]) for i, _ in named)
+        told = (
+            f"the symbol {_shown(symbol)} does not say"
+            if symbol
+            else "there is no Symbol column to say"
+        )
+        raise DataFormatError(
+            f"Line {line}: the file has the volume twice, {columns}, and {told} which "
+            "currency is the base. Keep the volume in the base currency (the first of the "
+            "pair, BTC in BTC/USDT) and name its column volume.",
+            row=line,
+            column="volume",
+        )
+    chosen = base[0][0]
+    mapping["volume"] = chosen
+    others = ", ".join(_shown(header[i]) for i, _ in named if i != chosen)
+    return (
+        f"The volume is {_shown(header[chosen])}, in the base currency of {symbol} "
+        f"({others} ignored)."
+    )
+
+
+def _order_notes(index: pd.DatetimeIndex, lines: list[int]) -> list[str]:
+    """Say when the rows were not oldest first in the file."""
+    steps = np.diff(index.asi8)
+    if not len(steps) or not (steps < 0).any():
+        return []
+    if (steps <= 0).all():
+        return ["The rows are newest first in the file: they were put oldest first."]
+    first = lines[int(np.flatnonzero(steps < 0)[0]) + 1]
+    return [
+        f"The rows are not in time order in the file (line {first} is earlier than the row "
+        "above it): they were sorted by time."
+    ]
+
+
+def _conflict_notes(candles: pd.DataFrame, line_of: dict[int, int]) -> list[str]:
+    """Say when rows with the same open time disagreed, and which rule chose."""
+    conflicts = duplicate_conflicts(candles)
+    if not conflicts:
+        return []
+    stamps = sorted({int(c["timestamp"]) for c in conflicts})
+    first = pd.Timestamp(stamps[0], unit="ms", tz="UTC")
+    times = f"{len(stamps)} open time{'s' if len(stamps) != 1 else ''}"
+    return [
+        f"{times} appear more than once with different values (the first at "
+        f"{first:%Y-%m-%d %H:%M} UTC, line {line_of.get(stamps[0])}): {DUPLICATE_RULE}."
+    ]
+
+
+def _line_of(index: pd.DatetimeIndex, lines: list[int]) -> dict[int, int]:
+    """The first line of the file holding each open time (epoch milliseconds)."""
+    stamps = pd.DatetimeIndex(index).as_unit("ms").asi8
+    found: dict[int, int] = {}
+    for stamp, line in zip(stamps.tolist(), lines, strict=True):
+        found.setdefault(stamp, line)
+    return found
+
+
+# --- checks on the whole file --------------------------------------------------------------
+
+
+def _refuse_irregular(stamps: pd.DatetimeIndex, timeframe: str, line_of: dict[int, int]) -> None:
+    """Refuse candles spaced unlike any timeframe, naming the first odd step's line.
+
+    Real candles sit on a grid: most steps between consecutive ones are the timeframe,
+    the others a whole number of it (missing candles). Steps of no timeframe mean the
+    times were read in the wrong unit, with day and month swapped, or are no candles.
+    """
+    seconds = timeframe_seconds(timeframe)
+    ms = stamps.as_unit("ms").asi8
+    steps = np.diff(ms)
+    if timeframe.endswith("s") and seconds >= 60:
+        odd = np.flatnonzero(steps % 60_000 != 0)
+        line = line_of.get(int(ms[odd[0] + 1])) if len(odd) else None
+        where = f" (line {line} is {_duration(int(steps[odd[0]]))} after the candle before it)"
+        raise DataFormatError(
+            f"The candles are {_duration(seconds * 1000)} apart (the most common step), which "
+            "is no timeframe: candles of a minute or more are whole minutes apart"
+            f"{where if line else ''}. Check that every row's time is in the same unit and "
+            "format, or resample the file to a timeframe such as 1m, 5m or 1h.",
+            row=line,
+        )
+    if not isinstance(timeframe_offset(timeframe), pd.Timedelta):
+        return  # months and years: the median already held them to 28-31 days
+    odd = np.flatnonzero(steps % (seconds * 1000) != 0)
+    if len(odd) * 2 <= len(steps):
+        return
+    first = int(odd[0])
+    line = line_of.get(int(ms[first + 1]))
+    raise DataFormatError(
+        f"The rows are spaced unlike any timeframe: {len(odd)} of the {len(steps)} steps "
+        f"between consecutive candles are not a whole number of {timeframe} (the most "
+        f"common step), the first {_duration(int(steps[first]))} before line {line}. Check "
+        "that every row's time is in the same unit and date format, or resample the file to "
+        "one timeframe.",
+        row=line,
+    )
+
+
+def _duration(ms: int) -> str:
+    """A length of time as people say it: ``7 min 13 s``, ``3 d 1 h``."""
+    parts = []
+    rest = ms
+    for name, length in (("d", 86_400_000), ("h", 3_600_000), ("min", 60_000), ("s", 1000)):
+        if rest >= length:
+            parts.append(f"{rest // length} {name}")
+            rest %= length
+    if rest or not parts:
+        parts.append(f"{rest} ms")
+    return " ".join(parts[:2])
 
 
 def _refuse_sparse(stamps: pd.DatetimeIndex, timeframe: str, calendar: str) -> None:
@@ -304,48 +782,6 @@ def _format_size(size: int) -> str:
     return f"{size} bytes"
 
 
-def _split_rows(text: str) -> list[tuple[int, list[str]]]:
-    """CSV rows, each with the line it starts on (the header is line 1)."""
-    # Old Mac exports end lines with a bare CR, which the csv module refuses mid-line.
-    reader = csv.reader(io.StringIO(text.replace("\r\n", "\n").replace("\r", "\n")))
-    rows: list[tuple[int, list[str]]] = []
-    line = 1
-    try:
-        for row in reader:
-            rows.append((line, row))
-            line = reader.line_num + 1
-    except csv.Error as exc:  # e.g. a field over the csv module's size limit
-        raise DataFormatError(
-            f"Line {line} cannot be read as CSV ({exc}). Export the data again as plain "
-            "comma-separated values.",
-            row=line,
-        ) from exc
-    return rows
-
-
-def _map_columns(header: list[str], line: int = 1) -> dict[str, int]:
-    lowered = [h.lower().strip().strip('"') for h in header]
-    mapping: dict[str, int] = {}
-    for name, aliases in _ALIASES.items():
-        for alias in aliases:
-            if alias in lowered:
-                mapping[name] = lowered.index(alias)
-                break
-    if "timestamp" not in mapping and lowered and lowered[0] in ("", "unnamed: 0", "index"):
-        mapping["timestamp"] = 0
-    missing = [name for name in _ALIASES if name not in mapping]
-    if missing:
-        found = ", ".join(_shown(h) for h in header if h) or "nothing"
-        raise DataFormatError(
-            f"Missing column{'s' if len(missing) > 1 else ''}: {', '.join(missing)}. "
-            f"The header has {found}. Name the columns timestamp (or date), open, high, low, "
-            "close and volume.",
-            row=line,
-            column=missing[0],
-        )
-    return mapping
-
-
 def _shown(value: str, limit: int = 40) -> str:
     """A cell as quoted in a message: empty ones said so, long ones cut short."""
     if not value:
@@ -353,7 +789,13 @@ def _shown(value: str, limit: int = 40) -> str:
     return repr(value if len(value) <= limit else value[:limit] + "…")
 
 
-def _parse_timestamps(values: list[str], lines: list[int], column: str) -> pd.DatetimeIndex:
+# --- cells ---------------------------------------------------------------------------------
+
+
+def _parse_timestamps(
+    values: list[str], lines: list[int], column: str
+) -> tuple[pd.DatetimeIndex, list[str]]:
+    """The open times of the rows, and notes on how they were read."""
     numbers = pd.to_numeric(pd.Series(values, dtype="object"), errors="coerce")
     is_number = numbers.notna().to_numpy()
     # The column is epoch numbers or dates, whichever most cells are (the first cell breaks
@@ -361,6 +803,10 @@ def _parse_timestamps(values: list[str], lines: list[int], column: str) -> pd.Da
     votes = int(is_number.sum()) * 2 - len(values)
     if votes > 0 or (votes == 0 and is_number[0]):
         return _parse_epochs(numbers, values, lines, column)
+    matches = [_DAY_MONTH.fullmatch(value) for value in values]
+    votes = sum(m is not None for m in matches) * 2 - len(values)
+    if votes > 0 or (votes == 0 and matches[0] is not None):
+        return _parse_day_month(matches, values, lines, column)
     parsed = pd.to_datetime(pd.Series(values), errors="coerce", utc=True, format="ISO8601")
     # ISO-8601 reads a leading minus as a year before year 1 ("-5" is the year 5 BC),
     # which is no date of any market.
@@ -373,12 +819,114 @@ def _parse_timestamps(values: list[str], lines: list[int], column: str) -> pd.Da
             row=lines[bad],
             column=column,
         )
-    return pd.DatetimeIndex(parsed, name="timestamp")
+    return pd.DatetimeIndex(parsed, name="timestamp"), []
+
+
+def _parse_day_month(
+    matches: list[re.Match[str] | None], values: list[str], lines: list[int], column: str
+) -> tuple[pd.DatetimeIndex, list[str]]:
+    """Dates written ``31.01.2024``, ``01/31/2024`` or ``31-01-2024``, never guessed.
+
+    A row whose first number is above 12 makes the file day first; one whose second
+    number is above 12 makes it month first; both in one file is refused. When no row
+    tells, dotted dates are read day first (the only order written with dots) and a
+    note says so, and other dates are refused, asking for ISO dates.
+    """
+    for position, match in enumerate(matches):
+        if match is None:
+            raise DataFormatError(
+                f"Line {lines[position]}, column '{column}': {_shown(values[position])} is not "
+                "a date like the other rows' (such as 31.01.2024). Use one date format in "
+                "every row, ISO-8601 (2024-01-31) at best.",
+                row=lines[position],
+                column=column,
+            )
+    found = [m for m in matches if m is not None]
+    first_numbers = np.array([int(m.group(1)) for m in found])
+    second_numbers = np.array([int(m.group(3)) for m in found])
+    day_first = np.flatnonzero(first_numbers > 12)
+    month_first = np.flatnonzero(second_numbers > 12)
+    separator = found[0].group(2)
+    written = f"dd{separator}mm{separator}yyyy"
+    if len(day_first) and len(month_first):
+        a, b = int(day_first[0]), int(month_first[0])
+        later = max(a, b)
+        raise DataFormatError(
+            f"Line {lines[later]}, column '{column}': {_shown(values[later])} puts the "
+            f"{'day' if later == a else 'month'} first, but line {lines[min(a, b)]} "
+            f"({_shown(values[min(a, b)])}) puts the {'month' if later == a else 'day'} first. "
+            "Write the dates as ISO-8601 (YYYY-MM-DD, such as 2024-01-31) in every row.",
+            row=lines[later],
+            column=column,
+        )
+    if len(day_first):
+        is_day_first = True
+        shown = int(day_first[0])
+        note = (
+            f"Dates were read day first ({written}), as line {lines[shown]} "
+            f"({_shown(values[shown])}) shows."
+        )
+    elif len(month_first):
+        is_day_first = False
+        shown = int(month_first[0])
+        written = f"mm{separator}dd{separator}yyyy"
+        note = (
+            f"Dates were read month first ({written}), as line {lines[shown]} "
+            f"({_shown(values[shown])}) shows."
+        )
+    else:
+        unclear = np.flatnonzero(first_numbers != second_numbers)
+        if separator != "." and len(unclear):
+            at = int(unclear[0])
+            a, b, year = int(first_numbers[at]), int(second_numbers[at]), found[at].group(4)
+            raise DataFormatError(
+                f"Line {lines[at]}, column '{column}': {_shown(values[at])} could be {a} "
+                f"{_MONTHS[b - 1]} {year} or {b} {_MONTHS[a - 1]} {year}, and no row has a day "
+                f"above 12 to tell which. Write the dates as ISO-8601 (YYYY-MM-DD, such as "
+                f"{year}-{b:02d}-{a:02d}).",
+                row=lines[at],
+                column=column,
+            )
+        is_day_first = True
+        note = (
+            f"Dates were read day first ({written}), the order dotted dates are written in; "
+            "no row has a day above 12 to confirm it."
+            if len(unclear)
+            else ""
+        )
+    iso = []
+    for m in found:
+        first, second = m.group(1), m.group(3)
+        day, month = (first, second) if is_day_first else (second, first)
+        hour, minute = int(m.group(5) or 0), m.group(6) or "00"
+        clock = f"{hour:02d}:{minute}:{m.group(7) or '00'}{m.group(8) or ''}"
+        iso.append(f"{m.group(4)}-{int(month):02d}-{int(day):02d}T{clock}")
+    parsed = pd.to_datetime(pd.Series(iso), errors="coerce", utc=True, format="ISO8601")
+    if parsed.isna().any():
+        bad = int(np.flatnonzero(parsed.isna().to_numpy())[0])
+        raise DataFormatError(
+            f"Line {lines[bad]}, column '{column}': {_shown(values[bad])} is not a date (read "
+            f"as {written}). Use real calendar dates, ISO-8601 (2024-01-31) at best.",
+            row=lines[bad],
+            column=column,
+        )
+    return pd.DatetimeIndex(parsed, name="timestamp"), [note] if note else []
+
+
+def _epoch_units(array: np.ndarray) -> np.ndarray:
+    """Each epoch number's unit by its magnitude.
+
+    Seconds reach 1e11 only in the year 5138, milliseconds stay below it only before
+    March 1973, and so on up: for any candle after 1973 the magnitude tells the unit.
+    """
+    return np.select(
+        [array < 1e11, array < 1e14, array < 1e17], ["s", "ms", "us"], default="ns"
+    ).astype(object)
 
 
 def _parse_epochs(
     numbers: pd.Series, values: list[str], lines: list[int], column: str
-) -> pd.DatetimeIndex:
+) -> tuple[pd.DatetimeIndex, list[str]]:
     array = numbers.to_numpy(dtype="float64", na_value=np.nan)
     # Past 2**63 nanoseconds a number is no epoch time in any unit (and would wrap to a
     # negative int64 silently).
@@ -397,23 +945,45 @@ def _parse_epochs(
         # fall in 1970-1973, which no candle export means, so they are read as dates.
         dates = pd.to_datetime(pd.Series(values), format="%Y%m%d", errors="coerce", utc=True)
         if dates.notna().all():
-            return pd.DatetimeIndex(dates, name="timestamp")
-    # Epoch numbers: tell the unit by magnitude (seconds reach 1e11 only in year 5138).
-    peak = array.max()
-    unit = "s" if peak < 1e11 else "ms" if peak < 1e14 else "us" if peak < 1e17 else "ns"
+            return pd.DatetimeIndex(dates, name="timestamp"), []
+    units = _epoch_units(array)
     # Whole numbers stay integers: a float64 cannot hold every nanosecond epoch exactly.
     epochs = numbers.to_numpy(dtype="int64") if numbers.dtype.kind in "iu" else array
-    try:
-        parsed = pd.to_datetime(epochs, unit=unit, utc=True)
-    except (OverflowError, ValueError, pd.errors.OutOfBoundsDatetime) as exc:
-        bad = int(np.argmax(array))
-        raise DataFormatError(
-            f"Line {lines[bad]}, column '{column}': {_shown(values[bad])} is out of range for "
-            "an epoch time. Use epoch seconds or milliseconds, or ISO-8601 dates.",
-            row=lines[bad],
-            column=column,
-        ) from exc
-    return pd.DatetimeIndex(parsed, name="timestamp")
+    # Milliseconds hold every unit's range (seconds up to the year 5138) and are what
+    # every OHLCV frame keeps in the end.
+    milliseconds = np.empty(len(array), dtype="int64")
+    for unit in _UNIT_NAMES:
+        rows = np.flatnonzero(units == unit)
+        if not len(rows):
+            continue
+        try:
+            parsed = pd.DatetimeIndex(pd.to_datetime(epochs[rows], unit=unit, utc=True))
+            milliseconds[rows] = parsed.as_unit("ms").asi8
+        except (OverflowError, ValueError, pd.errors.OutOfBoundsDatetime) as exc:
+            bad = int(rows[np.argmax(array[rows])])
+            raise DataFormatError(
+                f"Line {lines[bad]}, column '{column}': {_shown(values[bad])} is out of range "
+                "for an epoch time. Use epoch seconds or milliseconds, or ISO-8601 dates.",
+                row=lines[bad],
+                column=column,
+            ) from exc
+    index = pd.DatetimeIndex(milliseconds.astype("datetime64[ms]"), name="timestamp")
+    index = index.tz_localize("UTC")
+    return index, _unit_notes(units, lines)
+
+
+def _unit_notes(units: np.ndarray, lines: list[int]) -> list[str]:
+    """A note when one file mixes epoch units, with the line each unit starts on."""
+    changes = np.flatnonzero(units[1:] != units[:-1]) + 1
+    if not len(changes):
+        return []
+    starts = [0, *changes.tolist()]
+    shown = [f"{_UNIT_NAMES[units[s]]} from line {lines[s]}" for s in starts[:4]]
+    more = f" and {len(starts) - 4} more changes" if len(starts) > 4 else ""
+    return [
+        f"The epoch times mix units ({', '.join(shown)}{more}): each row was read in its own "
+        "unit, told by its magnitude."
+    ]
 
 
 def _parse_numbers(
@@ -423,14 +993,26 @@ def _parse_numbers(
     *,
     signed: bool = False,
     limit: float | None = None,
+    decimal_comma: bool = False,
+    thousands_dots: bool = False,
 ) -> np.ndarray:
     """The cells of one column as floats, refusing any that is not a finite number.
 
     ``signed`` lets negative numbers through: a price below zero marks a placeholder row,
     dropped later with the zero ones, while a negative volume is an error in the file.
-    ``limit`` refuses numbers above it (prices above ``MAX_PRICE``).
+    ``limit`` refuses numbers above it (prices above ``MAX_PRICE``). ``decimal_comma``
+    reads ``58000,25`` and ``1.178,43`` (a thousands dot beside a decimal comma);
+    ``thousands_dots`` (some number of the file is written so) reads ``1.178`` as 1178,
+    which is otherwise refused as ambiguous.
     """
-    numbers = pd.to_numeric(pd.Series(values, dtype="object"), errors="coerce")
+    if decimal_comma:
+        values_read = [
+            _from_decimal_comma(v, line, column, thousands_dots)
+            for v, line in zip(values, lines, strict=True)
+        ]
+    else:
+        values_read = values
+    numbers = pd.to_numeric(pd.Series(values_read, dtype="object"), errors="coerce")
     array = numbers.to_numpy(dtype="float64", na_value=np.nan)
     bad_mask = ~np.isfinite(array) | (~signed & (array < 0))
     if limit is not None:
@@ -451,10 +1033,26 @@ def _parse_numbers(
             message = "is a negative number. Volumes must be plain non-negative numbers"
         else:
             message = "is not a number. Prices and volumes must be plain numbers"
+        example = "42123,5" if decimal_comma else "42123.5"
         raise DataFormatError(
             f"Line {lines[bad]}, column '{column}': {_shown(values[bad])} {message} such as "
-            "42123.5.",
+            f"{example}.",
             row=lines[bad],
             column=column,
         )
     return array
+
+
+def _from_decimal_comma(value: str, line: int, column: str, thousands_dots: bool) -> str:
+    """A cell of a decimal-comma file in the usual notation (``1.178,43`` -> ``1178.43``)."""
+    if _COMMA_NUMBER.fullmatch(value) and ("," in value or "." not in value or thousands_dots):
+        return value.replace(".", "").replace(",", ".")
+    if _PLAIN_NUMBER.fullmatch(value) and "." in value:
+        raise DataFormatError(
+            f"Line {line}, column '{column}': {_shown(value)} has a decimal point in a file "
+            "whose numbers have decimal commas (such as 58000,25), so it could mean "
+            f"{value} or {value.replace('.', '')}. Use the same decimal mark in every row.",
+            row=line,
+            column=column,
+        )
+    return value  # not a number at all: refused with the others

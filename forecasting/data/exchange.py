@@ -24,9 +24,16 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import ccxt
+import numpy as np
 import pandas as pd
 
-from forecasting.data.quality import drop_nonpositive, dropped_nonpositive
+from forecasting.data.duplicates import duplicate_conflicts, resolve_duplicates
+from forecasting.data.quality import (
+    drop_nonpositive,
+    dropped_nonpositive,
+    notices,
+    with_notices,
+)
 from forecasting.errors import (
     BadCredentials,
     ConfigurationError,
@@ -40,23 +47,36 @@ from forecasting.errors import (
     RateLimited,
     UnknownExchange,
 )
-from forecasting.ohlcv import drop_unclosed, empty_ohlcv, frame_from_rows, timeframe_seconds
+from forecasting.ohlcv import (
+    COLUMNS,
+    drop_unclosed,
+    empty_ohlcv,
+    frame_from_rows,
+    timeframe_offset,
+    timeframe_seconds,
+)
 from forecasting.progress import ProgressCallback, report
 
 __all__ = [
     "DEFAULT_EXCHANGE",
     "DEFAULT_SYMBOL",
     "DEFAULT_TIMEFRAME",
+    "SERVED_FROM_ATTR",
+    "UNANSWERED_ATTR",
     "RetryPolicy",
     "checked_config",
     "create_exchange",
     "fetch_ohlcv",
+    "gap_notice",
+    "history_notice",
     "list_exchanges",
     "list_symbols",
     "list_timeframes",
     "page_limit",
+    "served_from",
     "source_key",
     "suggest_symbols",
+    "unanswered",
 ]
 
 log = logging.getLogger(__name__)
@@ -102,6 +122,13 @@ _KINDS: dict[str, tuple[str, ...]] = {
 }
 # Milliseconds: beyond these a request or the rate limiter would hold a session for minutes.
 _RANGES: dict[str, tuple[float, float]] = {"timeout": (1, 600_000), "rateLimit": (0, 60_000)}
+
+# ``DataFrame.attrs`` key: the open time (epoch ms) of the first candle an exchange served
+# when it answered less history than the range asked for and no listing date explains it.
+SERVED_FROM_ATTR = "served_from_ms"
+# ``DataFrame.attrs`` key: windows ``(start_ms, end_ms)`` inside the range that an exchange
+# answered with nothing, asked twice, although it served candles after them.
+UNANSWERED_ATTR = "unanswered_ms"
 
 # Used when an exchange does not declare its page size: small enough for every exchange.
 FALLBACK_PAGE_LIMIT = 200
@@ -448,11 +475,22 @@ def fetch_ohlcv(
     now: pd.Timestamp | None = None,
     retry: RetryPolicy | None = None,
     validate: bool = True,
+    continues_at: pd.Timestamp | None = None,
 ) -> pd.DataFrame:
     """Fetch every closed candle with open time in ``[since, until)``.
 
     Pages through the range with our own ``since`` loop at the exchange's page size
     (ccxt's ``paginate=True`` stops after ten pages and moves an old ``since`` forward).
+
+    Exchanges answer less than asked: fewer candles than the page size, only the newest
+    part of the window, an empty page now and then, or (Kraken) only their latest
+    candles whatever ``since`` says. Whenever an answer starts later than the window it
+    was asked for, the window before it is asked for again, bounded by the first candle
+    received (ccxt's ``until``), piece by piece until the exchange has nothing more to
+    give. What it never gives at the start of the range is reported, never silent: the
+    frame's ``attrs`` then name the first candle served (``SERVED_FROM_ATTR``) and say so
+    in a notice (``NOTICES_ATTR``, see :func:`history_notice`), unless the market's
+    listing date explains it.
 
     Parameters
     ----------
@@ -472,14 +510,19 @@ def fetch_ohlcv(
         Backoff for transient failures (timeouts, HTTP 429/5xx, exchange unavailable).
     validate
         Check the symbol and timeframe first (loads the exchange's markets).
+    continues_at
+        An open time from which candles are known to exist (a cache holds them): a
+        range answered with nothing at all before it counts as a short answer.
 
     Returns
     -------
     pd.DataFrame
         An OHLCV frame (see :mod:`forecasting.ohlcv`), possibly with gaps, possibly empty.
-        Candles with a zero or negative price (an exchange's placeholder for a candle it
-        does not have) are dropped, and their open times recorded in the frame's
-        ``attrs`` (see :func:`~forecasting.data.quality.drop_nonpositive`).
+        Candles sent twice are resolved by
+        :func:`~forecasting.data.duplicates.resolve_duplicates` (conflicts recorded in
+        ``attrs``). Candles with a zero or negative price (an exchange's placeholder for
+        a candle it does not have) are dropped, and their open times recorded in the
+        frame's ``attrs`` (see :func:`~forecasting.data.quality.drop_nonpositive`).
 
     Raises
     ------
@@ -498,37 +541,21 @@ def fetch_ohlcv(
     if validate:
         validate_request(exchange, symbol, timeframe, retry)
 
-    since_ms, until_ms = _ms(since), _ms(until)
-    limit = page_limit(exchange)
-    expected = max(1, -(-(until_ms - since_ms) // step_ms))
-    rows: list[list[float]] = []
-    cursor = since_ms
-    while cursor < until_ms:
-        page = _with_retry(
-            lambda c=cursor: _checked(
-                exchange, exchange.fetch_ohlcv(symbol, timeframe, since=c, limit=limit)
-            ),
-            exchange,
-            retry,
-            symbol=symbol,
-        )
-        if not page:
-            # Nothing from here on: either the end of the data, or a stretch before the
-            # pair was listed / an outage longer than a page. Skip a page's span ahead.
-            cursor += limit * step_ms
-            report(progress, "fetch", len(rows) / expected, done=len(rows), expected=expected)
-            continue
-        last = max(row[0] for row in page)
-        rows.extend(row for row in page if since_ms <= row[0] < until_ms)
-        report(progress, "fetch", len(rows) / expected, done=len(rows), expected=expected)
-        if last < cursor:
-            # The exchange ignored `since` and answered with older candles: no way forward.
-            break
-        if last + step_ms >= until_ms:
-            break  # the next candle would open at or after the end: nothing left to ask
-        cursor = int(last) + 1
-    frame = frame_from_rows(rows) if rows else empty_ohlcv()
+    pager = _Pager(exchange, symbol, timeframe, retry, _ms(since), _ms(until), progress, _ms(now))
+    rows, first_served = pager.run(None if continues_at is None else _ms(continues_at))
+    frame = _frame(rows)
     frame = drop_nonpositive(drop_unclosed(frame, timeframe, now))
+    if first_served is not None and not _listing_explains(
+        exchange, symbol, timeframe, _ms(since), first_served
+    ):
+        stamp = pd.Timestamp(first_served, unit="ms", tz="UTC")
+        frame.attrs[SERVED_FROM_ATTR] = int(first_served)
+        with_notices(frame, (*notices(frame), history_notice(exchange.id, timeframe, stamp)))
+    if pager.unanswered:
+        windows = sorted(pager.unanswered)
+        frame.attrs[UNANSWERED_ATTR] = tuple(windows)
+        told = [gap_notice(exchange.id, timeframe, *_stamps(w)) for w in windows]
+        with_notices(frame, (*notices(frame), *told))
     dropped = dropped_nonpositive(frame)
     if len(dropped):
         log.info(
@@ -540,6 +567,250 @@ def fetch_ohlcv(
             dropped[0],
         )
     return frame
+
+
+def history_notice(exchange_id: str, timeframe: str, served_from: pd.Timestamp) -> str:
+    """The notice for an exchange that serves candles only from ``served_from`` on."""
+    shown = (
+        f"{served_from:%Y-%m-%d}"
+        if served_from == served_from.normalize()
+        else f"{served_from:%Y-%m-%d %H:%M} UTC"
+    )
+    return (
+        f"{exchange_id} serves {timeframe} candles only from {shown}; earlier candles are "
+        "not available here"
+    )
+
+
+def gap_notice(exchange_id: str, timeframe: str, start: pd.Timestamp, end: pd.Timestamp) -> str:
+    """The notice for a window the exchange left empty although it served later candles."""
+    return (
+        f"{exchange_id} answered no {timeframe} candles from {start:%Y-%m-%d %H:%M} to "
+        f"{end:%Y-%m-%d %H:%M} UTC although it has later ones; any there are missing here"
+    )
+
+
+def unanswered(candles: pd.DataFrame) -> list[tuple[pd.Timestamp, pd.Timestamp]]:
+    """The windows ``[start, end)`` an exchange left empty though it served later candles."""
+    return [_stamps(w) for w in candles.attrs.get(UNANSWERED_ATTR, ())]
+
+
+def _stamps(window: tuple[int, int]) -> tuple[pd.Timestamp, pd.Timestamp]:
+    start, end = window
+    return pd.Timestamp(int(start), unit="ms", tz="UTC"), pd.Timestamp(
+        int(end), unit="ms", tz="UTC"
+    )
+
+
+def served_from(candles: pd.DataFrame) -> pd.Timestamp | None:
+    """The first candle the exchange served when it answered less history than asked."""
+    value = candles.attrs.get(SERVED_FROM_ATTR)
+    return None if value is None else pd.Timestamp(int(value), unit="ms", tz="UTC")
+
+
+class _Pager:
+    """The requests of one fetch: forward pages, and windows asked again when skipped."""
+
+    def __init__(
+        self,
+        exchange: ccxt.Exchange,
+        symbol: str,
+        timeframe: str,
+        retry: RetryPolicy,
+        since_ms: int,
+        until_ms: int,
+        progress: ProgressCallback | None,
+        now_ms: int,
+    ) -> None:
+        self.exchange, self.symbol, self.timeframe, self.retry = exchange, symbol, timeframe, retry
+        self.since_ms, self.until_ms, self.progress = since_ms, until_ms, progress
+        self.now_ms = now_ms
+        self.step_ms = timeframe_seconds(timeframe) * 1000
+        self.offset = timeframe_offset(timeframe)
+        self.limit = page_limit(exchange)
+        self.expected = max(1, -(-(until_ms - since_ms) // self.step_ms))
+        self.rows: list[list[Any]] = []
+        self.unanswered_head = False
+        # Windows after the start that stayed empty although later candles came.
+        self.unanswered: list[tuple[int, int]] = []
+
+    def run(self, continues_at: int | None = None) -> tuple[list[list[Any]], int | None]:
+        """The rows received in the range, and the first candle served when the start
+        of the range went unanswered (else ``None``).
+
+        ``continues_at``: the open time from which candles are known to exist (the
+        cache holds them), so that a range answered with nothing at all before it is
+        asked again, and reported when it stays unanswered.
+        """
+        cursor = self.since_ms
+        gap_from: int | None = None  # where the candles not yet received begin
+        first_seen: int | None = None
+
+        def received_before(at: int) -> bool:
+            return first_seen is not None and first_seen < at
+
+        while cursor < self.until_ms:
+            page = self._ask(cursor)
+            if not page and (cursor == self.since_ms or received_before(cursor)):
+                # An empty first page, or one after candles came, is the end of the data,
+                # a stretch without trading, or an exchange's passing slip: a second answer
+                # tells the slip apart before the range is skipped for good.
+                page = self._ask(cursor)
+            if gap_from is None:
+                gap_from = cursor
+            if not page:
+                # Nothing from here on: the end of the data, a stretch before the pair was
+                # listed, an outage longer than a page, or a transient empty answer. Skip a
+                # page's span ahead; what later pages show decides which it was.
+                cursor += self.limit * self.step_ms
+                self._report()
+                continue
+            stamps = [int(row[0]) for row in page]
+            first, last = min(stamps), max(stamps)
+            first_seen = first if first_seen is None else min(first_seen, first)
+            self._keep(page, self.since_ms, self.until_ms)
+            end = min(first, self.until_ms)
+            if gap_from < end and self._gap(gap_from, end):
+                self._fill(gap_from, end)
+            gap_from = None
+            self._report()
+            if last < cursor:
+                break  # the exchange ignored `since` and answered with older candles
+            following = self._after(last)
+            if following >= self.until_ms:
+                break  # the next candle would open at or after the end: nothing left
+            if self._after(following) > self.now_ms:
+                break  # the next candle is still open: nothing more has closed
+            cursor = last + 1
+        if not self.rows and first_seen is None and continues_at is not None:
+            end = min(continues_at, self.until_ms)
+            if self._gap(self.since_ms, end):
+                self._fill(self.since_ms, end)
+            first_seen = continues_at
+        if not self.unanswered_head:
+            return self.rows, None
+        received = [int(row[0]) for row in self.rows]
+        return self.rows, min(received) if received else first_seen
+
+    def _fill(self, start: int, end: int) -> None:
+        """Ask again for ``[start, end)``, bounded by ``end``, until nothing more comes."""
+        windows = [(start, end)]
+        while windows:
+            low, high = windows.pop()
+            page = self._ask(low, until=high - 1, refusal_ok=True)
+            inside = [row for row in page or () if low <= int(row[0]) < high]
+            if not inside:
+                if low == self.since_ms:
+                    self.unanswered_head = True
+                else:
+                    self.unanswered.append((low, high))
+                continue
+            self._keep(inside, low, high)
+            self._report()
+            first = min(int(row[0]) for row in inside)
+            last = max(int(row[0]) for row in inside)
+            if self._gap(last + 1, high):
+                windows.append((last + 1, high))
+            if self._gap(low, first):
+                windows.append((low, first))
+
+    def _ask(
+        self, since_ms: int, *, until: int | None = None, refusal_ok: bool = False
+    ) -> list[list[Any]] | None:
+        # ccxt's unified end bound, only when one is wanted.
+        bound = {} if until is None else {"params": {"until": until}}
+
+        def call() -> list[list[Any]]:
+            answer = self.exchange.fetch_ohlcv(
+                self.symbol, self.timeframe, since=since_ms, limit=self.limit, **bound
+            )
+            return _checked(self.exchange, answer)
+
+        try:
+            return _with_retry(call, self.exchange, self.retry, symbol=self.symbol)
+        except ForecastingError as exc:
+            # Asked again with an end bound, an exchange may refuse the bound itself: that
+            # window stays unanswered. Network failures and garbled answers still fail.
+            cause = exc.__cause__
+            if refusal_ok and _refusal(cause):
+                log.info("%s: refused a bounded request (%s)", self.exchange.id, cause)
+                return None
+            raise
+
+    def _keep(self, page: list[list[Any]], low: int, high: int) -> None:
+        low, high = max(low, self.since_ms), min(high, self.until_ms)
+        self.rows.extend(row for row in page if low <= int(row[0]) < high)
+
+    def _after(self, open_ms: int) -> int:
+        """The open time of the candle after the one opening at ``open_ms``."""
+        if isinstance(self.offset, pd.Timedelta):
+            return open_ms + self.step_ms
+        return _ms(pd.Timestamp(open_ms, unit="ms", tz="UTC") + self.offset)
+
+    def _gap(self, start: int, end: int) -> bool:
+        """Whether a candle can open in ``[start, end)``, ``end`` being an open time.
+
+        Fixed timeframes: the window is at least a candle long. Months and years: it
+        holds the start of one (exchanges open them on the 1st, 00:00 UTC).
+        """
+        if isinstance(self.offset, pd.Timedelta):
+            return end - start >= self.step_ms
+        stamp = pd.Timestamp(start, unit="ms", tz="UTC")
+        begin = stamp.normalize().replace(day=1)
+        if self.timeframe.endswith("y"):
+            begin = begin.replace(month=1)
+        if begin < stamp:
+            begin += (
+                pd.DateOffset(years=1) if self.timeframe.endswith("y") else pd.DateOffset(months=1)
+            )
+        return _ms(begin) < end
+
+    def _report(self) -> None:
+        done = min(len(self.rows), self.expected)
+        report(self.progress, "fetch", done / self.expected, done=done, expected=self.expected)
+
+
+def _refusal(cause: BaseException | None) -> bool:
+    """Whether ccxt's exception says the exchange refused a request (not an outage)."""
+    if not isinstance(cause, ccxt.ExchangeError):
+        return False
+    if isinstance(cause, ccxt.AuthenticationError | ccxt.BadSymbol | ccxt.PermissionDenied):
+        return False
+    return _http_status(cause) not in {418, 429, 451}
+
+
+def _frame(rows: list[list[Any]]) -> pd.DataFrame:
+    """The OHLCV frame of ccxt rows, duplicates resolved and recorded."""
+    if not rows:
+        return empty_ohlcv()
+    array = np.asarray([row[:6] for row in rows], dtype="float64")
+    index = pd.DatetimeIndex(
+        pd.to_datetime(array[:, 0].astype("int64"), unit="ms", utc=True), name="timestamp"
+    ).as_unit("ms")
+    raw = pd.DataFrame(array[:, 1:], index=index, columns=list(COLUMNS))
+    resolved = resolve_duplicates(raw)
+    frame = frame_from_rows(
+        np.column_stack([resolved.index.asi8, resolved.to_numpy(dtype="float64")]).tolist()
+    )
+    frame.attrs = dict(resolved.attrs)
+    conflicts = duplicate_conflicts(frame)
+    if conflicts:
+        log.info("resolved %d conflicting duplicate candles by volume", len(conflicts))
+    return frame
+
+
+def _listing_explains(
+    exchange: ccxt.Exchange, symbol: str, timeframe: str, since_ms: int, first_ms: int
+) -> bool:
+    """Whether the market's listing date explains candles starting at ``first_ms``."""
+    market = (getattr(exchange, "markets", None) or {}).get(symbol) or {}
+    created = market.get("created")
+    if not isinstance(created, int | float) or isinstance(created, bool):
+        return False
+    # The first candle opens within a candle of the listing (a day at least: listing
+    # times are not always exact).
+    within = max(timeframe_seconds(timeframe) * 1000, 86_400_000)
+    return since_ms < created and first_ms - created < within
 
 
 def _checked(exchange: ccxt.Exchange, page: list[list[Any]]) -> list[list[Any]]:

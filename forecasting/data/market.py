@@ -14,21 +14,43 @@ import ccxt
 import pandas as pd
 
 from forecasting.data.cache import CandleCache
+from forecasting.data.duplicates import (
+    duplicate_conflicts,
+    duplicate_times,
+    resolve_duplicates,
+    with_duplicates,
+)
 from forecasting.data.exchange import (
+    SERVED_FROM_ATTR,
+    UNANSWERED_ATTR,
     RetryPolicy,
     create_exchange,
     fetch_ohlcv,
+    gap_notice,
+    history_notice,
+    page_limit,
+    served_from,
     source_key,
     validate_request,
 )
-from forecasting.data.quality import dropped_nonpositive, open_times, with_nonpositive
+from forecasting.data.quality import (
+    dropped_nonpositive,
+    open_times,
+    with_nonpositive,
+    with_notices,
+)
 from forecasting.errors import InvalidDateRange, NoCandles
 from forecasting.ohlcv import normalize_ohlcv, timeframe_offset, timeframe_seconds
 from forecasting.progress import ProgressCallback, report
 
-__all__ = ["load_exchange_candles"]
+__all__ = ["PUBLISH_GRACE", "load_exchange_candles"]
 
 ExchangeFactory = Callable[[], ccxt.Exchange]
+
+# How long after a candle closes an exchange may take to publish it. A candle missing
+# from an answer given sooner than this after its close is asked for again on the next
+# request; one missing later counts as a gap (no trades, an outage, a delisted pair).
+PUBLISH_GRACE = pd.Timedelta(minutes=2)
 
 
 def load_exchange_candles(
@@ -98,36 +120,56 @@ def load_exchange_candles(
         raise InvalidDateRange(
             f"The start ({since:%Y-%m-%d %H:%M}) must be before the end ({until:%Y-%m-%d %H:%M})."
         )
-    # Candles opening at or after this may still have been open: never count them covered.
+    # Candles opening at or after this may still have been open: never count them asked.
     answerable_end = min(until, now - _longest(timeframe) + pd.Timedelta(milliseconds=1))
+    # Candles opening before this closed at least PUBLISH_GRACE ago: what the exchange
+    # answers for them now is final. Later ones may not be published yet.
+    settled_end = min(
+        until, now - _longest(timeframe) - PUBLISH_GRACE + pd.Timedelta(milliseconds=1)
+    )
     key = source_key(exchange_id, config)
 
     with cache.lock(key, symbol, timeframe):
         cached = cache.read(key, symbol, timeframe)
+        head: tuple[pd.Timestamp, pd.Timestamp] | None = None
+        tail: tuple[pd.Timestamp, pd.Timestamp] | None = None
         if cached is None:
-            missing = [(since, until)]
+            tail = (since, until)
         else:
-            missing = []
             if since < cached.covered_start:
-                missing.append((since, cached.covered_start))
+                head = (since, cached.covered_start)
             last = cached.candles.index[-1] if len(cached.candles) else None
-            # Only ask when a candle could have closed since: the first open time on the
-            # candle grid at or after the covered end must be before `until` and closed by
+            asked = max(cached.checked_end, cached.covered_end)
+            # Only ask when a candle could have closed since the last ask: the first open
+            # time on the candle grid at or after it must be before `until` and closed by
             # `now`. Anchoring the grid at the last cached candle (not at last + step)
             # keeps a series that ends in a gap (no trades, delisted) from asking again
             # on every rerun within the same candle.
-            if answerable_end > cached.covered_end and (
-                last is None or _closed_in(last, cached.covered_end, until, timeframe, now)
+            if answerable_end > asked and (
+                last is None or _closed_in(last, asked, until, timeframe, now)
             ):
-                missing.append((cached.covered_end, until))
-        if missing:
+                tail = (cached.covered_end, until)
+        if head or tail:
             client = _client(exchange, exchange_id, config)
             validate_request(client, symbol, timeframe, retry or RetryPolicy())
-            expected = sum(max(1, int((b - a) / step)) for a, b in missing)
+            if tail and cached is not None:
+                # Ask again for the candles after the last one received, unless they span
+                # more than a page: a series that stopped long ago is not asked from there.
+                page = page_limit(client) * step
+                if cached.checked_end - cached.covered_end > page:
+                    tail = (cached.checked_end, until)
+            parts = [part for part in (head, tail) if part]
+            expected = sum(max(1, int((b - a) / step)) for a, b in parts)
             pieces = [cached.candles] if cached is not None else []
             dropped = cached.nonpositive if cached is not None else open_times(())
+            served = cached.served_from if cached is not None else None
+            windows = list(cached.unanswered) if cached is not None else []
+            first_cached = (
+                cached.candles.index[0] if cached is not None and len(cached.candles) else None
+            )
             done = 0
-            for start, end in missing:
+            fetched: list[pd.DataFrame] = []
+            for start, end in parts:
                 frame = fetch_ohlcv(
                     client,
                     symbol,
@@ -138,24 +180,63 @@ def load_exchange_candles(
                     now=now,
                     retry=retry,
                     validate=False,
+                    continues_at=first_cached if (start, end) == head else None,
                 )
                 done += max(1, int((end - start) / step))
-                pieces.append(frame)
+                fetched.append(frame)
                 dropped = dropped.union(dropped_nonpositive(frame))
-            merged = normalize_ohlcv(pd.concat(pieces)) if len(pieces) > 1 else pieces[0]
+                if (start, end) == head or cached is None:
+                    served = served_from(frame)
+                windows += [(int(a), int(b)) for a, b in frame.attrs.get(UNANSWERED_ATTR, ())]
+            pieces += fetched
+            merged = _merged(pieces)
             dropped = dropped.difference(merged.index)  # a real candle came since
+            if served is not None and len(merged) and merged.index[0] < served:
+                served = None  # the exchange now serves earlier candles
+            windows = _still_unanswered(windows, merged)
             start = since if cached is None else min(since, cached.covered_start)
-            end = answerable_end if cached is None else max(answerable_end, cached.covered_end)
-            cache.write(key, symbol, timeframe, merged, start, end, nonpositive=dropped)
+            received = merged.index[merged.index < until]
+            covered_end = start if cached is None else cached.covered_end
+            if len(received):
+                covered_end = max(covered_end, received[-1] + pd.Timedelta(milliseconds=1))
+            checked_end = settled_end if tail else cached.checked_end
+            if cached is not None:
+                checked_end = max(checked_end, cached.checked_end)
+            cache.write(
+                key,
+                symbol,
+                timeframe,
+                merged,
+                start,
+                covered_end,
+                nonpositive=dropped,
+                checked_end=checked_end,
+                served_from=served,
+                unanswered=windows,
+            )
         else:
             merged = cached.candles
             dropped = cached.nonpositive
+            served = cached.served_from
+            windows = list(cached.unanswered)
 
     selected = merged[(merged.index >= since) & (merged.index < until)].copy()
-    if not missing:
+    if not (head or tail):
         report(progress, "fetch", 1.0, done=len(selected), expected=len(selected))
     placeholders = dropped[(dropped >= since) & (dropped < until)]
+    told = []
+    if served is not None and served - since >= _shortest(timeframe):
+        told.append(history_notice(exchange_id, timeframe, served))
+    since_ms, until_ms = int(since.value // 1_000_000), int(until.value // 1_000_000)
+    inside = [(a, b) for a, b in windows if a < until_ms and b > since_ms]
+    told += [gap_notice(exchange_id, timeframe, *_window(w)) for w in inside]
     if selected.empty:
+        if told and served >= until:
+            raise NoCandles(
+                f"{exchange_id} has no {timeframe} candles for {symbol} between "
+                f"{since:%Y-%m-%d %H:%M} and {until:%Y-%m-%d %H:%M} UTC: {told[0]}. Choose a "
+                "later range or another exchange."
+            )
         if len(placeholders):
             raise NoCandles(
                 f"{exchange_id} sent only candles with zero or negative prices "
@@ -168,7 +249,69 @@ def load_exchange_candles(
             f"{since:%Y-%m-%d %H:%M} and {until:%Y-%m-%d %H:%M} UTC. The pair may have been "
             "listed later: try a later start date or a longer range."
         )
+    selected.attrs = {}
+    with_duplicates(
+        selected,
+        duplicate_conflicts(merged),
+        duplicate_times(merged),
+        since=since,
+        until=until,
+    )
+    if served is not None and served - since >= _shortest(timeframe):
+        selected.attrs[SERVED_FROM_ATTR] = int(served.value // 1_000_000)
+    if inside:
+        selected.attrs[UNANSWERED_ATTR] = tuple(inside)
+    with_notices(selected, told)
     return with_nonpositive(selected, placeholders)
+
+
+def _merged(pieces: list[pd.DataFrame]) -> pd.DataFrame:
+    """The candles of the cache and of every part fetched, as one frame.
+
+    Each piece's record of resolved duplicates is kept; a candle both in the cache and in
+    a fresh answer with other values is one more conflict, resolved by the same rule.
+    """
+    conflicts = [c for piece in pieces for c in duplicate_conflicts(piece)]
+    repeated = [ms for piece in pieces for ms in duplicate_times(piece)]
+    combined = pd.concat(pieces) if len(pieces) > 1 else pieces[0].copy()
+    combined.attrs = {}
+    resolved = resolve_duplicates(combined)
+    # Candles sent again unchanged (pages that overlap the cache) lose nothing: only the
+    # conflicting ones are recorded.
+    conflicts += duplicate_conflicts(resolved)
+    repeated += [c["timestamp"] for c in duplicate_conflicts(resolved)]
+    merged = normalize_ohlcv(resolved)
+    merged.attrs = {}
+    return with_duplicates(merged, conflicts, repeated)
+
+
+def _still_unanswered(
+    windows: list[tuple[int, int]], merged: pd.DataFrame
+) -> list[tuple[int, int]]:
+    """The windows in which no candle has been received since, each once."""
+    ms = pd.DatetimeIndex(merged.index).as_unit("ms").asi8
+    kept = []
+    for a, b in sorted(set(windows)):
+        if not ((ms >= a) & (ms < b)).any():
+            kept.append((a, b))
+    return kept
+
+
+def _window(window: tuple[int, int]) -> tuple[pd.Timestamp, pd.Timestamp]:
+    return (
+        pd.Timestamp(int(window[0]), unit="ms", tz="UTC"),
+        pd.Timestamp(int(window[1]), unit="ms", tz="UTC"),
+    )
+
+
+def _shortest(timeframe: str) -> pd.Timedelta:
+    # The shortest a candle can be: calendar months and years vary in length.
+    unit, amount = timeframe[-1], int(timeframe[:-1])
+    if unit == "M":
+        return pd.Timedelta(days=28 * amount)
+    if unit == "y":
+        return pd.Timedelta(days=365 * amount)
+    return pd.Timedelta(seconds=timeframe_seconds(timeframe))
 
 
 def _closed_in(

@@ -11,6 +11,11 @@ use them (a log of zero is minus infinity), so every loader drops them with
 :func:`drop_nonpositive`, which records their open times in the frame's ``attrs`` under
 ``NONPOSITIVE_ATTR``; :func:`quality_report` lists them, and as they are dropped they
 also count as missing candles.
+
+Loaders also record, in the frame's ``attrs``, the conflicting duplicates they resolved
+(see :mod:`forecasting.data.duplicates`) and plain-language notices about what the
+source did not deliver (``NOTICES_ATTR``, e.g. an exchange that serves history only
+from some date); the report carries both.
 """
 
 from __future__ import annotations
@@ -21,27 +26,39 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from forecasting.data.duplicates import (
+    DUPLICATE_ROWS_ATTR,
+    DUPLICATE_RULE,
+    duplicate_conflicts,
+)
 from forecasting.errors import ConfigurationError
 from forecasting.ohlcv import timeframe_offset, timeframe_seconds
 
 __all__ = [
     "MAX_EXPECTED_CANDLES",
     "NONPOSITIVE_ATTR",
+    "NOTICES_ATTR",
     "QualityReport",
     "drop_nonpositive",
     "dropped_nonpositive",
     "expected_candles",
     "fill_gaps",
     "nonpositive_mask",
+    "notices",
     "open_times",
     "quality_report",
     "with_nonpositive",
+    "with_notices",
 ]
 
 # The ``DataFrame.attrs`` key under which loaders record the candles they dropped for a
 # zero or negative price: a tuple of open times in epoch milliseconds. Plain integers, so
 # pandas can compare and copy the attrs cheaply, and pyarrow can write them as JSON.
 NONPOSITIVE_ATTR = "nonpositive_ms"
+# The ``DataFrame.attrs`` key under which loaders record what the reader must know about
+# the data they could not get: a tuple of one-line messages (plain strings), such as
+# "kraken serves 1d candles only from 2024-12-11; earlier candles are not available here".
+NOTICES_ATTR = "notices"
 PRICES = ("open", "high", "low", "close")
 
 # A move is "extreme" when its log return is this many robust standard deviations
@@ -83,6 +100,14 @@ class QualityReport:
         Open times of candles whose high is below, or low above, another price.
     extreme_moves
         ``timestamp`` and ``log_return`` of extreme moves (see ``EXTREME_SIGMAS``).
+    duplicate_conflicts
+        One plain dict per pair of candles that shared an open time with different
+        values: ``timestamp`` (epoch ms), ``kept`` and ``dropped`` (their OHLCV) and
+        ``rule`` (why ``kept`` won, see :mod:`forecasting.data.duplicates`).
+    duplicate_rule
+        The rule that chose between conflicting candles.
+    notices
+        What the source did not deliver, one line each (see ``NOTICES_ATTR``).
     """
 
     timeframe: str
@@ -95,6 +120,9 @@ class QualityReport:
     inconsistent: pd.DatetimeIndex
     extreme_moves: pd.DataFrame
     nonpositive: pd.DatetimeIndex = field(default_factory=lambda: open_times(()))
+    duplicate_conflicts: tuple[dict, ...] = ()
+    duplicate_rule: str = DUPLICATE_RULE
+    notices: tuple[str, ...] = ()
 
     @property
     def missing(self) -> int:
@@ -111,6 +139,7 @@ class QualityReport:
         return not (
             self.missing
             or self.duplicates
+            or self.notices
             or len(self.nonpositive)
             or len(self.zero_volume)
             or len(self.inconsistent)
@@ -124,10 +153,12 @@ class QualityReport:
             "missing": self.missing,
             "gap_ranges": len(self.gaps),
             "duplicates": self.duplicates,
+            "duplicate_conflicts": len(self.duplicate_conflicts),
             "nonpositive": len(self.nonpositive),
             "zero_volume": len(self.zero_volume),
             "inconsistent_ohlc": len(self.inconsistent),
             "extreme_moves": len(self.extreme_moves),
+            "notices": len(self.notices),
         }
 
 
@@ -136,8 +167,10 @@ def quality_report(
     timeframe: str,
     *,
     calendar: str = "24/7",
-    duplicates: int = 0,
+    duplicates: int | None = None,
     nonpositive: Iterable[pd.Timestamp] | None = None,
+    duplicate_conflicts: Iterable[dict] | None = None,
+    notices: Iterable[str] | None = None,
 ) -> QualityReport:
     """Inspect an OHLCV frame.
 
@@ -155,12 +188,25 @@ def quality_report(
     calendar
         ``"24/7"`` or ``"business"`` (daily candles of a market closed at weekends).
     duplicates
-        Duplicate rows already dropped while loading, to carry into the report.
+        Duplicate rows already dropped while loading, to carry into the report; ``None``
+        reads what the loader recorded in ``candles.attrs``.
     nonpositive
         Open times of candles already dropped while loading for a zero or negative
         price (``CsvData.nonpositive``); ``None`` reads what the loader recorded in
         ``candles.attrs`` (see :func:`drop_nonpositive`).
+    duplicate_conflicts
+        Conflicting duplicates resolved while loading (``CsvData`` or a frame's attrs);
+        ``None`` reads ``candles.attrs`` (see
+        :func:`~forecasting.data.duplicates.resolve_duplicates`).
+    notices
+        What the source did not deliver; ``None`` reads ``candles.attrs[NOTICES_ATTR]``.
     """
+    if duplicates is None:
+        duplicates = int(candles.attrs.get(DUPLICATE_ROWS_ATTR, 0))
+    conflicts = tuple(
+        _conflicts_of(candles) if duplicate_conflicts is None else duplicate_conflicts
+    )
+    told = tuple(_notices_of(candles) if notices is None else notices)
     recorded = dropped_nonpositive(candles) if nonpositive is None else open_times(nonpositive)
     bad = nonpositive_mask(candles)
     if bad.any():
@@ -195,7 +241,28 @@ def quality_report(
         inconsistent=pd.DatetimeIndex(inconsistent),
         extreme_moves=extreme,
         nonpositive=recorded,
+        duplicate_conflicts=conflicts,
+        notices=told,
     )
+
+
+def notices(candles: pd.DataFrame) -> tuple[str, ...]:
+    """The notices a loader recorded on ``candles`` (see ``NOTICES_ATTR``)."""
+    return tuple(str(text) for text in candles.attrs.get(NOTICES_ATTR, ()))
+
+
+def with_notices(candles: pd.DataFrame, told: Iterable[str]) -> pd.DataFrame:
+    """Record ``told`` as the candles' notices (in place; returns ``candles``)."""
+    told = tuple(dict.fromkeys(str(text) for text in told))
+    if told:
+        candles.attrs[NOTICES_ATTR] = told
+    else:
+        candles.attrs.pop(NOTICES_ATTR, None)
+    return candles
+
+
+_conflicts_of = duplicate_conflicts
+_notices_of = notices
 
 
 def nonpositive_mask(candles: pd.DataFrame) -> np.ndarray:

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from streamlit.testing.v1 import AppTest
 
 APP = str(Path(__file__).resolve().parents[2] / "app.py")
@@ -201,3 +202,22 @@ def test_the_offline_sample_is_shown_whole_when_chosen(app_env):
     start, end = app.date_input(key="date_range").value
     assert (start.year, end.year) == (1999, 2018)
     assert not [i for i in app.info if "outside the date range" in i.value]
+
+
+FIELD = Path(__file__).resolve().parents[3] / "shared" / "field-cases"
+
+
+def test_a_cryptodatadownload_file_is_labelled_and_its_reading_explained(app_env):
+    path = FIELD / "cryptodatadownload_Binance_BTCUSDT_d.csv"
+    if not path.exists():
+        pytest.skip(f"{path} is absent (the shared field cases)")
+    app = run_app()
+    app.radio(key="source").set_value("csv").run()
+    app.file_uploader(key="csv_file").upload(path.name, path.read_bytes()).run()
+    assert not app.exception
+    assert not app.error
+    caption = app.caption[0].value.replace("\\", "")  # drawn as escaped plain text
+    assert "cryptodatadownload_Binance_BTCUSDT_d.csv (CryptoDataDownload, 1d)" in caption
+    assert app.metric[0].value == "40"  # the whole file, oldest first
+    notes = " ".join(i.value for i in app.info)
+    assert "Volume BTC" in notes
