@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import zlib
+
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
@@ -9,14 +12,17 @@ from plotly.subplots import make_subplots
 
 __all__ = [
     "MODEL_COLORS",
+    "SPARE_COLORS",
     "TEMPLATE",
     "backtest_chart",
     "candlestick_chart",
     "correlation_heatmap",
+    "error_ratio",
     "feature_chart",
     "forecast_chart",
     "horizon_error_chart",
     "loss_chart",
+    "model_color",
     "residual_acf_chart",
     "residual_histogram",
 ]
@@ -61,9 +67,11 @@ def candlestick_chart(
 ) -> go.Figure:
     """Candlesticks over their volume, sharing a time axis with range buttons.
 
-    Zoom and pan with the mouse or the range buttons (a day to a year, as far as the
-    candles reach, and all). There is no range slider: it draws every trace a second
-    time, which made a few thousand candles about three times slower to draw.
+    Zoom and pan with the mouse or the range buttons at the top left (a day to a year,
+    as far as the candles reach, and all); a button also fits the price and volume axes
+    to the candles it shows, and a double click returns to all. There is no range
+    slider: it draws every trace a second time, which made a few thousand candles about
+    three times slower to draw.
 
     Parameters
     ----------
@@ -162,16 +170,19 @@ def candlestick_chart(
         template=TEMPLATE,
         title=title,
         height=560,
-        # Fixed margins wide enough for price ticks ("12.5k", "0.0012") and the axis
-        # titles: with automatic margins plotly draws every candle twice.
-        margin={"l": 72, "r": 10, "t": 60 if title else 36, "b": 40},
+        # Fixed margins wide enough for price ticks ("12.5k", "0.0012"), the axis titles
+        # and the range buttons above the plot: with automatic margins plotly draws every
+        # candle twice.
+        margin={"l": 72, "r": 10, "t": 76 if title else 44, "b": 40},
         xaxis_rangeslider_visible=False,
-        legend={"orientation": "h", "y": 1.02, "x": 0},
+        # The range buttons take the top left and plotly's mode bar the top right (over
+        # anything there while the pointer is on the chart): the legend goes between them.
+        legend={"orientation": "h", "x": 0.5, "xanchor": "center", "y": 1.0, "yanchor": "bottom"},
+        updatemenus=[_range_buttons(candles)],
         hovermode="x unified",
     )
     figure.update_xaxes(automargin=False)
     figure.update_yaxes(automargin=False)
-    figure.update_xaxes(rangeselector=_range_buttons(candles.index), row=1, col=1)
     figure.update_yaxes(title_text="price", row=1, col=1)
     figure.update_yaxes(title_text="volume", row=2, col=1)
     return figure
@@ -214,58 +225,151 @@ def _spacing(index: pd.DatetimeIndex) -> pd.Timedelta:
     return pd.Series(index).diff().median() if len(index) >= 2 else pd.Timedelta(0)
 
 
-# Spans the range buttons offer, shortest first: (count, step, label).
+# A row of buttons (``updatemenus``) over the top left of the plot: plotly's mode bar takes
+# the top right while the pointer is on the chart, covering whatever is there. plotly.js
+# paints the active and the hovered button near-white whatever the theme, so the buttons
+# are light grey with dark text, which reads on a dark page and on a light one.
+_BUTTONS = {
+    "type": "buttons",
+    "direction": "right",
+    "showactive": True,
+    "x": 0,
+    "xanchor": "left",
+    "y": 1.0,
+    "yanchor": "bottom",
+    "pad": {"b": 4},
+    "bgcolor": "#c4c9d1",
+    "bordercolor": "rgba(128, 128, 128, 0.6)",
+    "font": {"color": "#1f2329", "size": 12},
+}
+
+# Spans the range buttons offer, shortest first: (label, calendar span).
 _RANGE_SPANS = (
-    (1, "day", "1d"),
-    (7, "day", "1w"),
-    (1, "month", "1m"),
-    (3, "month", "3m"),
-    (6, "month", "6m"),
-    (1, "year", "1y"),
+    ("1d", pd.DateOffset(days=1)),
+    ("1w", pd.DateOffset(days=7)),
+    ("1m", pd.DateOffset(months=1)),
+    ("3m", pd.DateOffset(months=3)),
+    ("6m", pd.DateOffset(months=6)),
+    ("1y", pd.DateOffset(years=1)),
 )
-_SPAN_DAYS = {"day": 1, "month": 30.4, "year": 365.25}
+#: Room left above and below the visible candles, as a share of their price range.
+PRICE_PAD = 0.05
+#: Room left above the highest visible volume, as a share of it.
+VOLUME_PAD = 0.1
 
 
-def _range_buttons(index: pd.DatetimeIndex) -> dict:
-    """Range buttons for the spans that hold at least 10 candles and less than all of them."""
+def _range_buttons(candles: pd.DataFrame) -> dict:
+    """Buttons that show the last day to year of candles (the spans that hold at least 10
+    candles and not all of them) and all of them, at the top left of the plot.
+
+    Each button sets the time axis and also the price and volume axes to the candles in
+    view: plotly.js cannot rescale an axis to the data visible along another (its issue
+    #1876), and a year of prices on the price axis draws a month of candles as dashes.
+    Plotly's own range selector only moves the time axis, so these are ``updatemenus``
+    buttons whose ranges are computed here. "all" returns every axis to autorange, as a
+    double click does.
+    """
+    index = candles.index
     buttons: list[dict] = []
     if len(index) >= 2:
-        total = (index[-1] - index[0]) / pd.Timedelta(days=1)
-        spacing = _spacing(index) / pd.Timedelta(days=1)
-        buttons = [
-            {"count": count, "step": step, "stepmode": "backward", "label": label}
-            for count, step, label in _RANGE_SPANS
-            if 10 * spacing <= count * _SPAN_DAYS[step] < total
-        ]
+        if index.tz is not None:
+            index = index.tz_convert("UTC").tz_localize(None)
+        spacing = _spacing(candles.index)
+        last = index[-1]
+        for label, span in _RANGE_SPANS:
+            inside = index > last - span
+            count = int(inside.sum())
+            if 10 <= count < len(index):
+                buttons.append(
+                    {
+                        "label": label,
+                        "method": "relayout",
+                        "args": [_visible_ranges(candles[inside], index[inside], spacing)],
+                    }
+                )
+    buttons.append(
+        {
+            "label": "all",
+            "method": "relayout",
+            "args": [
+                {f"{axis}.autorange": True for axis in ("xaxis", "xaxis2", "yaxis", "yaxis2")}
+            ],
+        }
+    )
     return {
-        "buttons": [*buttons, {"step": "all", "label": "all"}],
-        "x": 1,
-        "xanchor": "right",
-        "y": 1.02,
-        "yanchor": "bottom",
-        "bgcolor": "rgba(128, 128, 128, 0.18)",
-        "activecolor": "rgba(38, 166, 154, 0.45)",
+        "buttons": buttons,
+        "active": len(buttons) - 1,
+        **_BUTTONS,
     }
 
 
-# Colours per model, stable across every chart so a model keeps its colour.
+def _visible_ranges(
+    candles: pd.DataFrame, times: pd.DatetimeIndex, spacing: pd.Timedelta
+) -> dict[str, list | bool]:
+    """``relayout`` arguments that show ``candles`` (open times ``times``, naive UTC): the
+    time axis from the first to the last candle (half a candle's room on either side),
+    the price axis from their lowest low to their highest high, and the volume axis from
+    zero to their highest volume, each with a little room."""
+    half = spacing / 2
+    x = [_plotly_time(times[0] - half), _plotly_time(times[-1] + half)]
+    ranges: dict[str, list | bool] = {"xaxis.range": x, "xaxis2.range": x}
+    low, high = float(candles["low"].min()), float(candles["high"].max())
+    if np.isfinite(low) and np.isfinite(high):
+        pad = PRICE_PAD * (high - low) or 0.01 * abs(high) or 1.0
+        ranges["yaxis.range"] = [low - pad, high + pad]
+    else:  # no prices in view: leave the axis to plotly
+        ranges["yaxis.autorange"] = True
+    volume = float(candles["volume"].max())
+    ranges["yaxis2.range"] = [0.0, (1 + VOLUME_PAD) * volume if volume > 0 else 1.0]
+    return ranges
+
+
+def _plotly_time(stamp: pd.Timestamp) -> str:
+    """A time as plotly.js reads a date axis range."""
+    return stamp.strftime("%Y-%m-%d %H:%M:%S")
+
+
+#: Colours per model, the same in every chart on every page so a model keeps its colour.
+#: Distinct hues: every pair differs by a CIE76 colour difference above 20 (about the
+#: difference between two named colours), and each stands off a dark page and a light one.
 MODEL_COLORS = {
-    "actual": "#e0e0e0",
-    "naive": "#9e9e9e",
-    "drift": "#bcaaa4",
-    "seasonal_naive": "#90a4ae",
-    "moving_average": "#ce93d8",
+    "actual": "#bdbdbd",
+    "naive": "#f06292",
+    "drift": "#66bb6a",
+    "seasonal_naive": "#26c6da",
+    "moving_average": "#ba68c8",
     "prophet": "#42a5f5",
     "lstm": "#ffb300",
 }
+#: Colours for models without their own, picked by name so each keeps one everywhere;
+#: distinct from the ones above and from each other.
+SPARE_COLORS = ("#ff7043", "#8d6e63", "#d4e157", "#5c6bc0")
 
 
-def _color(name: str) -> str:
-    return MODEL_COLORS.get(name, "#66bb6a")
+def model_color(name: str) -> str:
+    """The colour ``name`` is drawn in: its own, else a spare one chosen by the name (a
+    checksum, the same in every process, unlike ``hash``)."""
+    if name in MODEL_COLORS:
+        return MODEL_COLORS[name]
+    return SPARE_COLORS[zlib.crc32(name.encode()) % len(SPARE_COLORS)]
+
+
+# Short axis titles for a panel 140 px high; the legend names the full column.
+_FEATURE_TITLES = {"bb_pctb": "BB %B", "bb_width": "BB width"}
+
+
+def _feature_title(column: str) -> str:
+    """An axis title for a feature column: ``bb_pctb_20_2`` reads "BB %B"."""
+    for prefix, words in _FEATURE_TITLES.items():
+        if column == prefix or column.startswith(prefix + "_"):
+            return words
+    return column
 
 
 def feature_chart(candles: pd.DataFrame, features: pd.DataFrame, *, title: str = "") -> go.Figure:
-    """Close price on top, then one panel per feature group (MACD's three lines share one).
+    """Close price on top, then one panel per feature group: MACD's three lines share one,
+    as they share a unit; Bollinger %B (a position in the band) and width (a share of the
+    price) each get their own axis.
 
     Parameters
     ----------
@@ -278,7 +382,7 @@ def feature_chart(candles: pd.DataFrame, features: pd.DataFrame, *, title: str =
     """
     groups: dict[str, list[str]] = {}
     for column in features.columns:
-        key = "macd" if column.startswith("macd") else "bb" if column.startswith("bb_") else column
+        key = "macd" if column.startswith("macd") else column
         groups.setdefault(key, []).append(column)
     rows = 1 + len(groups)
     figure = make_subplots(
@@ -304,7 +408,7 @@ def feature_chart(candles: pd.DataFrame, features: pd.DataFrame, *, title: str =
                                 line={"width": 1})
             )  # fmt: skip
             figure.add_trace(trace, row=row, col=1)
-        figure.update_yaxes(title_text=key, row=row, col=1)
+        figure.update_yaxes(title_text=_feature_title(key), row=row, col=1)
     figure.update_layout(
         template=TEMPLATE,
         title=title,
@@ -364,11 +468,11 @@ def forecast_chart(
             y=recent["close"],
             name="actual",
             mode="lines",
-            line={"color": _color("actual"), "width": 1.5},
+            line={"color": model_color("actual"), "width": 1.5},
         )
     )
     for forecast in forecasts:
-        color = _color(forecast.model)
+        color = model_color(forecast.model)
         x = [recent.index[-1], *forecast.timestamps]
         y = [float(recent["close"].iloc[-1]), *forecast.mean]
         # An unbounded interval (too little calibration data) has no band to draw.
@@ -455,12 +559,12 @@ def backtest_chart(forecasts: pd.DataFrame, *, step: int = 1, title: str = "") -
             y=actual["y"],
             name="actual",
             mode="lines",
-            line={"color": _color("actual"), "width": 2},
+            line={"color": model_color("actual"), "width": 2},
         )
     )
     for model, group in rows.groupby("model", sort=False):
         group = group.sort_values("timestamp")
-        color = _color(model)
+        color = model_color(model)
         bounds = group[["lower", "upper"]].to_numpy(dtype="float64")
         if np.isfinite(bounds).all():
             figure.add_trace(
@@ -501,10 +605,22 @@ def backtest_chart(forecasts: pd.DataFrame, *, step: int = 1, title: str = "") -
     return figure
 
 
+#: Error levels further apart than this (largest model over smallest) default the error
+#: by horizon chart to a log scale.
+LOG_SCALE_RATIO = 10.0
+
+
 def horizon_error_chart(
     by_horizon: pd.DataFrame, *, metric: str = "mae", title: str = ""
 ) -> go.Figure:
-    """One line per model: ``metric`` at each horizon step (index ``model, step``)."""
+    """One line per model: ``metric`` at each horizon step (index ``model, step``).
+
+    Buttons on the chart switch the error axis between a linear and a log scale. The log
+    scale is the default when the models' errors (each model's mean over the steps)
+    differ by more than :data:`LOG_SCALE_RATIO` times, as then a linear axis squashes
+    every model but the worst into a flat line at zero; the axis title says so. Errors
+    at or below zero have no place on a log axis: then the axis stays linear.
+    """
     figure = go.Figure()
     for model, group in by_horizon[metric].groupby(level="model", sort=False):
         steps = group.index.get_level_values("step")
@@ -514,19 +630,62 @@ def horizon_error_chart(
                 y=group.to_numpy(),
                 name=model,
                 mode="lines+markers",
-                line={"color": _color(model)},
+                line={"color": model_color(model)},
             )
         )
+    steps = by_horizon.index.get_level_values("step")
+    ratio = error_ratio(by_horizon[metric])
+    layout: dict = {"yaxis_title": metric}
+    if ratio is not None:
+        log_title = f"{metric} (log scale)"
+        if ratio > LOG_SCALE_RATIO:
+            log_title = f"{metric} (log scale: errors {ratio:,.0f}× apart)"
+        scales = [("linear", metric), ("log", log_title)]
+        default = 1 if ratio > LOG_SCALE_RATIO else 0
+        layout = {
+            "yaxis_type": scales[default][0],
+            "yaxis_title": scales[default][1],
+            "updatemenus": [
+                {
+                    "buttons": [
+                        {
+                            "label": scale,
+                            "method": "relayout",
+                            "args": [{"yaxis.type": scale, "yaxis.title.text": axis_title}],
+                        }
+                        for scale, axis_title in scales
+                    ],
+                    "active": default,
+                    **_BUTTONS,
+                }
+            ],
+        }
     figure.update_layout(
         template=TEMPLATE,
         title=title or f"{metric.upper()} by horizon step",
-        height=360,
+        height=380,
         xaxis_title="steps ahead",
-        yaxis_title=metric,
-        margin={"l": 10, "r": 10, "t": 50, "b": 10},
-        legend={"orientation": "h", "y": 1.1, "x": 0},
+        # whole steps only (plotly.js would mark 1.5 steps ahead), at most about 12 ticks
+        xaxis_tick0=1,
+        xaxis_dtick=max(1, math.ceil(steps.max() / 12)) if len(steps) else 1,
+        margin={"l": 10, "r": 10, "t": 80, "b": 10},
+        # under the plot: the scale buttons take the top left, the mode bar the top right
+        legend={"orientation": "h", "x": 0, "y": -0.18, "yanchor": "top"},
+        **layout,
     )
     return figure
+
+
+def error_ratio(errors: pd.Series) -> float | None:
+    """How many times the largest model's error exceeds the smallest one's (each model's
+    mean over the steps of ``errors``, index ``model, step``); ``None`` when some error
+    is zero or negative, or none is finite, as a log axis cannot show them."""
+    values = errors.to_numpy(dtype="float64")
+    finite = values[np.isfinite(values)]
+    if not len(finite) or (finite <= 0).any():
+        return None
+    levels = errors[np.isfinite(values)].groupby(level="model", sort=False).mean()
+    return float(levels.max() / levels.min())
 
 
 def residual_histogram(forecasts: pd.DataFrame, *, step: int = 1, title: str = "") -> go.Figure:
@@ -539,7 +698,7 @@ def residual_histogram(forecasts: pd.DataFrame, *, step: int = 1, title: str = "
                 x=group["y"] - group["yhat"],
                 name=model,
                 opacity=0.55,
-                marker_color=_color(model),
+                marker_color=model_color(model),
                 nbinsx=40,
             )
         )
@@ -575,7 +734,9 @@ def residual_acf_chart(
         acf = [float(np.dot(values[k:], values[: len(values) - k]) / denominator)
                for k in range(1, min(lags, len(values) - 1) + 1)]  # fmt: skip
         figure.add_trace(
-            go.Bar(x=list(range(1, len(acf) + 1)), y=acf, name=model, marker_color=_color(model))
+            go.Bar(
+                x=list(range(1, len(acf) + 1)), y=acf, name=model, marker_color=model_color(model)
+            )
         )
     if n:
         band = 1.96 / np.sqrt(n)

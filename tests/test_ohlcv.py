@@ -330,7 +330,7 @@ def test_candlestick_chart_draws_the_input() -> None:
     # fixed margins: automatic ones make plotly draw every candle a second time
     assert figure.layout.yaxis.automargin is False
     assert figure.layout.xaxis2.automargin is False
-    labels = [button.label for button in figure.layout.xaxis.rangeselector.buttons]
+    labels = [button.label for button in figure.layout.updatemenus[0].buttons]
     assert labels[-1] == "all"
     assert figure.layout.xaxis2.matches == "x" or figure.layout.xaxis.matches == "x2"
     assert figure.layout.title.text == "BTC/USDT 4h"
@@ -352,9 +352,9 @@ def test_candlestick_chart_offers_the_ranges_the_candles_fill(
     candles = pd.DataFrame(
         {"open": 1.0, "high": 2.0, "low": 0.5, "close": 1.5, "volume": 3.0}, index=index
     )
-    selector = candlestick_chart(candles).layout.xaxis.rangeselector
-    assert [button.label for button in selector.buttons] == expected
-    assert all(b.stepmode == "backward" for b in selector.buttons if b.step != "all")
+    (menu,) = candlestick_chart(candles).layout.updatemenus
+    assert [button.label for button in menu.buttons] == expected
+    assert all(button.method == "relayout" for button in menu.buttons)
 
 
 def test_candlestick_chart_marks_filled_candles() -> None:
