@@ -15,6 +15,18 @@ def _dropped_list(stamps: pd.DatetimeIndex, limit: int = 200) -> str:
     return f"{', '.join(shown[:limit])}{more}"
 
 
+def _conflicts_table(conflicts: tuple[dict, ...]) -> pd.DataFrame:
+    """One row per open time seen twice: the candle kept and the one dropped."""
+    rows = []
+    for conflict in conflicts:
+        row = {"open time": pd.Timestamp(int(conflict["timestamp"]), unit="ms", tz="UTC")}
+        for side in ("kept", "dropped"):
+            for column in ("open", "high", "low", "close", "volume"):
+                row[f"{side} {column}"] = conflict[side][column]
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 dataset = state.current_dataset(state.page_setup())
 candles = dataset.candles
 report = dataset.quality()
@@ -69,6 +81,8 @@ if dropped := len(report.nonpositive):
         "provider's placeholder for a candle it does not have) and were dropped: they show as "
         "missing candles."
     )
+for notice in report.notices:
+    text.warning("{notice}", notice=notice, icon=":material/history:")
 if dataset.calendar == "business":
     st.caption("Business-day calendar: weekends are not counted as missing; holidays are.")
 
@@ -85,6 +99,13 @@ with st.expander(
             stamps=_dropped_list(report.nonpositive),
             limit=4000,
         )
+    else:
+        st.caption("None.")
+conflicts = report.duplicate_conflicts
+with st.expander(f"Conflicting duplicates: {len(conflicts):,}", expanded=0 < len(conflicts) < 50):
+    if conflicts:
+        text.caption("Rule: {rule}.", rule=report.duplicate_rule)
+        state.table(_conflicts_table(conflicts), hide_index=True)
     else:
         st.caption("None.")
 with st.expander(f"Extreme moves: {counts['extreme_moves']:,}"):

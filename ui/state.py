@@ -35,7 +35,8 @@ import streamlit as st
 
 import forecasting as fc
 from forecasting.data.csvfile import MAX_CSV_BYTES
-from forecasting.data.quality import dropped_nonpositive
+from forecasting.data.duplicates import duplicate_conflicts
+from forecasting.data.quality import dropped_nonpositive, notices
 from forecasting.data.sample import SAMPLE_CALENDAR, SAMPLE_TIMEFRAME
 from forecasting.ohlcv import timeframe_seconds
 from ui import budget, text
@@ -83,6 +84,10 @@ class Dataset:
     """First and last open time of the whole source (a file or the sample)."""
     notes: tuple[str, ...] = ()
     """What the reader should know about how the data was read (a file's layout)."""
+    notices: tuple[str, ...] = ()
+    """What the source did not deliver (an exchange that serves less history)."""
+    conflicts: tuple[dict, ...] = ()
+    """Pairs of candles that shared an open time with different values, and which won."""
 
     @property
     def traded(self) -> pd.DataFrame:
@@ -99,12 +104,18 @@ class Dataset:
 
     def quality(self) -> fc.QualityReport:
         """The quality report of the traded candles."""
+        first, last = self.candles.index[0], self.candles.index[-1]
+        first_ms, last_ms = first.value // 1_000_000, last.value // 1_000_000
         return fc.quality_report(
             self.traded,
             self.timeframe,
             calendar=self.calendar,
             duplicates=self.duplicates,
             nonpositive=self.nonpositive,
+            duplicate_conflicts=tuple(
+                c for c in self.conflicts if first_ms <= int(c["timestamp"]) <= last_ms
+            ),
+            notices=self.notices,
         )
 
 
@@ -403,6 +414,8 @@ def load_dataset(selection: Selection, *, progress: Any = None) -> Dataset:
             candles=parsed.candles,
             label=f"{upload.name} ({parsed.format}, {parsed.timeframe})",
             notes=parsed.notes,
+            conflicts=duplicate_conflicts(parsed.candles),
+            notices=notices(parsed.candles),
             timeframe=parsed.timeframe,
             calendar=parsed.calendar,
             source="csv",
@@ -437,7 +450,10 @@ def load_dataset(selection: Selection, *, progress: Any = None) -> Dataset:
         timeframe=selection.timeframe,
         calendar="24/7",
         source="exchange",
+        duplicates=int(candles.attrs.get("duplicate_rows", 0)),
         nonpositive=dropped_nonpositive(candles),
+        conflicts=duplicate_conflicts(candles),
+        notices=notices(candles),
     )
     return _clip_and_fill(dataset, selection, clip=False)
 

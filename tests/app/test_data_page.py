@@ -38,7 +38,7 @@ def test_first_open_shows_default_pair_chart(app_env):
     # Nothing missing, extreme or inconsistent in these candles: no empty tables.
     assert app.metric[1].value == "0"
     assert not app.dataframe
-    assert [c.value for c in app.caption].count("None.") == 4
+    assert [c.value for c in app.caption].count("None.") == 5
     assert not app.warning
 
 
@@ -144,7 +144,7 @@ def test_quality_tables_list_what_was_found(app_env):
     gaps = app.dataframe[0].value
     assert len(app.dataframe) == 1
     assert len(gaps) == 2
-    assert [c.value for c in app.caption].count("None.") == 3
+    assert [c.value for c in app.caption].count("None.") == 4
 
 
 def test_zero_price_rows_are_listed_as_dropped(app_env):
@@ -165,7 +165,8 @@ def test_zero_price_rows_are_listed_as_dropped(app_env):
     assert any("2 candles had a zero or negative price" in w.value for w in app.warning)
     captions = [c.value for c in app.caption]
     assert "Candles with zero or negative prices, dropped: 2024-01-11, 2024-01-31." in captions
-    assert captions.count("None.") == 2  # extreme moves, zero-volume or inconsistent
+    # conflicting duplicates, extreme moves, zero-volume or inconsistent
+    assert captions.count("None.") == 3
 
 
 def test_an_uploaded_file_is_shown_whole_and_a_narrower_range_says_what_it_hides(app_env):
@@ -221,3 +222,29 @@ def test_a_cryptodatadownload_file_is_labelled_and_its_reading_explained(app_env
     assert app.metric[0].value == "40"  # the whole file, oldest first
     notes = " ".join(i.value for i in app.info)
     assert "Volume BTC" in notes
+
+
+def test_conflicting_duplicates_are_listed_with_the_rule(app_env):
+    path = FIELD / "split_candle_duplicates_1m.csv"
+    if not path.exists():
+        pytest.skip(f"{path} is absent (the shared field cases)")
+    app = run_app()
+    app.radio(key="source").set_value("csv").run()
+    app.file_uploader(key="csv_file").upload(path.name, path.read_bytes()).run()
+    assert not app.exception
+    expander = next(e for e in app.expander if e.label.startswith("Conflicting duplicates"))
+    assert expander.label == "Conflicting duplicates: 2"
+    table = expander.dataframe[0].value
+    assert len(table) == 2
+    assert (table["kept volume"] > 1).all()
+    assert (table["dropped volume"] == 0.015).all()  # the fragments lost
+    assert any("larger volume kept" in c.value for c in expander.caption)
+
+
+def test_an_exchange_serving_only_its_latest_candles_says_so(app_env):
+    app_env.answer_latest(100)
+    app = run_app()
+    assert not app.exception
+    shown = " ".join(w.value for w in app.warning)
+    assert "binance serves 1d candles only from" in shown
+    assert "earlier candles are not available here" in shown
