@@ -15,6 +15,10 @@ that takes long to appear loses people. Parts (``--parts``, default ``first,limi
     Prophet (``/proc/<pid>/maps``).
 ``watcher``
     The same with Streamlit's default file watcher (``--server.fileWatcherType auto``).
+``offline``
+    The same with the exchange's host name unresolvable (no network): the first page
+    shows the offline sample, and later sessions are answered from the memory of the
+    failure (``forecasting/data/reachability.py``).
 ``limit``
     The app server in a Linux memory cgroup of ``--limit-mb`` (690, in 10**6 bytes), the
     way a container limits it, after emptying the page cache so that the libraries it maps
@@ -46,6 +50,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -166,10 +171,14 @@ def _session(playwright: Any, url: str, profile: str | None = None) -> tuple[flo
         context.close()
 
 
-def first_page(servers: int = 3, later: int = 2, extra: list[str] | None = None) -> dict:
+def first_page(
+    servers: int = 3, later: int = 2, extra: list[str] | None = None, *, offline: bool = False
+) -> dict:
     """First-page times over ``servers`` fresh servers: each one's first session (cold
     imports, empty candle cache), ``later`` sessions after it in new browser profiles, and
-    a returning visitor (the last profile again); medians and worst."""
+    a returning visitor (the last profile again); medians and worst. ``offline`` points
+    the exchange at a host name that never resolves (``.invalid``), as with no network:
+    the page then falls back to the offline sample."""
     from fake_exchange import FakeBinance
     from playwright.sync_api import sync_playwright
 
@@ -187,6 +196,9 @@ def first_page(servers: int = 3, later: int = 2, extra: list[str] | None = None)
             "CFL_DEFAULT_SYMBOL": "BTC/USDT",
             "CFL_EXCHANGES": json.dumps({"binance": exchange.ccxt_config()}),
         }
+        if offline:
+            host = urllib.parse.urlsplit(exchange.url).netloc
+            env["CFL_EXCHANGES"] = env["CFL_EXCHANGES"].replace(host, "exchange.invalid")
         with sync_playwright() as playwright:
             for _ in range(servers):
                 env["CFL_CACHE_DIR"] = tempfile.mkdtemp()
@@ -438,6 +450,10 @@ def main() -> None:
         checks["no model library loaded by the first page"] = not (
             page["server loaded TensorFlow"] or page["server loaded Prophet/Stan"]
         )
+    if "offline" in parts:
+        # No network: the exchange's name never resolves; the offline sample stands in.
+        unreachable = first_page(args.servers, offline=True)
+        summary.update({f"offline, {k}": v for k, v in unreachable.items() if "median" in k})
     if "watcher" in parts:
         # Streamlit's default file watcher, for comparison with the app's config (none).
         watched = first_page(args.servers, extra=["--server.fileWatcherType", "auto"])

@@ -85,3 +85,14 @@ def no_sleep_retry() -> RetryPolicy:
     ``dataclasses.replace(no_sleep_retry, attempts=2)`` keeps the recorder.
     """
     return RetryPolicy(attempts=4, base_delay=0.5, max_delay=8.0, sleep=SleepRecorder())
+
+
+@pytest.fixture(autouse=True)
+def forget_unreachable_servers() -> Iterator[None]:
+    """Each test starts with no server remembered as unreachable (the memory is
+    process-wide, and a later test may get a port an earlier one found closed)."""
+    from forecasting.data.reachability import REACHABILITY
+
+    REACHABILITY.clear()
+    yield
+    REACHABILITY.clear()

@@ -73,3 +73,29 @@ def test_an_unreachable_server_is_remembered_for_a_while_and_forgotten_on_succes
     memory.failed(key, "refused")
     memory.succeeded(key)
     assert memory.known_unreachable(key) is None
+
+
+def test_an_offline_exchange_fails_at_once_and_is_remembered_for_every_session(
+    no_sleep_retry,
+) -> None:
+    """The reported case: with no network, the first page waited 13-22 s while the default
+    exchange was retried, and every new session waited again. Now the first request fails
+    without a retry, and the next ones (any session: a new client) without a request."""
+    from forecasting.data.exchange import create_exchange, list_symbols
+    from forecasting.data.reachability import REACHABILITY
+    from forecasting.errors import NetworkUnreachable
+
+    config = {"urls": {"api": {"public": "http://exchange.invalid/api/v3"}}, "timeout": 3000}
+    with pytest.raises(NetworkUnreachable, match="its host name could not be resolved") as first:
+        list_symbols(create_exchange("binance", config), retry=no_sleep_retry)
+    assert no_sleep_retry.sleep.waits == []  # no retry was even scheduled
+    assert "\n" not in str(first.value)
+    calls = []
+    other = create_exchange("binance", config)
+    other.fetch = lambda *args, **kwargs: calls.append(args)  # any request would land here
+    with pytest.raises(NetworkUnreachable, match=r"s ago; it is tried again"):
+        list_symbols(other, retry=no_sleep_retry)
+    assert calls == []
+    REACHABILITY.clear()  # a minute later it is asked again
+    with pytest.raises(NetworkUnreachable, match="its host name could not be resolved"):
+        list_symbols(create_exchange("binance", config), retry=no_sleep_retry)

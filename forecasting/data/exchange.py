@@ -34,6 +34,7 @@ from forecasting.data.quality import (
     notices,
     with_notices,
 )
+from forecasting.data.reachability import REACHABILITY, server_key, unreachable_reason
 from forecasting.errors import (
     BadCredentials,
     ConfigurationError,
@@ -873,10 +874,28 @@ def _is_transient(exc: Exception) -> bool:
 def _with_retry(
     call: Callable[[], T], exchange: ccxt.Exchange, retry: RetryPolicy, *, symbol: str | None = None
 ) -> T:
+    # A server found unreachable a moment ago (by this or another session) is not tried
+    # again until REACHABILITY forgets it: the answer would be the same failure.
+    server = server_key(exchange.id, getattr(exchange, "urls", None))
+    known = REACHABILITY.known_unreachable(server)
+    if known is not None:
+        reason, ago = known
+        raise NetworkUnreachable(
+            f"Could not reach {exchange.id}: {reason}, {ago:.0f} s ago; it is tried again "
+            f"{REACHABILITY.remember_for - ago:.0f} s from now. Check the network connection, "
+            "or use the offline sample or a CSV file."
+        )
     for attempt in range(1, retry.attempts + 1):
         try:
-            return call()
+            answer = call()
         except ccxt.BaseError as exc:
+            reason = unreachable_reason(exc)
+            if reason is not None:  # no retry can mend it: fail at once, and remember
+                REACHABILITY.failed(server, reason)
+                raise NetworkUnreachable(
+                    f"Could not reach {exchange.id}: {reason}. Check the network connection, "
+                    "or use the offline sample or a CSV file."
+                ) from exc
             if attempt == retry.attempts or not _is_transient(exc):
                 raise translate_error(exc, exchange, symbol=symbol, attempts=attempt) from exc
             wait = retry.delay(attempt)
@@ -888,6 +907,9 @@ def _with_retry(
                 wait,
             )
             retry.sleep(wait)
+        else:
+            REACHABILITY.succeeded(server)
+            return answer
     raise AssertionError("unreachable")  # pragma: no cover
 
 

@@ -248,3 +248,26 @@ def test_an_exchange_serving_only_its_latest_candles_says_so(app_env):
     shown = " ".join(w.value for w in app.warning)
     assert "binance serves 1d candles only from" in shown
     assert "earlier candles are not available here" in shown
+
+
+def test_offline_the_sample_shows_at_once_and_new_sessions_do_not_wait_again(
+    app_env, monkeypatch
+):
+    """No network: the name lookup fails at once, so the first page shows the offline
+    sample without retrying, saying why; a new session is answered from memory."""
+    monkeypatch.setenv(
+        "CFL_EXCHANGES",
+        json.dumps({"binance": {"urls": {"api": {"public": "http://exchange.invalid/api/v3"}}}}),
+    )
+    first = run_app()
+    assert not first.exception
+    errors = " ".join(e.value for e in first.error)
+    assert "its host name could not be resolved" in errors
+    assert any("Showing the offline sample instead" in w.value for w in first.warning)
+    assert int(first.metric[0].value.replace(",", "")) > 1000  # the sample's candles
+
+    second = run_app()
+    assert not second.exception
+    again = " ".join(e.value for e in second.error) + " ".join(w.value for w in second.warning)
+    assert "s ago; it is tried again" in again
+    assert any("Showing the offline sample instead" in w.value for w in second.warning)
