@@ -284,7 +284,8 @@ def _features(args: argparse.Namespace) -> int:
     from forecasting.features import compute_features, parse_features
 
     data = read_ohlcv_csv(args.data)
-    _note(_dropped_note(data))
+    for note in _data_notes(data):
+        _note(note)
     columns = compute_features(data.candles, parse_features(args.features))
     table = pd.concat([data.candles.loc[columns.index], columns], axis=1)
     table.index = table.index.strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -309,7 +310,7 @@ def _forecast(args: argparse.Namespace) -> int:
     model.check_settings()  # before the data is read
     data = read_ohlcv_csv(args.data)
     forecast = model.fit(data.candles).predict(args.horizon)
-    notes = [note for note in (_dropped_note(data), *forecast.notes) if note]
+    notes = [*_data_notes(data), *forecast.notes]
     if args.json:
         document = {
             "model": args.model,
@@ -335,7 +336,10 @@ def _compare(args: argparse.Namespace) -> int:
     from forecasting.ohlcv import parse_time
 
     if args.data is not None:
-        candles = read_ohlcv_csv(args.data).candles
+        data = read_ohlcv_csv(args.data)
+        for note in _data_notes(data):  # on stderr: stdout stays the JSON or CSV
+            _note(note)
+        candles = data.candles
         source = {"source": "csv", "file": args.data.name}
     else:
         if not args.symbol or not args.timeframe:
@@ -417,6 +421,13 @@ def _finite(document: dict[str, Any]) -> dict[str, Any]:
             f"as null: {listed}."
         )
     return cleaned
+
+
+def _data_notes(data: Any) -> list[str]:
+    """What a reader must know about how a CSV was read: its layout (the volume column
+    used, rows reordered, epoch units mixed, the day/month rule, conflicting duplicates)
+    and the rows it lost."""
+    return [note for note in (*getattr(data, "notes", ()), _dropped_note(data)) if note]
 
 
 def _dropped_note(data: Any) -> str:

@@ -205,3 +205,26 @@ def test_config_file_that_is_not_text_is_one_line(capsys, tmp_path):
         capsys.readouterr().err
         == f"error: --exchange-config file {config_file} is not UTF-8 text\n"
     )
+
+
+def test_a_csv_read_with_notes_says_how_on_stderr(tmp_path) -> None:
+    """The CryptoDataDownload field file: which volume column was used and that its rows
+    were newest first reach the command line's stderr; stdout stays the forecast CSV."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "shared" / "field-cases"
+    path = path / "cryptodatadownload_Binance_BTCUSDT_d.csv"
+    if not path.exists():
+        pytest.skip(f"{path} is absent (the shared field cases)")
+    done = subprocess.run(
+        [sys.executable, "-m", "forecasting", "forecast", "--data", str(path),
+         "--model", "naive", "--horizon", "2"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "Volume BTC" in done.stderr
+    assert all(line.startswith("note: ") for line in done.stderr.splitlines())
+    assert done.stdout.splitlines()[0] == "timestamp,mean,lower,upper"
+    assert len(done.stdout.splitlines()) == 3
