@@ -77,7 +77,7 @@ def test_link_values_and_names_are_shown_as_text(page, streamlit_url):
         (
             f"{LINK} {IMAGE}.csv",
             f"timestamp,open,high,low,close,volume\n{DAYS}",
-            "uploaded CSV",
+            "CSV with a header",
             [LINK, IMAGE],
         ),
     ],
