@@ -13,7 +13,8 @@ from forecasting.charts import (
 from forecasting.errors import ForecastingError
 from ui import budget, runs, settings, state, text
 
-dataset = state.current_dataset(state.page_setup())
+selection = state.page_setup()
+dataset = state.current_dataset(selection)
 
 st.title("Compare")
 text.caption(
@@ -152,8 +153,15 @@ figures = {
         title=f"Next {experiment.backtest.horizon} candles, every model refitted on all data",
     ),
 }
+if state.not_the_selection(dataset, selection):
+    text.warning(
+        "The sidebar's selection did not load, so these results and the link below are for "
+        "the data shown ({label}), not for the selection. Fix the selection and press **Run "
+        "comparison** to run it there.",
+        label=dataset.label,
+    )
 st.caption("Link that reproduces this experiment (copy it with the button on the right):")
-st.code(settings.share_link(), language=None)
+st.code(settings.share_link(dataset.selection), language=None)
 state.chart(figures["backtest"], key="backtest_chart")
 
 st.subheader("Metrics")
@@ -229,7 +237,7 @@ downloads[1].download_button(
 )
 # The settings are read now, in the page's run: the bundle itself is made when it is
 # downloaded, outside any run, where the session's state cannot be read.
-bundle_settings = settings.bundle_files()
+bundle_settings = settings.bundle_files(dataset.selection)
 downloads[2].download_button(
     "Experiment bundle (zip)",
     lambda: experiment_bundle(result, figures, extra_files=bundle_settings),

@@ -61,8 +61,9 @@ def _default(name: str) -> Any:
 # --- links that reproduce an experiment -------------------------------------------------------
 
 
-def current_values() -> dict[str, Any]:
-    """Every setting of the experiment now: the sidebar's data selection and all others."""
+def current_values(data: Any = None) -> dict[str, Any]:
+    """Every setting of the experiment now: the sidebar's data selection (or ``data``, the
+    selection of the data actually shown) and all others."""
     state = st.session_state
     start, end = state.get("_last_range", (None, None))
     values: dict[str, Any] = {
@@ -74,16 +75,26 @@ def current_values() -> dict[str, Any]:
         "end": end,
         "fill_gaps": bool(state.get("fill_gaps", False)),
     }
+    if data is not None:
+        values.update(
+            source=data.source,
+            exchange=data.exchange or None,
+            symbol=data.symbol or None,
+            timeframe=data.timeframe or None,
+            start=data.start,
+            end=data.end,
+            fill_gaps=bool(data.fill_gaps),
+        )
     for name in sharing.SPECS:
         values[name] = setting(name)
     return {k: v for k, v in values.items() if v is not None}
 
 
-def link_params() -> dict[str, str]:
-    """The query string of the current experiment: the data selection, and every other
-    setting that differs from its default (so links stay short and readable)."""
+def link_params(data: Any = None) -> dict[str, str]:
+    """The query string of the current experiment: the data selection (or ``data``), and
+    every other setting that differs from its default (so links stay short and readable)."""
     params = {}
-    for name, value in current_values().items():
+    for name, value in current_values(data).items():
         spec = sharing.SPECS.get(name)
         if spec is not None and value == spec.default:
             continue
@@ -98,10 +109,11 @@ def sync_link() -> None:
         st.query_params.from_dict(params)
 
 
-def share_link() -> str:
-    """The full URL that reproduces the current experiment."""
+def share_link(data: Any = None) -> str:
+    """The full URL that reproduces the current experiment, on ``data`` (the selection of
+    the data shown, a :class:`ui.state.Selection`) when given."""
     base = (st.context.url or "").split("?")[0]
-    return f"{base}?{urllib.parse.urlencode(link_params())}"
+    return f"{base}?{urllib.parse.urlencode(link_params(data))}"
 
 
 def apply_values(values: Mapping[str, Any]) -> None:
@@ -149,9 +161,10 @@ def link_notice() -> None:
         )
 
 
-def bundle_files() -> dict[str, str]:
-    """Files the app adds to an experiment bundle: the settings it restores."""
-    return {SETTINGS_ENTRY: sharing.settings_document(current_values())}
+def bundle_files(data: Any = None) -> dict[str, str]:
+    """Files the app adds to an experiment bundle: the settings it restores (on ``data``,
+    the selection of the data shown, when given)."""
+    return {SETTINGS_ENTRY: sharing.settings_document(current_values(data))}
 
 
 def restore_uploaded_bundle() -> None:

@@ -88,6 +88,8 @@ class Dataset:
     """What the source did not deliver (an exchange that serves less history)."""
     conflicts: tuple[dict, ...] = ()
     """Pairs of candles that shared an open time with different values, and which won."""
+    selection: Selection | None = None
+    """The selection these candles were loaded for (a link to them carries it)."""
 
     @property
     def traded(self) -> pd.DataFrame:
@@ -480,7 +482,7 @@ def _clip_and_fill(dataset: Dataset, selection: Selection, *, clip: bool = True)
     filled = None
     if selection.fill_gaps:
         candles, filled = fc.fill_gaps(candles, dataset.timeframe, calendar=dataset.calendar)
-    return replace(dataset, candles=candles, filled=filled)
+    return replace(dataset, candles=candles, filled=filled, selection=selection)
 
 
 def hidden_notice(dataset: Dataset) -> None:
@@ -526,7 +528,9 @@ def current_dataset(selection: Selection) -> Dataset:
             return last
         sample = _clip_and_fill(
             Dataset(fc.load_sample(), fc.SAMPLE_LABEL, SAMPLE_TIMEFRAME, SAMPLE_CALENDAR, "sample"),
-            replace(selection, start=dt.date(1999, 1, 1), end=dt.date(2018, 12, 31)),
+            Selection(
+                "sample", "", "", SAMPLE_TIMEFRAME, dt.date(1999, 1, 1), dt.date(2018, 12, 31)
+            ),
         )
         text.warning("Showing the offline sample instead: {label}.", label=fc.SAMPLE_LABEL)
         return sample
@@ -534,6 +538,12 @@ def current_dataset(selection: Selection) -> Dataset:
     st.session_state["_last_dataset"] = dataset
     hidden_notice(dataset)
     return dataset
+
+
+def not_the_selection(dataset: Dataset, selection: Selection) -> bool:
+    """True when ``dataset`` is not what the sidebar selects (the selection failed to load
+    and earlier data, or the sample, stands in)."""
+    return dataset.selection is not None and dataset.selection != selection
 
 
 def csv_bytes(candles: pd.DataFrame) -> bytes:

@@ -137,3 +137,28 @@ def test_a_bundle_holds_one_copy_of_plotly_however_many_charts() -> None:
             assert f'src="{PLOTLY_JS}"'.encode() in page
             assert len(page) < 200_000  # the chart's data, not a copy of Plotly
     assert len(data) < len(one) + 200_000
+
+
+def test_results_of_earlier_data_say_so_and_their_link_reproduces_them(app_env):
+    """The reported case: the sidebar moved to a range that failed to load, and the page
+    kept the old results under a link to the new, empty selection. The link describes the
+    data shown, and the page says the selection did not load."""
+    import datetime as dt
+
+    app = open_compare()
+    app.multiselect(key=f"w:compare.models@{FORM}").set_value(["naive", "drift"])
+    app.number_input(key=f"w:compare.test_size@{FORM}").set_value(30)
+    app.get("form_submit_button")[0].click().run()
+    assert not app.exception
+    shown = app.get("code")[0].value
+    assert "symbol=BTC%2FUSDT" in shown
+    assert not any("did not load" in w.value for w in app.warning)
+
+    # A range before the pair's first candle: nothing loads, the earlier data stay.
+    app.date_input(key="date_range").set_value((dt.date(2001, 1, 1), dt.date(2001, 2, 1))).run()
+    assert not app.exception
+    assert any("has no 1d candles" in e.value for e in app.error)
+    assert any("did not load" in w.value for w in app.warning)
+    link = app.get("code")[0].value
+    assert "start=2001" not in link  # the link is to the data shown
+    assert link == shown
