@@ -335,12 +335,17 @@ def _compare(args: argparse.Namespace) -> int:
     from forecasting.experiment import ExperimentSettings, dumps, parse_models, run_experiment
     from forecasting.ohlcv import parse_time
 
+    read_notes: list[str] = []
     if args.data is not None:
         data = read_ohlcv_csv(args.data)
-        for note in _data_notes(data):  # on stderr: stdout stays the JSON or CSV
-            _note(note)
+        read_notes = _data_notes(data)
         candles = data.candles
-        source = {"source": "csv", "file": args.data.name}
+        source = {
+            "source": "csv",
+            "file": args.data.name,
+            "format": getattr(data, "format", "CSV"),
+            "timeframe": getattr(data, "timeframe", None),
+        }
     else:
         if not args.symbol or not args.timeframe:
             raise _UsageError("--exchange needs --symbol and --timeframe")
@@ -383,9 +388,15 @@ def _compare(args: argparse.Namespace) -> int:
         args.forecasts_out.parent.mkdir(parents=True, exist_ok=True)
         result.forecasts_table().to_csv(args.forecasts_out, index=False, lineterminator="\n")
     if args.json:
-        print(dumps(_finite(result.to_json())))
+        document = result.to_json()
+        # How the file was read comes first, beside the experiment's own notes.
+        document["notes"] = [
+            *read_notes,
+            *(n for n in document.get("notes", []) if n not in read_notes),
+        ]
+        print(dumps(_finite(document)))
     else:
-        for note in result.notes:
+        for note in [*read_notes, *(n for n in result.notes if n not in read_notes)]:
             _note(note)
         sys.stdout.write(result.metrics.to_csv(lineterminator="\n"))
     return EXIT_OK

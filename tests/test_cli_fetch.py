@@ -228,3 +228,28 @@ def test_a_csv_read_with_notes_says_how_on_stderr(tmp_path) -> None:
     assert all(line.startswith("note: ") for line in done.stderr.splitlines())
     assert done.stdout.splitlines()[0] == "timestamp,mean,lower,upper"
     assert len(done.stdout.splitlines()) == 3
+
+
+def test_compare_json_carries_how_the_file_was_read() -> None:
+    """`compare --json` kept the file's reading notes on stderr only: they are the
+    document's `notes` (as for `forecast`), and `data` names the layout and timeframe."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "shared" / "field-cases"
+    path = path / "cryptodatadownload_Binance_BTCUSDT_d.csv"
+    if not path.exists():
+        pytest.skip(f"{path} is absent (the shared field cases)")
+    done = subprocess.run(
+        [sys.executable, "-m", "forecasting", "compare", "--data", str(path),
+         "--models", "naive,drift", "--folds", "2", "--test-size", "10", "--horizon", "2",
+         "--json"],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    document = json.loads(done.stdout)
+    assert any("Volume BTC" in note for note in document["notes"])
+    assert document["data"]["format"] == "CryptoDataDownload"
+    assert document["data"]["timeframe"] == "1d"

@@ -667,3 +667,16 @@ def test_fuzz_quirky_layouts(data: bytes) -> None:
     assert np.isfinite(candles.to_numpy()).all()
     assert result.format
     assert all("\n" not in note for note in result.notes)
+
+
+def test_files_joined_in_two_units_still_read() -> None:
+    """Two parts joined end to end (seconds, then milliseconds) change unit once: read."""
+    days = pd.date_range("2024-01-01", periods=20, freq="D", tz="UTC")
+    stamps = [int(t.value // 1_000_000_000) for t in days[:10]]
+    stamps += [int(t.value // 1_000_000) for t in days[10:]]
+    text = "timestamp,open,high,low,close,volume\n" + "".join(
+        f"{s},100,101,99,100,1\n" for s in stamps
+    )
+    data = read_ohlcv_csv(text.encode())
+    assert list(data.candles.index) == list(days)
+    assert any("mix units" in note for note in data.notes)
