@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from forecasting.data import load_exchange_candles, quality_report
-from forecasting.data.exchange import history_notice
+from forecasting.data.exchange import history_notice, tail_notice
 from forecasting.data.quality import notices
 from forecasting.errors import ExchangeFailure, NetworkUnreachable
 
@@ -93,29 +93,41 @@ def test_candle_missing_long_after_its_close_is_not_asked_again_within_a_candle(
     days = _daily(hourly_candles, 30, "2024-03-01")
     fake_binance.set_candles(SYMBOL, "1d", days.iloc[:20])
     now = days.index[-1] + DAY + HOUR
-    _same(_load(fake_binance, tmp_cache, "1d", days.index[0], now=now), days.iloc[:20])
+    first = _load(fake_binance, tmp_cache, "1d", days.index[0], now=now)
+    _same(first, days.iloc[:20])
     fake_binance.clear_requests()
 
-    _same(_load(fake_binance, tmp_cache, "1d", days.index[0], now=now + HOUR), days.iloc[:20])
+    again = _load(fake_binance, tmp_cache, "1d", days.index[0], now=now + HOUR)
 
+    _same(again, days.iloc[:20])
     assert fake_binance.requests == []
+    # Said on every load, asked or read from the cache.
+    told = (tail_notice("binance", "1d", days.index[20]),)
+    assert notices(first) == notices(again) == told
+    assert quality_report(again, "1d").notices == told
 
 
 def test_transiently_empty_pages_are_asked_again_later(fake_binance, tmp_cache, hourly_candles):
     hours = hourly_candles(300, "2024-01-01")
     fake_binance.set_candles(SYMBOL, "1h", hours)
     fake_binance.max_limit = 100  # pages of 100 candles
-    answers = iter(["as_is", "empty", "empty"])  # the second page is empty, twice
+    # The second page is empty three times: twice in the forward pass, once more asked
+    # with an end bound.
+    answers = iter(["as_is", "empty", "empty", "empty"])
     fake_binance.reshape(lambda rows, params: [] if next(answers, "") == "empty" else rows)
     now = hours.index[-1] + HOUR + pd.Timedelta(minutes=10)
 
     first = _load(fake_binance, tmp_cache, "1h", hours.index[0], now=now)
-    _same(first, hours.iloc[:100])  # for now, all there is to see
+    _same(first, hours.iloc[:100])  # for now, all there is to see, and it says so
+    assert notices(first) == (tail_notice("binance", "1h", hours.index[100]),)
 
     fake_binance.clear_requests()
+    # Asked again once a new candle has closed (within the same candle it is not).
     second = _load(fake_binance, tmp_cache, "1h", hours.index[0], now=now + HOUR)
 
     _same(second, hours)  # nothing was skipped for good
+    # The fake's series ends there: the candle after it has closed and is not served.
+    assert notices(second) == (tail_notice("binance", "1h", hours.index[-1] + HOUR),)
     starts = [int(r.params["startTime"]) for r in fake_binance.kline_requests()]
     assert starts[0] == int(hours.index[99].value // 1_000_000) + 1
 

@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 from forecasting.data.csvfile import (
     BINANCE,
     CRYPTODATADOWNLOAD,
+    EARLIEST_EPOCH,
     WITH_HEADER,
     WITHOUT_HEADER,
     read_ohlcv_csv,
@@ -179,12 +180,13 @@ CRYPTODATADOWNLOAD_HEADER = "Unix,Date,Symbol,Open,High,Low,Close,Volume BTC,Vol
 
 @st.composite
 def candle_frames(draw) -> pd.DataFrame:
-    """Candles on a timeframe's grid, opening from 1973 (epoch milliseconds reach 1e11,
-    so every unit's magnitude is its own) to 2096."""
+    """Candles on a timeframe's grid, opening from 2009 (the first crypto market; epoch
+    times outside 2009-2100 are refused as digits lost or added) to 2096."""
     timeframe = draw(TIMEFRAMES)
     step = timeframe_seconds(timeframe)
     n = draw(st.integers(min_value=2, max_value=30))
-    start = draw(st.integers(min_value=100_000_000 // step + 1, max_value=4_000_000_000 // step))
+    earliest = int(EARLIEST_EPOCH.value // 1_000_000_000)
+    start = draw(st.integers(min_value=earliest // step + 1, max_value=4_000_000_000 // step))
     ms = [(start + i) * step * 1000 for i in range(n)]
     index = pd.DatetimeIndex(pd.to_datetime(ms, unit="ms", utc=True), name="timestamp")
     rows = draw(st.lists(st.tuples(*[PRICES] * 4, VOLUMES), min_size=n, max_size=n))
@@ -680,3 +682,94 @@ def test_files_joined_in_two_units_still_read() -> None:
     data = read_ohlcv_csv(text.encode())
     assert list(data.candles.index) == list(days)
     assert any("mix units" in note for note in data.notes)
+
+
+# --- a digit lost or added in an epoch time -------------------------------------------------
+
+
+@PROPERTY
+@given(
+    candle_frames(),
+    st.sampled_from(["s", "ms", "us"]),
+    st.sampled_from(["lost", "lost two", "added", "added two"]),
+    st.data(),
+)
+def test_property_an_epoch_with_a_digit_lost_or_added_is_refused_by_its_line(
+    frame: pd.DataFrame, unit: str, change: str, data
+) -> None:
+    # Told by its magnitude, such a time used to land decades from the rest (1975, 2510)
+    # with at most a note; three digits lost is the next unit and reads right.
+    row = data.draw(st.integers(0, len(frame) - 1))
+    cells = [str(stamp.value // NS_PER[unit]) for stamp in frame.index]
+    value = cells[row]
+    cells[row] = {
+        "lost": value[:-1],
+        "lost two": value[:-2],
+        "added": value + "0",
+        "added two": value + "00",
+    }[change]
+    prices = ["1,2,0.5,1.5,10"] * len(frame)
+    body = [f"{cell},{p}" for cell, p in zip(cells, prices, strict=True)]
+
+    with pytest.raises(DataFormatError) as caught:
+        read_ohlcv_csv(_file(*body, header="timestamp,open,high,low,close,volume"))
+
+    text = _one_line(caught.value)
+    assert text.startswith(f"Line {row + 2}, column 'timestamp': '{cells[row]}' reads as ")
+    assert "A digit was probably lost or added" in text
+    assert caught.value.row == row + 2
+
+
+def test_a_millisecond_time_that_lost_a_digit_is_refused_not_put_in_1975() -> None:
+    rows = [str(int(stamp.value // 1_000_000)) for stamp in _hours("2024-01-01", 30)]
+    rows[20] = rows[20][:-1]
+    with pytest.raises(DataFormatError) as caught:
+        read_ohlcv_csv(_file(*(f"{r},1,2,0.5,1.5,10" for r in rows)))
+    assert _one_line(caught.value) == (
+        "Line 22, column 'date': '170413920000' reads as 1975-05-27 09:12 UTC (epoch "
+        "milliseconds, told by its magnitude), before any crypto market traded (2009); line "
+        "21 reads as 2024-01-01 19:00 UTC. A digit was probably lost or added: correct the "
+        "value or delete the row."
+    )
+
+
+# --- quoted numbers of a comma-separated file -----------------------------------------------
+
+
+def _quoted(*cells: str) -> bytes:
+    rows = [f"2024-01-{day:02d},{','.join(cells)}" for day in range(1, 6)]
+    return _file(*rows)
+
+
+def test_quoted_decimal_commas_are_read_and_said() -> None:
+    data = read_ohlcv_csv(_quoted('"58000,25"', '"58100,5"', '"57900,00"', '"58050,75"', '"12,5"'))
+    assert data.candles.iloc[0].tolist() == [58000.25, 58100.5, 57900.0, 58050.75, 12.5]
+    assert data.format == f"{WITH_HEADER}, decimal commas"
+    assert "Quoted numbers have decimal commas (line 2: '58000,25')." in data.notes
+
+
+def test_quoted_thousands_commas_are_read_and_said() -> None:
+    data = read_ohlcv_csv(_quoted('"58,000.25"', '"58,100.50"', '"1,057,900"', "58050.75", "12"))
+    assert data.candles.iloc[0].tolist() == [58000.25, 58100.5, 1057900.0, 58050.75, 12.0]
+    assert data.format == f"{WITH_HEADER}, thousands commas"
+
+
+def test_a_quoted_comma_no_number_explains_is_refused_with_both_readings() -> None:
+    with pytest.raises(DataFormatError) as caught:
+        read_ohlcv_csv(_quoted('"1,178"', '"1,180"', '"1,170"', '"1,175"', "12"))
+    assert _one_line(caught.value) == (
+        "Line 2, column 'open': '1,178' could be 1.178 (a decimal comma) or 1178 (a thousands "
+        "comma), and no number of the file tells which. Export plain numbers such as 42123.5, "
+        "or separate the columns with ';' and use decimal commas."
+    )
+
+
+def test_quoted_numbers_in_two_notations_are_refused() -> None:
+    with pytest.raises(DataFormatError, match=r"groups thousands with commas while line 2"):
+        read_ohlcv_csv(
+            _file(
+                '2024-01-01,"58000,25",1,1,1,1',
+                '2024-01-02,"58,000.25",1,1,1,1',
+                "2024-01-03,1,1,1,1,1",
+            )
+        )

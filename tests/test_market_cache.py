@@ -179,8 +179,11 @@ def test_range_without_candles_is_remembered(fake, tmp_cache):
                 exchange=CountingFactory(fake),
                 now=LATER,
             )
-    # An empty first answer is asked for twice before it is believed; then remembered.
-    assert len(fake.kline_requests()) == 2
+    # An empty first answer is asked for twice, and once more bounded by the range's end,
+    # before it is believed; then remembered.
+    requests = fake.kline_requests()
+    assert len(requests) == 3
+    assert requests[2].params["endTime"] == str(int(C[100].value // 1_000_000) - 1)
     cached = tmp_cache.read("binance", "ETH/BTC", "1h")
     assert cached.candles.empty
     # Nothing received, but the whole range was asked long after it closed.

@@ -24,10 +24,13 @@ from forecasting.data import fetch_ohlcv, load_exchange_candles, quality_report
 from forecasting.data.exchange import (
     SERVED_FROM_ATTR,
     UNANSWERED_ATTR,
+    UNANSWERED_TAIL_ATTR,
     RetryPolicy,
     history_notice,
     served_from,
+    tail_notice,
     unanswered,
+    unanswered_tail,
 )
 from forecasting.data.quality import NOTICES_ATTR, notices
 from forecasting.errors import NoCandles
@@ -37,8 +40,10 @@ FIELD_CASES = ROOT.parent / "shared" / "field-cases"
 KRAKEN_LIKE = FIELD_CASES / "kraken_like.py"
 SYMBOL = "BTC/USDT"
 HOUR = pd.Timedelta(hours=1)
+MS = pd.Timedelta(milliseconds=1)
 C = pd.date_range("2024-01-01", periods=600, freq="h", tz="UTC", name="timestamp").as_unit("ms")
-LATER = C[-1] + pd.Timedelta(days=10)
+# Just after the last candle closed: an exchange that stops serving before it is telling.
+LATER = C[-1] + 2 * HOUR
 NO_SLEEP = RetryPolicy(attempts=2, sleep=lambda _: None)
 
 
@@ -236,6 +241,48 @@ def test_transient_empty_page_is_asked_again(fake_binance, candles, page):
     assert notices(frame) == ()
 
 
+@pytest.mark.parametrize("page", [0, 1, 3])
+def test_an_answer_lost_twice_mid_range_is_asked_again_bounded(fake_binance, candles, page):
+    # The same page empty twice: skipping a page's span (1000 asked) passes the end of the
+    # range, which used to end the fetch there with nothing said.
+    fake_binance.max_limit = 100
+    fake_binance.set_candles(SYMBOL, "1h", candles)
+    fake_binance.reshape(_acting([("as_is", 0)] * page + [("empty", 0)] * 2))
+
+    frame = _fetch(fake_binance, C[0])
+
+    _same(frame, candles)
+    assert notices(frame) == ()
+    bounded = [r.params for r in fake_binance.kline_requests() if "endTime" in r.params]
+    asked_from = C[0] if page == 0 else C[100 * page - 1] + MS
+    assert bounded[0]["startTime"] == str(int(asked_from.value // 1_000_000))
+
+
+def test_an_end_left_empty_although_closed_is_told(fake_binance, candles):
+    fake_binance.max_limit = 100
+    fake_binance.set_candles(SYMBOL, "1h", candles)
+    fake_binance.reshape(_acting([("as_is", 0)] + [("empty", 0)] * 3))
+
+    frame = _fetch(fake_binance, C[0])
+
+    _same(frame, candles.iloc[:100])
+    assert unanswered_tail(frame) == (C[100], LATER - HOUR - pd.Timedelta(minutes=2) + MS)
+    assert notices(frame) == (
+        "binance answered no 1h candles from 2024-01-05 04:00 UTC on, though candles have "
+        "closed since (no trades since, a pair no longer traded, or an answer lost)",
+    )
+
+
+def test_a_pair_no_longer_traded_is_told_where_it_stops(fake_binance, candles):
+    fake_binance.set_candles(SYMBOL, "1h", candles.iloc[:50])
+
+    frame = _fetch(fake_binance, C[0])
+
+    _same(frame, candles.iloc[:50])
+    assert unanswered_tail(frame)[0] == C[50]
+    assert quality_report(frame, "1h").notices == notices(frame)
+
+
 def test_listing_date_explains_a_later_first_candle(fake, candles):
     fake.list_since(SYMBOL, C[0])
 
@@ -347,41 +394,47 @@ def _acting(plan: list[tuple[str, int]]):
     plan=st.lists(
         st.tuples(st.sampled_from(ACTIONS), st.integers(1, 120)), min_size=0, max_size=30
     ),
+    ended_just_now=st.booleans(),
 )
 def test_property_answers_short_late_duplicated_or_out_of_order(
-    fake_binance, candles, length, offset, page, plan
+    fake_binance, candles, length, offset, page, plan, ended_just_now
 ):
     """The candles returned are the series exactly, or the notices name what is missing."""
     series = candles.iloc[offset : offset + length]
     fake_binance.set_candles(SYMBOL, "1h", series)
     fake_binance.max_limit = page
-    # Two empty answers in a row at the end of the data are the end of the data, for any
-    # client: the cache asks again later (see test_cache_coverage).
-    plan = [
-        ("as_is", size) if action == "empty" and i and plan[i - 1][0] == "empty" else (action, size)
-        for i, (action, size) in enumerate(plan)
-    ]
     fake_binance.reshape(_acting(plan))
     client = fake_binance.client()
     since = C[0] - 5 * HOUR
+    # Now is either just after the series' last candle or long after it (a pair no
+    # longer traded): either way nothing may go missing unsaid.
+    now = series.index[-1] + 2 * HOUR if ended_just_now else LATER
 
-    frame = fetch_ohlcv(client, SYMBOL, "1h", since, now=LATER, retry=NO_SLEEP)
+    frame = fetch_ohlcv(client, SYMBOL, "1h", since, now=now, retry=NO_SLEEP)
 
     missing = series.index.difference(frame.index)
     # Nothing invented, nothing changed: every candle returned is the series' own.
     _same(frame, series.loc[frame.index])
-    if len(missing):
-        first = served_from(frame)
-        windows = unanswered(frame)
-        told = notices(frame)
-        for stamp in missing:
-            before_first = first is not None and stamp < first
-            in_window = any(start <= stamp < end for start, end in windows)
-            assert before_first or in_window, f"{stamp} lost silently"
-        if first is not None:
-            assert history_notice("binance", "1h", first) in told
-        assert len(told) == (first is not None) + len(windows)
-        assert frame.attrs.get(UNANSWERED_ATTR, ()) == tuple(
-            (int(a.value // 1_000_000), int(b.value // 1_000_000)) for a, b in windows
-        )
+    first = served_from(frame)
+    windows = unanswered(frame)
+    tail = unanswered_tail(frame)
+    told = notices(frame)
+    for stamp in missing:
+        before_first = first is not None and stamp < first
+        in_window = any(start <= stamp < end for start, end in windows)
+        in_tail = tail is not None and tail[0] <= stamp < tail[1]
+        assert before_first or in_window or in_tail, f"{stamp} lost silently"
+    if first is not None:
+        assert history_notice("binance", "1h", first) in told
+    if tail is not None:
+        assert tail_notice("binance", "1h", tail[0]) in told
+        # The tail starts at the first candle not received, and holds none received.
+        assert tail[0] == frame.index[-1] + HOUR
+    elif not ended_just_now:
+        raise AssertionError("a series that stopped long before now is told")
+    assert len(told) == (first is not None) + len(windows) + (tail is not None)
+    assert frame.attrs.get(UNANSWERED_ATTR, ()) == tuple(
+        (int(a.value // 1_000_000), int(b.value // 1_000_000)) for a, b in windows
+    )
+    assert (UNANSWERED_TAIL_ATTR in frame.attrs) == (tail is not None)
     fake_binance.reshape(None)

@@ -47,10 +47,15 @@ then show as missing candles.
 
 from __future__ import annotations
 
+import bz2
 import csv
+import gzip
 import io
+import lzma
 import os
 import re
+import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -83,6 +88,8 @@ from forecasting.ohlcv import (
 __all__ = [
     "BINANCE",
     "CRYPTODATADOWNLOAD",
+    "EARLIEST_EPOCH",
+    "LATEST_EPOCH",
     "MAX_CSV_BYTES",
     "WITHOUT_HEADER",
     "WITH_HEADER",
@@ -93,6 +100,11 @@ __all__ = [
 ]
 
 MAX_CSV_BYTES = 10 * 1024 * 1024
+
+# Epoch times read outside these bounds are refused (a digit lost or added): the first
+# crypto market opened in 2009, and a unit told by magnitude misreads into another century.
+EARLIEST_EPOCH = pd.Timestamp("2009-01-01", tz="UTC")
+LATEST_EPOCH = pd.Timestamp("2100-01-01", tz="UTC")
 
 # The names of the layouts recognised, as CsvData.format gives them.
 WITH_HEADER = "CSV with a header"
@@ -145,6 +157,11 @@ _PLAIN_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?", re.ASCI
 _COMMA_NUMBER = re.compile(r"[+-]?(?:\d+|\d{1,3}(?:\.\d{3})+)(?:,\d+)?(?:[eE][+-]?\d+)?", re.ASCII)
 # Thousands dots beside a decimal comma: 1.178,43 (the dots can then mean nothing else).
 _GROUPED_NUMBER = re.compile(r"[+-]?\d{1,3}(?:\.\d{3})+,\d+(?:[eE][+-]?\d+)?", re.ASCII)
+# Quoted numbers of a comma-separated file: 58,000.25 (commas group thousands), 58000,25
+# (a decimal comma), and 1,178 (either).
+_COMMA_GROUPED = re.compile(r"[+-]?\d{1,3}(?:,\d{3})+(?:\.\d*)?(?:[eE][+-]?\d+)?", re.ASCII)
+_DECIMAL_COMMA = re.compile(r"[+-]?\d+,(?:\d{1,2}|\d{4,})(?:[eE][+-]?\d+)?", re.ASCII)
+_EITHER_COMMA = re.compile(r"[+-]?\d{1,3},\d{3}", re.ASCII)
 # 31.01.2024, 01/31/2024 and 31-01-2024, with an optional time of day.
 _DAY_MONTH = re.compile(
     r"(\d{1,2})([./-])(\d{1,2})\2(\d{4})(?:[ T]+(\d{1,2}):(\d{2})(?::(\d{2})(\.\d+)?)?)?",
@@ -210,6 +227,7 @@ class _Layout:
     body: list[tuple[int, list[str]]]
     decimal_comma: bool = False
     thousands_dots: bool = False  # some number has both (1.178,43): dots group thousands
+    thousands_commas: bool = False  # quoted numbers in a comma file group with commas
     notes: list[str] = field(default_factory=list)
 
 
@@ -230,7 +248,7 @@ def read_ohlcv_csv(
     DataFormatError
         Saying what is wrong, with ``row`` and ``column`` set where they are known.
     """
-    raw = _read_bytes(source, max_bytes)
+    raw, unpacked = _unpacked(_read_bytes(source, max_bytes), max_bytes)
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -270,9 +288,10 @@ def read_ohlcv_csv(
             limit=MAX_PRICE if name != "volume" else None,
             decimal_comma=layout.decimal_comma,
             thousands_dots=layout.thousands_dots,
+            thousands_commas=layout.thousands_commas,
         )
     line_of = _line_of(index, lines)
-    notes = [*layout.notes, *time_notes, *_order_notes(index, lines)]
+    notes = [*unpacked, *layout.notes, *time_notes, *_order_notes(index, lines)]
     # In milliseconds, as every OHLCV frame: times that differ below one are repeats.
     frame = pd.DataFrame(values, index=pd.DatetimeIndex(index).as_unit("ms"))
     bad = nonpositive_mask(frame)
@@ -427,7 +446,62 @@ def _recognise(rows: list[tuple[int, list[str]]], separator: str) -> _Layout:
         )
         if layout.decimal_comma:
             layout.format += ", decimal commas"
+    else:
+        _quoted_commas(layout)
     return layout
+
+
+def _quoted_commas(layout: _Layout) -> None:
+    """How a comma-separated file's quoted numbers use their commas, decided by the file.
+
+    Spreadsheets quote a number holding the separator: ``"58000,25"`` has a decimal
+    comma, ``"58,000.25"`` groups thousands with commas, and ``"1,178"`` could be either.
+    Some number of the file must tell which; a file that never does is refused, naming
+    the first such cell and both readings.
+    """
+    numeric = [layout.mapping[name] for name in COLUMNS]
+    cells = [
+        (line, layout.header[p] if layout.header_line is not None else name, row[p].strip())
+        for line, row in layout.body
+        for name, p in zip(COLUMNS, numeric, strict=True)
+        if p < len(row) and "," in row[p]
+    ]
+    if not cells:
+        return
+    decimal = next((c for c in cells if _DECIMAL_COMMA.fullmatch(c[2])), None)
+    grouped = next((c for c in cells if _COMMA_GROUPED.fullmatch(c[2]) and "." in c[2]), None)
+    if decimal and grouped:
+        raise DataFormatError(
+            f"Line {grouped[0]}, column '{grouped[1]}': {_shown(grouped[2])} groups thousands "
+            f"with commas while line {decimal[0]} has a decimal comma "
+            f"({_shown(decimal[2])}). Use one notation in every row: plain numbers such as "
+            "42123.5 at best.",
+            row=grouped[0],
+            column=grouped[1],
+        )
+    if decimal:
+        layout.decimal_comma = True
+        layout.format += ", decimal commas"
+        layout.notes.append(
+            f"Quoted numbers have decimal commas (line {decimal[0]}: {_shown(decimal[2])})."
+        )
+    elif grouped or all(not _EITHER_COMMA.fullmatch(c[2]) for c in cells):
+        layout.thousands_commas = True
+        layout.format += ", thousands commas"
+        layout.notes.append(
+            f"Quoted numbers group thousands with commas (line {cells[0][0]}: "
+            f"{_shown(cells[0][2])})."
+        )
+    else:
+        line, column, value = next(c for c in cells if _EITHER_COMMA.fullmatch(c[2]))
+        raise DataFormatError(
+            f"Line {line}, column '{column}': {_shown(value)} could be "
+            f"{value.replace(',', '.')} (a decimal comma) or {value.replace(',', '')} (a "
+            "thousands comma), and no number of the file tells which. Export plain numbers "
+            "such as 42123.5, or separate the columns with ';' and use decimal commas.",
+            row=line,
+            column=column,
+        )
 
 
 def _format_name(header: list[str], banner: str, separator: str) -> str:
@@ -766,6 +840,95 @@ def _read_bytes(source: bytes | str | os.PathLike[str] | BinaryIO, max_bytes: in
     return raw
 
 
+# The first bytes of files that are not text, and what each is.
+_ARCHIVES = {b"\x1f\x8b": "gzip", b"BZh": "bzip2", b"\xfd7zXZ\x00": "xz"}
+_NOT_CSV = {
+    b"7z\xbc\xaf\x27\x1c": "a 7-Zip archive: unpack it and upload the CSV inside",
+    b"Rar!": "a RAR archive: unpack it and upload the CSV inside",
+    b"\xd0\xcf\x11\xe0": "an Excel 97-2003 workbook: save the sheet as CSV (UTF-8)",
+    b"PAR1": "a Parquet file: export it as CSV",
+}
+_ZIP = (b"PK\x03\x04", b"PK\x05\x06")
+_ARCHIVE_ERRORS = (
+    zipfile.BadZipFile,
+    zipfile.LargeZipFile,
+    zlib.error,
+    gzip.BadGzipFile,
+    lzma.LZMAError,
+    EOFError,
+    OSError,
+    ValueError,
+    NotImplementedError,
+    RuntimeError,
+)
+
+
+def _unpacked(raw: bytes, max_bytes: int) -> tuple[bytes, list[str]]:
+    """The CSV text's bytes of a file that may be compressed, and a note saying so.
+
+    A zip archive holding one CSV (as Binance's public data dumps are served), or a gzip,
+    bzip2 or xz file, is unpacked with the standard library, never more than
+    ``max_bytes`` coming out whatever the archive claims. Other archives, workbooks and
+    Parquet files are refused in one line saying what to do.
+    """
+    for magic, kind in _NOT_CSV.items():
+        if raw.startswith(magic):
+            raise DataFormatError(f"The file is {kind}, not a CSV file.")
+    try:
+        if raw.startswith(_ZIP):
+            return _from_zip(raw, max_bytes)
+        for magic, kind in _ARCHIVES.items():
+            if raw.startswith(magic):
+                opener = {"gzip": gzip.open, "bzip2": bz2.open, "xz": lzma.open}[kind]
+                with opener(io.BytesIO(raw), "rb") as stream:
+                    text = stream.read(max_bytes + 1)
+                if len(text) > max_bytes:
+                    raise DataFormatError(_unpacked_too_large(max_bytes))
+                return text, [f"The file is {kind}-compressed: read unpacked."]
+    except _ARCHIVE_ERRORS as exc:
+        raise DataFormatError(
+            f"The file is a damaged or unreadable archive ({exc}). Unpack it yourself and "
+            "upload the CSV inside."
+        ) from exc
+    return raw, []
+
+
+def _from_zip(raw: bytes, max_bytes: int) -> tuple[bytes, list[str]]:
+    with zipfile.ZipFile(io.BytesIO(raw)) as archive:
+        members = [info for info in archive.infolist() if not info.is_dir()]
+        names = {info.filename for info in members}
+        if "xl/workbook.xml" in names:
+            raise DataFormatError(
+                "The file is an Excel workbook, not a CSV file: save the sheet as CSV (UTF-8)."
+            )
+        tables = [i for i in members if i.filename.lower().endswith((".csv", ".txt"))]
+        if len(tables) != 1:
+            found = ", ".join(_shown(i.filename) for i in members[:3]) or "nothing"
+            more = f" and {len(members) - 3} more" if len(members) > 3 else ""
+            raise DataFormatError(
+                f"The zip archive holds {len(tables)} CSV files ({found}{more}); it must hold "
+                "exactly one. Unpack it and upload one CSV."
+            )
+        member = tables[0]
+        if member.flag_bits & 0x1:
+            raise DataFormatError(
+                f"{_shown(member.filename)} in the zip archive is encrypted. Unpack it "
+                "yourself and upload the CSV."
+            )
+        with archive.open(member) as stream:
+            text = stream.read(max_bytes + 1)
+    if len(text) > max_bytes:
+        raise DataFormatError(_unpacked_too_large(max_bytes))
+    return text, [f"Read {_shown(member.filename)} from the zip archive."]
+
+
+def _unpacked_too_large(limit: int) -> str:
+    return (
+        f"Unpacked, the file is larger than the {_format_size(limit)} limit. Upload a "
+        "shorter range or a longer timeframe."
+    )
+
+
 def _too_large(size: int, limit: int, *, exact: bool) -> str:
     # A stream is read only up to one byte past the limit, so its real size is unknown.
     shown = _format_size(size) if exact else f"more than {_format_size(limit)}"
@@ -967,9 +1130,48 @@ def _parse_epochs(
                 row=lines[bad],
                 column=column,
             ) from exc
+    _refuse_implausible(milliseconds, units, values, lines, column)
     index = pd.DatetimeIndex(milliseconds.astype("datetime64[ms]"), name="timestamp")
     index = index.tz_localize("UTC")
     return index, _unit_notes(units, lines)
+
+
+def _refuse_implausible(
+    milliseconds: np.ndarray, units: np.ndarray, values: list[str], lines: list[int], column: str
+) -> None:
+    """Refuse an epoch time that reads as a year no crypto candle can have.
+
+    The unit of each epoch number is told by its magnitude, so a number that lost or
+    gained a digit (not three) reads ten times too early or late in its own unit or the
+    next: any time from 2009 to 2100 then lands before 1984 or after 2350. Times outside
+    ``[EARLIEST_EPOCH, LATEST_EPOCH)`` are refused, naming the line and what its neighbours
+    read as, rather than placed decades away from the rest of the file.
+    """
+    low, high = _ms(EARLIEST_EPOCH), _ms(LATEST_EPOCH)
+    outside = (milliseconds < low) | (milliseconds >= high)
+    if not outside.any():
+        return
+    bad = int(np.flatnonzero(outside)[0])
+    read = pd.Timestamp(int(milliseconds[bad]), unit="ms", tz="UTC")
+    side = "before any crypto market traded (2009)" if milliseconds[bad] < low else "after 2100"
+    inside = np.flatnonzero(~outside)
+    neighbour = ""
+    if len(inside):
+        near = int(inside[np.argmin(np.abs(inside - bad))])
+        shown = pd.Timestamp(int(milliseconds[near]), unit="ms", tz="UTC")
+        neighbour = f"; line {lines[near]} reads as {shown:%Y-%m-%d %H:%M} UTC"
+    raise DataFormatError(
+        f"Line {lines[bad]}, column '{column}': {_shown(values[bad])} reads as "
+        f"{read:%Y-%m-%d %H:%M} UTC (epoch {_UNIT_NAMES[units[bad]]}, told by its "
+        f"magnitude), {side}{neighbour}. A digit was probably lost or added: correct the "
+        "value or delete the row.",
+        row=lines[bad],
+        column=column,
+    )
+
+
+def _ms(stamp: pd.Timestamp) -> int:
+    return int(stamp.value // 1_000_000)
 
 
 def _unit_notes(units: np.ndarray, lines: list[int]) -> list[str]:
@@ -995,6 +1197,7 @@ def _parse_numbers(
     limit: float | None = None,
     decimal_comma: bool = False,
     thousands_dots: bool = False,
+    thousands_commas: bool = False,
 ) -> np.ndarray:
     """The cells of one column as floats, refusing any that is not a finite number.
 
@@ -1003,9 +1206,12 @@ def _parse_numbers(
     ``limit`` refuses numbers above it (prices above ``MAX_PRICE``). ``decimal_comma``
     reads ``58000,25`` and ``1.178,43`` (a thousands dot beside a decimal comma);
     ``thousands_dots`` (some number of the file is written so) reads ``1.178`` as 1178,
-    which is otherwise refused as ambiguous.
+    which is otherwise refused as ambiguous. ``thousands_commas`` reads ``58,000.25`` (a
+    quoted cell of a comma-separated file) as 58000.25.
     """
-    if decimal_comma:
+    if thousands_commas:
+        values_read = [v.replace(",", "") if _COMMA_GROUPED.fullmatch(v) else v for v in values]
+    elif decimal_comma:
         values_read = [
             _from_decimal_comma(v, line, column, thousands_dots)
             for v, line in zip(values, lines, strict=True)

@@ -62,8 +62,10 @@ __all__ = [
     "DEFAULT_EXCHANGE",
     "DEFAULT_SYMBOL",
     "DEFAULT_TIMEFRAME",
+    "PUBLISH_GRACE",
     "SERVED_FROM_ATTR",
     "UNANSWERED_ATTR",
+    "UNANSWERED_TAIL_ATTR",
     "RetryPolicy",
     "checked_config",
     "create_exchange",
@@ -73,11 +75,14 @@ __all__ = [
     "list_exchanges",
     "list_symbols",
     "list_timeframes",
+    "longest_candle",
     "page_limit",
     "served_from",
     "source_key",
     "suggest_symbols",
+    "tail_notice",
     "unanswered",
+    "unanswered_tail",
 ]
 
 log = logging.getLogger(__name__)
@@ -130,6 +135,17 @@ SERVED_FROM_ATTR = "served_from_ms"
 # ``DataFrame.attrs`` key: windows ``(start_ms, end_ms)`` inside the range that an exchange
 # answered with nothing, asked twice, although it served candles after them.
 UNANSWERED_ATTR = "unanswered_ms"
+
+# How long after a candle closes an exchange may take to publish it. A candle missing
+# from an answer given sooner than this after its close is asked for again on the next
+# request; one missing later counts as a gap (no trades, an outage, a delisted pair).
+PUBLISH_GRACE = pd.Timedelta(minutes=2)
+
+# ``DataFrame.attrs`` key: the window ``(start_ms, end_ms)`` after the last candle received
+# in which an exchange answered nothing, asked three times, although candles in it have
+# closed (and been published) by the time of the fetch: a pair no longer traded, a stretch
+# without trades, or an answer lost. Not kept in the cache: the next load asks again.
+UNANSWERED_TAIL_ATTR = "unanswered_tail_ms"
 
 # Used when an exchange does not declare its page size: small enough for every exchange.
 FALLBACK_PAGE_LIMIT = 200
@@ -542,7 +558,10 @@ def fetch_ohlcv(
     if validate:
         validate_request(exchange, symbol, timeframe, retry)
 
-    pager = _Pager(exchange, symbol, timeframe, retry, _ms(since), _ms(until), progress, _ms(now))
+    settled = now - longest_candle(timeframe) - PUBLISH_GRACE + pd.Timedelta(milliseconds=1)
+    pager = _Pager(
+        exchange, symbol, timeframe, retry, _ms(since), _ms(until), progress, _ms(now), _ms(settled)
+    )
     rows, first_served = pager.run(None if continues_at is None else _ms(continues_at))
     frame = _frame(rows)
     frame = drop_nonpositive(drop_unclosed(frame, timeframe, now))
@@ -557,6 +576,10 @@ def fetch_ohlcv(
         frame.attrs[UNANSWERED_ATTR] = tuple(windows)
         told = [gap_notice(exchange.id, timeframe, *_stamps(w)) for w in windows]
         with_notices(frame, (*notices(frame), *told))
+    if pager.unanswered_tail is not None:
+        frame.attrs[UNANSWERED_TAIL_ATTR] = pager.unanswered_tail
+        told = tail_notice(exchange.id, timeframe, _stamps(pager.unanswered_tail)[0])
+        with_notices(frame, (*notices(frame), told))
     dropped = dropped_nonpositive(frame)
     if len(dropped):
         log.info(
@@ -568,6 +591,21 @@ def fetch_ohlcv(
             dropped[0],
         )
     return frame
+
+
+def longest_candle(timeframe: str) -> pd.Timedelta:
+    """The longest a candle of ``timeframe`` can last (31 days for ``1M``, 366 for ``1y``).
+
+    Calendar months and years vary; their longest length makes sure a candle is never
+    taken for closed before it is.
+    """
+    unit = timeframe[-1]
+    amount = int(timeframe[:-1])
+    if unit == "M":
+        return pd.Timedelta(days=31 * amount)
+    if unit == "y":
+        return pd.Timedelta(days=366 * amount)
+    return pd.Timedelta(seconds=timeframe_seconds(timeframe))
 
 
 def history_notice(exchange_id: str, timeframe: str, served_from: pd.Timestamp) -> str:
@@ -589,6 +627,24 @@ def gap_notice(exchange_id: str, timeframe: str, start: pd.Timestamp, end: pd.Ti
         f"{exchange_id} answered no {timeframe} candles from {start:%Y-%m-%d %H:%M} to "
         f"{end:%Y-%m-%d %H:%M} UTC although it has later ones; any there are missing here"
     )
+
+
+def tail_notice(exchange_id: str, timeframe: str, start: pd.Timestamp) -> str:
+    """The notice for the end of a range the exchange left empty though its candles closed.
+
+    ``start`` is the open time of the first candle missing.
+    """
+    return (
+        f"{exchange_id} answered no {timeframe} candles from {start:%Y-%m-%d %H:%M} UTC on, "
+        "though candles have closed since (no trades since, a pair no longer traded, or an "
+        "answer lost)"
+    )
+
+
+def unanswered_tail(candles: pd.DataFrame) -> tuple[pd.Timestamp, pd.Timestamp] | None:
+    """The window after the last candle that an exchange left empty though it had closed."""
+    window = candles.attrs.get(UNANSWERED_TAIL_ATTR)
+    return None if window is None else _stamps(window)
 
 
 def unanswered(candles: pd.DataFrame) -> list[tuple[pd.Timestamp, pd.Timestamp]]:
@@ -622,10 +678,13 @@ class _Pager:
         until_ms: int,
         progress: ProgressCallback | None,
         now_ms: int,
+        settled_ms: int,
     ) -> None:
         self.exchange, self.symbol, self.timeframe, self.retry = exchange, symbol, timeframe, retry
         self.since_ms, self.until_ms, self.progress = since_ms, until_ms, progress
         self.now_ms = now_ms
+        # Candles opening before this closed at least PUBLISH_GRACE ago: published.
+        self.settled_ms = settled_ms
         self.step_ms = timeframe_seconds(timeframe) * 1000
         self.offset = timeframe_offset(timeframe)
         self.limit = page_limit(exchange)
@@ -634,6 +693,9 @@ class _Pager:
         self.unanswered_head = False
         # Windows after the start that stayed empty although later candles came.
         self.unanswered: list[tuple[int, int]] = []
+        # The window after the last candle received that stayed empty, asked three times,
+        # although candles in it have closed and been published.
+        self.unanswered_tail: tuple[int, int] | None = None
 
     def run(self, continues_at: int | None = None) -> tuple[list[list[Any]], int | None]:
         """The rows received in the range, and the first candle served when the start
@@ -683,6 +745,8 @@ class _Pager:
             if self._after(following) > self.now_ms:
                 break  # the next candle is still open: nothing more has closed
             cursor = last + 1
+        if gap_from is not None:
+            self._tail(gap_from)
         if not self.rows and first_seen is None and continues_at is not None:
             end = min(continues_at, self.until_ms)
             if self._gap(self.since_ms, end):
@@ -692,6 +756,28 @@ class _Pager:
             return self.rows, None
         received = [int(row[0]) for row in self.rows]
         return self.rows, min(received) if received else first_seen
+
+    def _tail(self, start: int) -> None:
+        """Ask once more, bounded, for what follows the last candle received.
+
+        Pages answered empty twice were skipped a page's span at a time, and
+        a span can reach past the end of the range: an answer lost twice would end the
+        fetch there. Asked again with an end bound, a lost answer comes; a window that
+        stays empty although candles in it have closed and been published is recorded.
+        """
+        end = min(self.until_ms, self.settled_ms)
+        if not self._gap(start, end):
+            return
+        before = len(self.unanswered)
+        self._fill(start, end)
+        received = [int(row[0]) for row in self.rows if int(row[0]) >= start]
+        after = max(received) if received else None
+        for window in self.unanswered[before:]:
+            if window[1] == end and (after is None or window[0] > after):
+                self.unanswered.remove(window)
+                earlier = [int(row[0]) for row in self.rows if int(row[0]) < window[0]]
+                if earlier:  # else nothing at all came: no candles in the range
+                    self.unanswered_tail = (self._after(max(earlier)), end)
 
     def _fill(self, start: int, end: int) -> None:
         """Ask again for ``[start, end)``, bounded by ``end``, until nothing more comes."""

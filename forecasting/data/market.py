@@ -21,6 +21,7 @@ from forecasting.data.duplicates import (
     with_duplicates,
 )
 from forecasting.data.exchange import (
+    PUBLISH_GRACE,
     SERVED_FROM_ATTR,
     UNANSWERED_ATTR,
     RetryPolicy,
@@ -28,9 +29,11 @@ from forecasting.data.exchange import (
     fetch_ohlcv,
     gap_notice,
     history_notice,
+    longest_candle,
     page_limit,
     served_from,
     source_key,
+    tail_notice,
     validate_request,
 )
 from forecasting.data.quality import (
@@ -46,11 +49,6 @@ from forecasting.progress import ProgressCallback, report
 __all__ = ["PUBLISH_GRACE", "load_exchange_candles"]
 
 ExchangeFactory = Callable[[], ccxt.Exchange]
-
-# How long after a candle closes an exchange may take to publish it. A candle missing
-# from an answer given sooner than this after its close is asked for again on the next
-# request; one missing later counts as a gap (no trades, an outage, a delisted pair).
-PUBLISH_GRACE = pd.Timedelta(minutes=2)
 
 
 def load_exchange_candles(
@@ -121,11 +119,11 @@ def load_exchange_candles(
             f"The start ({since:%Y-%m-%d %H:%M}) must be before the end ({until:%Y-%m-%d %H:%M})."
         )
     # Candles opening at or after this may still have been open: never count them asked.
-    answerable_end = min(until, now - _longest(timeframe) + pd.Timedelta(milliseconds=1))
+    answerable_end = min(until, now - longest_candle(timeframe) + pd.Timedelta(milliseconds=1))
     # Candles opening before this closed at least PUBLISH_GRACE ago: what the exchange
     # answers for them now is final. Later ones may not be published yet.
     settled_end = min(
-        until, now - _longest(timeframe) - PUBLISH_GRACE + pd.Timedelta(milliseconds=1)
+        until, now - longest_candle(timeframe) - PUBLISH_GRACE + pd.Timedelta(milliseconds=1)
     )
     key = source_key(exchange_id, config)
 
@@ -219,6 +217,8 @@ def load_exchange_candles(
             dropped = cached.nonpositive
             served = cached.served_from
             windows = list(cached.unanswered)
+            checked_end = cached.checked_end
+    stopped = _stopped(merged, checked_end, until, timeframe)
 
     selected = merged[(merged.index >= since) & (merged.index < until)].copy()
     if not (head or tail):
@@ -230,12 +230,21 @@ def load_exchange_candles(
     since_ms, until_ms = int(since.value // 1_000_000), int(until.value // 1_000_000)
     inside = [(a, b) for a, b in windows if a < until_ms and b > since_ms]
     told += [gap_notice(exchange_id, timeframe, *_window(w)) for w in inside]
+    if stopped is not None and since <= stopped < until:
+        told.append(tail_notice(exchange_id, timeframe, stopped))
     if selected.empty:
-        if told and served >= until:
+        if served is not None and served >= until:
             raise NoCandles(
                 f"{exchange_id} has no {timeframe} candles for {symbol} between "
                 f"{since:%Y-%m-%d %H:%M} and {until:%Y-%m-%d %H:%M} UTC: {told[0]}. Choose a "
                 "later range or another exchange."
+            )
+        if stopped is not None and stopped <= since:
+            raise NoCandles(
+                f"{exchange_id} has no {timeframe} candles for {symbol} between "
+                f"{since:%Y-%m-%d %H:%M} and {until:%Y-%m-%d %H:%M} UTC; its last before them "
+                f"opened at {merged.index[-1]:%Y-%m-%d %H:%M} UTC (no trades since, or the pair "
+                "is no longer traded). Choose an earlier range or another exchange."
             )
         if len(placeholders):
             raise NoCandles(
@@ -263,6 +272,25 @@ def load_exchange_candles(
         selected.attrs[UNANSWERED_ATTR] = tuple(inside)
     with_notices(selected, told)
     return with_nonpositive(selected, placeholders)
+
+
+def _stopped(
+    candles: pd.DataFrame, checked_end: pd.Timestamp, until: pd.Timestamp, timeframe: str
+) -> pd.Timestamp | None:
+    """The open time of the first candle the exchange did not answer after the last one
+    it did, when that candle had closed and been published by the time it was asked for
+    (it opens before ``checked_end``) and lies before ``until``; else ``None``.
+
+    Derived from what the cache records, so every load of the range says it, whether it
+    asked the exchange or not.
+    """
+    if not len(candles):
+        return None
+    offset = timeframe_offset(timeframe)
+    following = candles.index[-1] + offset
+    if following < min(checked_end, until):
+        return following
+    return None
 
 
 def _merged(pieces: list[pd.DataFrame]) -> pd.DataFrame:
@@ -332,18 +360,6 @@ def _closed_in(
         while candidate < start:
             candidate += offset
     return candidate < until and candidate + offset <= now
-
-
-def _longest(timeframe: str) -> pd.Timedelta:
-    # Calendar months and years vary; use their longest length so a candle is never
-    # taken for closed before it is.
-    unit = timeframe[-1]
-    amount = int(timeframe[:-1])
-    if unit == "M":
-        return pd.Timedelta(days=31 * amount)
-    if unit == "y":
-        return pd.Timedelta(days=366 * amount)
-    return pd.Timedelta(seconds=timeframe_seconds(timeframe))
 
 
 def _client(

@@ -250,9 +250,7 @@ def test_an_exchange_serving_only_its_latest_candles_says_so(app_env):
     assert "earlier candles are not available here" in shown
 
 
-def test_offline_the_sample_shows_at_once_and_new_sessions_do_not_wait_again(
-    app_env, monkeypatch
-):
+def test_offline_the_sample_shows_at_once_and_new_sessions_do_not_wait_again(app_env, monkeypatch):
     """No network: the name lookup fails at once, so the first page shows the offline
     sample without retrying, saying why; a new session is answered from memory."""
     monkeypatch.setenv(
