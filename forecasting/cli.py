@@ -113,9 +113,19 @@ def build_parser() -> argparse.ArgumentParser:
     compare = commands.add_parser(
         "compare", help="walk-forward backtest of several models on the same folds"
     )
-    source = compare.add_mutually_exclusive_group(required=True)
+    # Not required as a group: "one of --data --exchange" is checked in _compare, so the
+    # message scripts know stays as it was with --from-bundle beside them.
+    source = compare.add_mutually_exclusive_group()
     source.add_argument("--data", type=Path, help="OHLCV CSV file")
     source.add_argument("--exchange", help="ccxt exchange id (with --symbol and --timeframe)")
+    source.add_argument(
+        "--from-bundle",
+        type=Path,
+        metavar="FILE.zip",
+        help="rerun the experiment of a bundle (from --bundle-out or the app's Compare page) "
+        "on the candles it carries, with its settings: no network, no original file; the "
+        "settings and data flags are refused",
+    )
     compare.add_argument("--symbol", help="unified symbol, e.g. BTC/USD")
     compare.add_argument("--timeframe", help="e.g. 1h, 4h, 1d")
     compare.add_argument("--since", help="first candle, ISO-8601 UTC (exchange data)")
@@ -164,6 +174,14 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument(
         "--forecasts-out", type=Path, metavar="FILE.csv", help="write every forecast row"
     )
+    compare.add_argument(
+        "--bundle-out",
+        type=Path,
+        metavar="FILE.zip",
+        help="write the experiment bundle: settings, the candles with their SHA-256, "
+        "metrics, tests, forecasts and the app's settings, as the Compare page does but "
+        "without its charts; the app restores it, and --from-bundle reruns it",
+    )
     compare.add_argument("--quiet", action="store_true", help="no progress on stderr")
     compare.set_defaults(handler=_compare)
     return parser
@@ -182,6 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     progress = _Progress(enabled=False)
     try:
         args = parser.parse_args(argv)
+        args.argv = list(sys.argv[1:] if argv is None else argv)
         progress = args.progress = _Progress(
             enabled=not getattr(args, "quiet", True) and _is_terminal()
         )
@@ -330,9 +349,47 @@ def _forecast(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
+    from forecasting.bundle import experiment_bundle
+    from forecasting.experiment import dumps, run_experiment
+
+    if args.data is None and args.exchange is None and args.from_bundle is None:
+        raise _UsageError("one of the arguments --data --exchange is required (or --from-bundle)")
+    if args.from_bundle is not None:
+        candles, filled, source, selection, read_notes, settings = _from_bundle(args)
+    else:
+        filled = None
+        candles, source, selection, read_notes = _compare_data(args)
+        settings = _compare_settings(args)
+    progress = args.progress if args.progress.enabled else None
+    result = run_experiment(candles, settings, source=source, progress=progress, filled=filled)
+    args.progress.finish()
+    if args.forecasts_out:
+        args.forecasts_out.parent.mkdir(parents=True, exist_ok=True)
+        result.forecasts_table().to_csv(args.forecasts_out, index=False, lineterminator="\n")
+    if args.bundle_out:
+        args.bundle_out.parent.mkdir(parents=True, exist_ok=True)
+        args.bundle_out.write_bytes(
+            experiment_bundle(result, selection=selection, read_notes=read_notes)
+        )
+    if args.json:
+        document = result.to_json()
+        # How the file was read comes first, beside the experiment's own notes.
+        document["notes"] = [
+            *read_notes,
+            *(n for n in document.get("notes", []) if n not in read_notes),
+        ]
+        print(dumps(_finite(document)))
+    else:
+        for note in [*read_notes, *(n for n in result.notes if n not in read_notes)]:
+            _note(note)
+        sys.stdout.write(result.metrics.to_csv(lineterminator="\n"))
+    return EXIT_OK
+
+
+def _compare_data(args: argparse.Namespace) -> tuple[Any, dict, dict, list[str]]:
+    """The candles of ``--data`` or ``--exchange``, their source, the selection that
+    chose them and the notes on how they were read."""
     from forecasting.data import CandleCache, load_exchange_candles, read_ohlcv_csv
-    from forecasting.evaluation import BacktestSettings
-    from forecasting.experiment import ExperimentSettings, dumps, parse_models, run_experiment
     from forecasting.ohlcv import parse_time
 
     read_notes: list[str] = []
@@ -346,6 +403,7 @@ def _compare(args: argparse.Namespace) -> int:
             "format": getattr(data, "format", "CSV"),
             "timeframe": getattr(data, "timeframe", None),
         }
+        selection = {**source, "calendar": getattr(data, "calendar", "24/7")}
     else:
         if not args.symbol or not args.timeframe:
             raise _UsageError("--exchange needs --symbol and --timeframe")
@@ -364,6 +422,18 @@ def _compare(args: argparse.Namespace) -> int:
             "symbol": args.symbol,
             "timeframe": args.timeframe,
         }
+        selection = {**source, "since": args.since, "until": args.until}
+    if len(candles):
+        selection.update(start=candles.index[0].date(), end=candles.index[-1].date())
+    selection["fill_gaps"] = False
+    return candles, source, selection, read_notes
+
+
+def _compare_settings(args: argparse.Namespace) -> Any:
+    from forecasting.evaluation import BacktestSettings
+    from forecasting.experiment import ExperimentSettings, parse_models
+    from forecasting.ohlcv import parse_time
+
     model_settings = _json_object(args.settings, "--settings") or {}
     settings = ExperimentSettings(
         models=parse_models(args.models),
@@ -381,25 +451,65 @@ def _compare(args: argparse.Namespace) -> int:
         seeds=_seeds(args.seeds),
     )
     settings.seed_list()  # a bad --seeds fails here, before any data is fitted
-    progress = args.progress if args.progress.enabled else None
-    result = run_experiment(candles, settings, source=source, progress=progress)
-    args.progress.finish()
-    if args.forecasts_out:
-        args.forecasts_out.parent.mkdir(parents=True, exist_ok=True)
-        result.forecasts_table().to_csv(args.forecasts_out, index=False, lineterminator="\n")
-    if args.json:
-        document = result.to_json()
-        # How the file was read comes first, beside the experiment's own notes.
-        document["notes"] = [
-            *read_notes,
-            *(n for n in document.get("notes", []) if n not in read_notes),
-        ]
-        print(dumps(_finite(document)))
-    else:
-        for note in [*read_notes, *(n for n in result.notes if n not in read_notes)]:
-            _note(note)
-        sys.stdout.write(result.metrics.to_csv(lineterminator="\n"))
-    return EXIT_OK
+    return settings
+
+
+# Flags --from-bundle refuses: the bundle holds the data, and its experiment is rerun as it was.
+_BUNDLE_DATA_FLAGS = ("symbol", "timeframe", "since", "until", "exchange_config", "cache_dir")
+_BUNDLE_SETTING_FLAGS = (
+    "models", "horizon", "folds", "test_size", "test_start", "stride", "window", "seed",
+    "seeds", "loss", "settings",
+)  # fmt: skip
+
+
+def _from_bundle(args: argparse.Namespace) -> tuple[Any, Any, dict, dict, list[str], Any]:
+    """The candles, filled open times, source, selection, read notes and settings of a
+    bundle, refusing flags that would change them."""
+    from forecasting.bundle import read_bundle_data, read_bundle_experiment
+
+    given = _given_flags(args.argv)
+    for names, why in (
+        (_BUNDLE_DATA_FLAGS, "takes the data from the bundle"),
+        (_BUNDLE_SETTING_FLAGS, "reruns the bundle's experiment with its own settings"),
+    ):
+        clash = [name for name in names if name in given]
+        if clash:
+            flags = ", ".join("--" + name.replace("_", "-") for name in clash)
+            raise _UsageError(
+                f"--from-bundle {why}: drop {flags} (or run compare on --data with them)"
+            )
+    raw = args.from_bundle.read_bytes()
+    settings = read_bundle_experiment(raw)
+    data = read_bundle_data(raw)
+    if data is None:
+        raise _UsageError(
+            f"{args.from_bundle.name} carries no candles (it was written before bundles "
+            "carried their data): rerun it with --data or --exchange and its settings"
+        )
+    settings.seed_list()
+    return (
+        data.candles,
+        data.filled,
+        data.source,
+        data.selection,
+        list(data.read_notes),
+        settings,
+    )
+
+
+def _given_flags(argv: Sequence[str]) -> set[str]:
+    """The ``compare`` flags given on the command line (their destinations), however
+    abbreviated, whether or not their value equals the default."""
+    parser = build_parser()
+    commands = next(
+        action for action in parser._actions if isinstance(action, argparse._SubParsersAction)
+    )
+    for action in commands.choices["compare"]._actions:
+        action.default = argparse.SUPPRESS
+        action.required = False
+    for group in commands.choices["compare"]._mutually_exclusive_groups:
+        group.required = False
+    return set(vars(parser.parse_args(argv))) - {"command", "handler"}
 
 
 def _finite(document: dict[str, Any]) -> dict[str, Any]:

@@ -205,6 +205,10 @@ class ExperimentResult:
     data: dict[str, Any]
     verdict: dict[str, Verdict] = field(default_factory=dict)
     undefined: dict[str, dict[str, str]] = field(default_factory=dict)
+    candles: pd.DataFrame | None = field(default=None, repr=False, compare=False)
+    """The candles the experiment ran on (a bundle carries them)."""
+    filled: pd.DatetimeIndex | None = field(default=None, repr=False, compare=False)
+    """Open times of the candles that were filled in, not traded."""
 
     @property
     def notes(self) -> list[str]:
@@ -403,6 +407,8 @@ def run_experiment(
         data=data,
         verdict=verdicts(backtest, loss=settings.loss),
         undefined=_with_overflow(undefined_metrics(backtest), metrics),
+        candles=candles,
+        filled=filled,
     )
 
 

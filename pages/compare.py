@@ -30,7 +30,9 @@ with st.expander("Restore settings from an experiment bundle"):
         type=["zip"],
         key="bundle_upload",
         on_change=settings.restore_uploaded_bundle,
-        help="Only the settings are read back (as JSON text); nothing in the file is run.",
+        help="The settings (JSON text) and the candles the experiment ran on (a table of "
+        "numbers, checked against its SHA-256) are read back and become the data here, "
+        "with no network; nothing in the file is run.",
     )
 settings.bundle_notice()
 
@@ -105,7 +107,7 @@ limits_problem = budget.limits()[1]
 if limits_problem:
     text.warning("{problem}", problem=limits_problem)
 try:
-    if run:
+    if run or st.session_state.get("rerun_compare"):
         cancel = st.empty()
         cancel.button("Cancel", icon=":material/stop_circle:", key="cancel_compare")
         result = runs.run_comparison(dataset, experiment)
@@ -115,6 +117,30 @@ try:
 except ForecastingError as exc:
     text.error("{problem}", problem=exc)
     st.stop()
+# The last results shown, with the data they were computed on and the link and settings
+# that reproduce them: when the sidebar selects other data, they stay, marked stale.
+LAST = "_compare_last"
+stale = False
+if result is not None:
+    st.session_state[LAST] = state.ShownResult(
+        result,
+        dataset,
+        settings.share_link(dataset.selection),
+        settings.bundle_files(dataset.selection),
+    )
+    shown = st.session_state[LAST]
+else:
+    shown = state.stale_result(st.session_state.get(LAST), selection)
+    if shown is not None:
+        stale = True
+        result, dataset, experiment = shown.result, shown.dataset, shown.result.settings
+        text.warning(
+            "These results are stale: they were computed on {described}, and the sidebar now "
+            "selects other data. The link and the bundle below reproduce them as shown.",
+            described=state.describe(dataset),
+            icon=":material/history:",
+        )
+        st.button("Rerun on the current selection", key="rerun_compare", icon=":material/refresh:")
 if result is None:
     if st.session_state.pop("cancel_compare", False):
         st.warning("The comparison was cancelled. Press **Run comparison** to start again.")
@@ -153,7 +179,7 @@ figures = {
         title=f"Next {experiment.backtest.horizon} candles, every model refitted on all data",
     ),
 }
-if state.not_the_selection(dataset, selection):
+if not stale and state.not_the_selection(dataset, selection):
     text.warning(
         "The sidebar's selection did not load, so these results and the link below are for "
         "the data shown ({label}), not for the selection. Fix the selection and press **Run "
@@ -161,7 +187,7 @@ if state.not_the_selection(dataset, selection):
         label=dataset.label,
     )
 st.caption("Link that reproduces this experiment (copy it with the button on the right):")
-st.code(settings.share_link(dataset.selection), language=None)
+st.code(shown.link, language=None)
 state.chart(figures["backtest"], key="backtest_chart")
 
 st.subheader("Metrics")
@@ -236,11 +262,12 @@ downloads[1].download_button(
     icon=":material/download:",
 )
 # The settings are read now, in the page's run: the bundle itself is made when it is
-# downloaded, outside any run, where the session's state cannot be read.
-bundle_settings = settings.bundle_files(dataset.selection)
+# downloaded, outside any run, where the session's state cannot be read. It carries the
+# candles the results were computed on (the result holds them).
+bundle_selection = state.bundle_selection(dataset)
 downloads[2].download_button(
     "Experiment bundle (zip)",
-    lambda: experiment_bundle(result, figures, extra_files=bundle_settings),
+    lambda: experiment_bundle(result, figures, extra_files=shown.files, selection=bundle_selection),
     "experiment.zip",
     "application/zip",
     icon=":material/folder_zip:",

@@ -15,8 +15,8 @@ from typing import Any
 import streamlit as st
 
 import forecasting as fc
-from forecasting.bundle import SETTINGS_ENTRY, read_bundle_settings
-from ui import sharing, text
+from forecasting.bundle import SETTINGS_ENTRY, read_bundle_data, read_bundle_settings
+from ui import sharing, state, text
 from ui.state import utc_today
 
 # --- settings that outlive their page --------------------------------------------------
@@ -168,16 +168,31 @@ def bundle_files(data: Any = None) -> dict[str, str]:
 
 
 def restore_uploaded_bundle() -> None:
-    """Upload callback: restore the bundle's settings before the page is drawn again."""
+    """Upload callback: restore the bundle's settings and data before the page is drawn
+    again."""
     upload = st.session_state.get("bundle_upload")
     if upload is None:
         return
     try:
-        refused = restore_from_bundle(upload.getvalue())
+        refused, restored = restore_from_bundle(upload.getvalue(), name=upload.name)
     except fc.ForecastingError as exc:
         st.session_state["_bundle_message"] = ("error", text.markup("{problem}", problem=exc))
         return
-    message = text.markup("Settings restored from the bundle. Press **Run comparison** to run it.")
+    if restored is None:
+        message = text.markup(
+            "Settings restored from the bundle. It carries no candles (it was made before "
+            "bundles did), so the sidebar's data is used. Press **Run comparison** to run it."
+        )
+    else:
+        candles = restored.candles
+        message = text.markup(
+            "Settings and data restored from the bundle: {count:,} candles from {first} to "
+            "{last}, checked against their SHA-256, used as they are (no network, no "
+            "original file). Press **Run comparison** to rerun the experiment.",
+            count=len(candles),
+            first=f"{candles.index[0]:%Y-%m-%d}",
+            last=f"{candles.index[-1]:%Y-%m-%d}",
+        )
     if refused:
         message = text.markup(
             "{message} Not restored (invalid): {refused}",
@@ -196,22 +211,42 @@ def bundle_notice() -> None:
         (text.error if kind == "error" else text.success)("{message}", message=message)
 
 
-def restore_from_bundle(data: bytes) -> list[str]:
-    """Apply the settings saved in an experiment bundle; returns what was refused.
+def restore_from_bundle(data: bytes, *, name: str = "experiment.zip") -> tuple[list[str], Any]:
+    """Apply the settings saved in an experiment bundle and make the candles it carries the
+    data of its selection; returns what was refused, and the restored
+    :class:`ui.state.Dataset` (``None`` for a bundle without candles).
 
-    Only ``app_settings.json`` is read, as JSON text, and every value goes through the
-    same validation as a link: nothing in a bundle is executed or unpickled.
+    Only ``app_settings.json`` and ``data.json`` are read, as JSON text, and
+    ``candles.parquet`` as plain columns of numbers checked against the SHA-256 in
+    ``data.json``; every setting goes through the same validation as a link. Nothing in
+    a bundle is executed or unpickled, and nothing is changed when any of it is refused.
 
     Raises
     ------
     DataFormatError
-        When the file is not a bundle this app wrote (see
-        :func:`forecasting.bundle.read_bundle_settings`).
+        When the file is not a bundle this app wrote, or its candles do not match their
+        SHA-256 (see :mod:`forecasting.bundle`).
     """
     document = read_bundle_settings(data)
+    carried = read_bundle_data(data)
     values, refused = sharing.parse_all({str(k): str(v) for k, v in document.items()})
+    if carried is not None:
+        # The selection recorded beside the candles fills what the settings lack; the
+        # dates default to the candles' own span.
+        span = {"start": carried.candles.index[0].date(), "end": carried.candles.index[-1].date()}
+        for key in sharing.SIDEBAR:
+            if key in values:
+                continue
+            recorded = carried.selection.get(key, span.get(key))
+            if recorded not in (None, ""):
+                try:
+                    values[key] = sharing.parse(key, sharing.serialize(recorded))
+                except ValueError:
+                    continue
     apply_values(values)
-    return refused
+    st.session_state.pop(state.RESTORED, None)
+    restored = None if carried is None else state.restore_bundle_data(carried, name)
+    return refused, restored
 
 
 def keep_widgets() -> None:

@@ -34,6 +34,7 @@ import pandas as pd
 import streamlit as st
 
 import forecasting as fc
+from forecasting import bundle as fc_bundle
 from forecasting.data.csvfile import MAX_CSV_BYTES
 from forecasting.data.duplicates import duplicate_conflicts
 from forecasting.data.quality import dropped_nonpositive, notices
@@ -90,6 +91,10 @@ class Dataset:
     """Pairs of candles that shared an open time with different values, and which won."""
     selection: Selection | None = None
     """The selection these candles were loaded for (a link to them carries it)."""
+    file: str = ""
+    """The uploaded file's name (CSV data)."""
+    file_format: str = ""
+    """The layout the file was read as (CSV data)."""
 
     @property
     def traded(self) -> pd.DataFrame:
@@ -261,11 +266,12 @@ def sidebar() -> Selection:
             exchange, symbol, timeframe = "", "", ""
             st.file_uploader(
                 "OHLCV file (CSV)",
-                type=["csv", "txt"],
+                type=["csv", "txt", "zip", "gz", "bz2", "xz"],
                 key="csv_file",
                 max_upload_size=MAX_CSV_BYTES // 1_048_576,  # the same limit as the reader
                 on_change=_show_whole_file,
-                help="A header row with timestamp (or date), open, high, low, close, volume. "
+                help="A header row with timestamp (or date), open, high, low, close, volume, "
+                "or a Binance or CryptoDataDownload file as downloaded (a zip of one CSV too). "
                 "ISO dates or epoch seconds/milliseconds; other columns are ignored. "
                 "10 MB at most.",
             )
@@ -295,8 +301,11 @@ def _exchange_pickers(default_symbol: str) -> tuple[str, str, str]:
         help="Any exchange ccxt supports that serves candles. Binance refuses US-hosted "
         "servers (HTTP 451), Streamlit Community Cloud included.",
     )
+    restored = state.get(RESTORED)
     try:
-        listed = symbols(exchange)
+        # The candles of a restored bundle need no market list: no request for them.
+        from_bundle = restored is not None and restored.selection.exchange == exchange
+        listed = [] if from_bundle else symbols(exchange)
     except fc.ForecastingError as exc:
         text.warning(
             "Could not list the symbols of {exchange}: {problem}", exchange=exchange, problem=exc
@@ -352,8 +361,11 @@ def _show_whole_source() -> None:
 
 
 def _show_whole_file() -> None:
-    """Upload callback: a new file is shown whole, from its first candle to its last."""
+    """Upload callback: a new file is shown whole, from its first candle to its last
+    (and replaces the candles of a restored bundle)."""
     upload = st.session_state.get("csv_file")
+    if st.session_state.get(RESTORED) is not None and st.session_state[RESTORED].source == "csv":
+        del st.session_state[RESTORED]
     if upload is None:
         return
     try:
@@ -393,11 +405,17 @@ def _date_range_picker(today: dt.date) -> tuple[dt.date, dt.date]:
 def load_dataset(selection: Selection, *, progress: Any = None) -> Dataset:
     """Candles for a selection (exchange through the Parquet cache, CSV, or sample).
 
+    The candles restored from an experiment bundle stand in for their selection, with no
+    network and no file, for as long as that selection is the sidebar's.
+
     Raises
     ------
     ForecastingError
         Whatever stopped the data from loading, with a message for the user.
     """
+    restored = st.session_state.get(RESTORED)
+    if restored is not None and restored.selection == selection:
+        return restored
     if selection.source == "sample":
         dataset = Dataset(
             candles=fc.load_sample(),
@@ -415,6 +433,8 @@ def load_dataset(selection: Selection, *, progress: Any = None) -> Dataset:
         dataset = Dataset(
             candles=parsed.candles,
             label=f"{upload.name} ({parsed.format}, {parsed.timeframe})",
+            file=upload.name,
+            file_format=parsed.format,
             notes=parsed.notes,
             conflicts=duplicate_conflicts(parsed.candles),
             notices=notices(parsed.candles),
@@ -483,6 +503,117 @@ def _clip_and_fill(dataset: Dataset, selection: Selection, *, clip: bool = True)
     if selection.fill_gaps:
         candles, filled = fc.fill_gaps(candles, dataset.timeframe, calendar=dataset.calendar)
     return replace(dataset, candles=candles, filled=filled, selection=selection)
+
+
+# --- data restored from an experiment bundle ----------------------------------------------
+
+#: Session key of the dataset restored from a bundle (see :func:`restore_bundle_data`).
+RESTORED = "_bundle_dataset"
+
+
+def restore_bundle_data(data: fc_bundle.BundleData, name: str) -> Dataset:
+    """Make a bundle's candles the data of the sidebar's selection, as the bundle's
+    settings have just set it (see :func:`ui.settings.apply_values`): until the sidebar
+    selects something else, pages use these candles, with no network and no file."""
+    state = st.session_state
+    chosen = data.selection
+    source = state.get("source", "sample")
+    start, end = state.get("_last_range", (data.candles.index[0].date(), utc_today()))
+    fill = bool(state.get("fill_gaps", False))
+    if source == "exchange":
+        selection = Selection(
+            source,
+            str(state.get("exchange", "")),
+            str(state.get("symbol", "")).strip(),
+            str(state.get("timeframe", "")),
+            start,
+            end,
+            fill,
+        )
+    elif source == "csv":
+        selection = Selection("csv", "", "", "", start, end, fill)
+    else:
+        selection = Selection("sample", "", "", SAMPLE_TIMEFRAME, start, end, fill)
+    timeframe = str(data.source.get("timeframe") or chosen.get("timeframe") or SAMPLE_TIMEFRAME)
+    calendar = chosen.get("calendar") or (SAMPLE_CALENDAR if source == "sample" else "24/7")
+    dataset = Dataset(
+        candles=data.candles,
+        label=f"{_bundle_label(data, timeframe)} · restored from the bundle {name[:60]} "
+        f"(SHA-256 {data.sha256[:12]}…, checked)",
+        timeframe=timeframe,
+        calendar=calendar if calendar in ("24/7", "business") else "24/7",
+        source=source,
+        filled=data.filled if len(data.filled) else None,
+        nonpositive=dropped_nonpositive(data.candles),
+        selection=selection,
+        notes=data.read_notes,
+        file=str(chosen.get("file", ""))[:200],
+        file_format=str(chosen.get("format", ""))[:80],
+    )
+    state[RESTORED] = dataset
+    return dataset
+
+
+def _bundle_label(data: fc_bundle.BundleData, timeframe: str) -> str:
+    source, chosen = data.source, data.selection
+    if source.get("label"):
+        return str(source["label"])[:200]
+    if source.get("source") == "csv":
+        file = chosen.get("file") or source.get("file") or "CSV file"
+        return f"{file} ({chosen.get('format') or source.get('format')}, {timeframe})"
+    if source.get("source") == "exchange":
+        return f"{source.get('exchange')} · {source.get('symbol')} · {timeframe}"
+    return fc.SAMPLE_LABEL
+
+
+@dataclass(frozen=True)
+class ShownResult:
+    """An experiment's result with the data it was computed on, and the link and bundle
+    settings that reproduce it (taken when it was computed)."""
+
+    result: Any
+    dataset: Dataset
+    link: str
+    files: Mapping[str, str]
+
+
+def stale_result(last: ShownResult | None, selection: Selection) -> ShownResult | None:
+    """``last`` when it was computed on another selection than ``selection`` (the sidebar
+    moved since), else ``None``."""
+    if last is None or last.dataset.selection is None or last.dataset.selection == selection:
+        return None
+    return last
+
+
+def describe(dataset: Dataset) -> str:
+    """The data in words: its label, its dates and whether gaps were filled."""
+    candles = dataset.candles
+    words = (
+        f"{dataset.label}, {len(candles):,} candles from {candles.index[0]:%Y-%m-%d} "
+        f"to {candles.index[-1]:%Y-%m-%d}"
+    )
+    if dataset.selection is not None and dataset.selection.fill_gaps:
+        words += ", gaps filled"
+    return words
+
+
+def bundle_selection(dataset: Dataset) -> dict[str, Any]:
+    """What chose ``dataset``'s candles, as an experiment bundle records it."""
+    chosen = dataset.selection
+    out: dict[str, Any] = {"source": dataset.source, "timeframe": dataset.timeframe}
+    if chosen is not None:
+        out.update(
+            source=chosen.source,
+            start=chosen.start,
+            end=chosen.end,
+            fill_gaps=chosen.fill_gaps,
+        )
+        if chosen.source == "exchange":
+            out.update(exchange=chosen.exchange, symbol=chosen.symbol)
+    if dataset.file:
+        out.update(file=dataset.file, format=dataset.file_format)
+    out["calendar"] = dataset.calendar
+    return out
 
 
 def hidden_notice(dataset: Dataset) -> None:
