@@ -184,6 +184,81 @@ def build_parser() -> argparse.ArgumentParser:
     )
     compare.add_argument("--quiet", action="store_true", help="no progress on stderr")
     compare.set_defaults(handler=_compare)
+
+    live = commands.add_parser(
+        "live",
+        help="forecast from each candle as it closes into the ledger; score forecasts once "
+        "their candle has closed",
+    )
+    live.add_argument("--exchange", required=True, help="ccxt exchange id, e.g. bitstamp")
+    live.add_argument("--symbol", required=True, help="unified symbol, e.g. BTC/USD")
+    live.add_argument("--timeframe", required=True, help="e.g. 1h, 4h, 1d")
+    live.add_argument(
+        "--models",
+        default="naive",
+        help=f"comma-separated (naive is always tracked): {','.join(_MODEL_NAMES)}",
+    )
+    live.add_argument(
+        "--horizon",
+        type=_ranged(HORIZON),
+        default=7,
+        help=f"candles ahead, {HORIZON.lo:g} to {HORIZON.hi:g} (default 7)",
+    )
+    live.add_argument(
+        "--settings",
+        metavar="JSON",
+        help='per-model settings, as for compare, e.g. \'{"lstm": {"epochs": 10}}\'',
+    )
+    live.add_argument("--seed", type=_ranged(SEED), default=42, help="seed for LSTM and Prophet")
+    live.add_argument(
+        "--ledger", type=Path, help="ledger file (default: ledger.sqlite3 in the cache folder)"
+    )
+    live.add_argument(
+        "--refit-every",
+        type=_positive,
+        metavar="N",
+        help="candles between LSTM refits (default: a day of intraday candles, a week of "
+        "daily ones); the other models are fitted every round",
+    )
+    live.add_argument(
+        "--history",
+        type=_positive,
+        default=1000,
+        metavar="N",
+        help="closed candles loaded and fitted on (default 1000)",
+    )
+    live.add_argument("--exchange-config", metavar="JSON", help="as for fetch")
+    live.add_argument("--cache-dir", type=Path, help="candle cache folder")
+    live.add_argument("--once", action="store_true", help="one round, then exit (for cron)")
+    live.add_argument("--json", action="store_true", help="each round's report as a JSON line")
+    live.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    live.set_defaults(handler=_live)
+
+    ledger = commands.add_parser(
+        "ledger", help="the live ledger's track record: scored forecasts, metrics and verdict"
+    )
+    ledger.add_argument(
+        "--ledger", type=Path, help="ledger file (default: ledger.sqlite3 in the cache folder)"
+    )
+    ledger.add_argument("--cache-dir", type=Path, help="cache folder of the default ledger")
+    ledger.add_argument("--exchange", help="the series' exchange (needed when it holds several)")
+    ledger.add_argument("--symbol", help="the series' symbol")
+    ledger.add_argument("--timeframe", help="the series' timeframe")
+    ledger.add_argument(
+        "--loss",
+        choices=("absolute", "squared"),
+        default="absolute",
+        help="the one loss of the verdict and the Diebold-Mariano tests (default absolute)",
+    )
+    ledger.add_argument(
+        "--tolerance-ms",
+        type=int,
+        metavar="MS",
+        help="the timing check: how long after its origin closed a forecast may have been "
+        "written (default: one timeframe, until its first target closed)",
+    )
+    ledger.add_argument("--json", action="store_true", help="print the JSON report")
+    ledger.set_defaults(handler=_ledger)
     return parser
 
 
@@ -566,6 +641,176 @@ def _note(text: str) -> None:
     # Notes go to stderr, so that stdout stays the CSV or JSON a script reads.
     if text:
         print("note: " + " ".join(text.split()), file=sys.stderr)
+
+
+def _positive(text: str) -> int:
+    """An argparse ``type`` for a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {shown(text)}")
+    return value
+
+
+def _live(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from forecasting.data import CandleCache
+    from forecasting.ledger import Ledger, default_ledger_path
+    from forecasting.live import run_forever, run_once
+
+    stop = threading.Event()
+    options: dict[str, Any] = {
+        "horizon": args.horizon,
+        "settings": _json_object(args.settings, "--settings") or {},
+        "seed": args.seed,
+        "cache": CandleCache(args.cache_dir) if args.cache_dir else None,
+        "config": _exchange_config(args.exchange_config),
+        "history": args.history,
+        "refit_every": args.refit_every,
+        "progress": args.progress if args.progress.enabled else None,
+        "should_stop": stop.is_set,
+    }
+
+    def show(report: Any) -> None:
+        args.progress.finish()
+        print(json.dumps(report.to_dict()) if args.json else report.summary(), flush=True)
+        for model, why in report.failed.items():
+            _note(f"{model} failed: {why}")
+
+    path = args.ledger or default_ledger_path(args.cache_dir)
+    with Ledger(path) as ledger:
+        if args.once:
+            report = run_once(
+                args.exchange, args.symbol, args.timeframe, args.models, ledger=ledger, **options
+            )
+            show(report)
+            # A model that failed fails the run, so that cron reports it.
+            return EXIT_ERROR if report.failed else EXIT_OK
+        # SIGTERM (a service manager, the Live page's Stop) ends the loop as Ctrl-C does:
+        # after the current write, with the tracker marked stopped.
+        previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        try:
+            run_forever(
+                args.exchange,
+                args.symbol,
+                args.timeframe,
+                args.models,
+                ledger=ledger,
+                stop=stop,
+                on_round=show,
+                on_error=lambda exc: _note(f"round failed, tried again later: {exc}"),
+                **options,
+            )
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+    return EXIT_OK
+
+
+def _ledger(args: argparse.Namespace) -> int:
+    from forecasting.experiment import dumps, scores_json
+    from forecasting.ledger import Ledger, default_ledger_path
+
+    path = args.ledger or default_ledger_path(args.cache_dir)
+    if not Path(path).expanduser().is_file():
+        raise _UsageError(
+            f"There is no ledger at {path}: run `python -m forecasting live ...` first, or "
+            "pass --ledger FILE."
+        )
+    with Ledger(path) as ledger:
+        exchange, symbol, timeframe = _ledger_series(ledger, args)
+        series = {"exchange": exchange, "symbol": symbol, "timeframe": timeframe}
+        if exchange is None:
+            document: dict[str, Any] = {"ledger": str(path), "series": None}
+            document.update(
+                metrics={}, by_horizon={}, dm_tests=[], verdict={}, pairs=None, undefined={}
+            )
+            document.update(counts={}, waiting=0, trackers=[], late=[])
+            document["notes"] = ["The ledger holds no forecasts yet."]
+        else:
+            backtest = ledger.backtest(exchange, symbol, timeframe)
+            document = {"ledger": str(path), "series": series}
+            document.update(scores_json(backtest, loss=args.loss))
+            counts = ledger.counts(exchange, symbol, timeframe)
+            document["counts"] = {
+                model: {key: int(value) for key, value in row.items()}
+                for model, row in counts.to_dict(orient="index").items()
+            }
+            document["waiting"] = int(counts["waiting"].sum()) if len(counts) else 0
+            trackers = ledger.trackers(exchange, symbol, timeframe)
+            document["trackers"] = [
+                {
+                    "id": row["id"],
+                    "models": list(row["models"]),
+                    "mode": row.get("mode"),
+                    "host": row.get("host"),
+                    "pid": row.get("pid"),
+                    "state": row["state"],
+                }
+                for row in trackers.to_dict(orient="records")
+            ]
+            late = ledger.check(
+                args.tolerance_ms, exchange=exchange, symbol=symbol, timeframe=timeframe
+            )
+            document["late"] = [
+                {
+                    "model": row["model"],
+                    "origin": _iso_ms(int(row["origin_ms"])),
+                    "target": _iso_ms(int(row["target_ms"])),
+                    "made_at": _iso_ms(int(row["made_at_ms"])),
+                    "problem": row["problem"],
+                }
+                for row in late.to_dict(orient="records")
+            ]
+            notes = [n for model_notes in backtest.notes.values() for n in model_notes]
+            if late.empty:
+                notes.append(
+                    "Timing check: no forecast was written after its first target candle closed."
+                )
+            else:
+                notes.append(
+                    f"Timing check: {len(late)} forecasts were not written in time (see late)."
+                )
+            document["notes"] = list(dict.fromkeys(notes))
+    if args.json:
+        print(dumps(_finite(document)))
+        return EXIT_OK
+    for note in document["notes"]:
+        _note(note)
+    import pandas as pd
+
+    table = pd.DataFrame.from_dict(document["metrics"], orient="index")
+    sys.stdout.write(table.rename_axis("model").to_csv(lineterminator="\n"))
+    return EXIT_OK
+
+
+def _ledger_series(
+    ledger: Any, args: argparse.Namespace
+) -> tuple[str | None, str | None, str | None]:
+    """The one series the flags name in the ledger (all ``None`` when it is empty)."""
+    every = ledger.forecasts()[["exchange", "symbol", "timeframe"]].drop_duplicates()
+    for name in ("exchange", "symbol", "timeframe"):
+        value = getattr(args, name)
+        if value is not None:
+            every = every[every[name] == value]
+    rows = list(every.itertuples(index=False, name=None))
+    if len(rows) == 1:
+        return rows[0]
+    if not rows:
+        if any(getattr(args, name) for name in ("exchange", "symbol", "timeframe")):
+            raise _UsageError(
+                "The ledger holds no forecasts for that series: run `python -m forecasting "
+                "live` for it first, or check --exchange, --symbol and --timeframe."
+            )
+        return None, None, None
+    listed = ", ".join(" ".join(row) for row in rows[:5])
+    raise _UsageError(
+        f"The ledger holds {len(rows)} series ({listed}): choose one with --exchange, "
+        "--symbol and --timeframe."
+    )
 
 
 def _seeds(text: str | None) -> int | tuple[int, ...]:

@@ -49,6 +49,7 @@ __all__ = [
     "dumps",
     "parse_models",
     "run_experiment",
+    "scores_json",
 ]
 
 DEFAULT_MODELS: tuple[str, ...] = (
@@ -267,20 +268,25 @@ class ExperimentResult:
         """The ``compare --json`` document."""
         # to_dict(orient="index") keeps each column's type; iterrows would turn a row of
         # mixed columns into floats, and counts (n, direction_calls) would read 39.0.
-        by_horizon: dict[str, dict[str, Any]] = {}
-        for (model, step), row in self.by_horizon.to_dict(orient="index").items():
-            by_horizon.setdefault(model, {})[str(step)] = _clean(row)
+        scores = _scores_document(
+            self.metrics,
+            self.by_horizon,
+            self.dm_tests,
+            self.verdict,
+            self.backtest,
+            self.undefined,
+        )
         return {
             "settings": self.settings.to_dict(),
             "data": self.data,
-            "metrics": {m: _clean(r) for m, r in self.metrics.to_dict(orient="index").items()},
-            "by_horizon": by_horizon,
-            "dm_tests": [_clean(r) for r in self.dm_tests.to_dict(orient="records")],
+            "metrics": scores["metrics"],
+            "by_horizon": scores["by_horizon"],
+            "dm_tests": scores["dm_tests"],
             "copy_check": {m: _clean(r) for m, r in self.copy.to_dict(orient="index").items()},
             "future": {alias: f.to_records() for alias, f in self.future.items()},
-            "verdict": {name: v.to_dict() for name, v in self.verdict.items()},
-            "pairs": self.backtest.pairs.to_dict() if self.backtest.pairs else None,
-            "undefined": self.undefined,
+            "verdict": scores["verdict"],
+            "pairs": scores["pairs"],
+            "undefined": scores["undefined"],
             "notes": self.notes,
         }
 
@@ -291,6 +297,48 @@ class ExperimentResult:
         for column in ("cutoff", "origin", "timestamp"):
             table[column] = table[column].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
         return table
+
+
+def scores_json(backtest: Backtest, *, loss: str = "absolute") -> dict[str, Any]:
+    """The scores of any backtest as ``compare --json`` gives them, by the same code.
+
+    For forecasts made elsewhere (the live ledger's, see
+    :meth:`forecasting.ledger.Ledger.backtest`): ``metrics`` (pooled, one object per
+    model), ``by_horizon``, ``dm_tests``, ``verdict`` (against naive, with ``loss``),
+    ``pairs`` and ``undefined``, with the keys and meaning of ``compare --json``.
+    """
+    if loss not in LOSSES:
+        raise ConfigurationError(f"The loss is {loss!r}; use one of {', '.join(LOSSES)}.")
+    metrics = score(backtest)
+    return _scores_document(
+        metrics,
+        score_by_horizon(backtest),
+        dm_table(backtest, loss=loss),
+        verdicts(backtest, loss=loss),
+        backtest,
+        _with_overflow(undefined_metrics(backtest), metrics),
+    )
+
+
+def _scores_document(
+    metrics: pd.DataFrame,
+    by_horizon: pd.DataFrame,
+    dm_tests: pd.DataFrame,
+    verdict: Mapping[str, Verdict],
+    backtest: Backtest,
+    undefined: dict[str, dict[str, str]],
+) -> dict[str, Any]:
+    steps: dict[str, dict[str, Any]] = {}
+    for (model, step), row in by_horizon.to_dict(orient="index").items():
+        steps.setdefault(model, {})[str(step)] = _clean(row)
+    return {
+        "metrics": {m: _clean(r) for m, r in metrics.to_dict(orient="index").items()},
+        "by_horizon": steps,
+        "dm_tests": [_clean(r) for r in dm_tests.to_dict(orient="records")],
+        "verdict": {name: v.to_dict() for name, v in verdict.items()},
+        "pairs": backtest.pairs.to_dict() if backtest.pairs else None,
+        "undefined": undefined,
+    }
 
 
 def data_hash(candles: pd.DataFrame) -> str:

@@ -358,7 +358,10 @@ def test_bundle_holds_the_same_numbers(result) -> None:
 
     with zipfile.ZipFile(io.BytesIO(data)) as archive:
         assert json.loads(archive.read("settings.json")) == document["settings"]
-        assert json.loads(archive.read("data.json")) == document["data"]
+        recorded = json.loads(archive.read("data.json"))
+        # The experiment's data record, and beside it how to read the candles it carries.
+        assert {key: recorded[key] for key in document["data"]} == document["data"]
+        assert recorded["candles_file"] == "candles.parquet"
         metrics = pd.read_csv(io.BytesIO(archive.read("metrics.csv")), index_col="model")
         forecasts = pd.read_csv(io.BytesIO(archive.read("forecasts.csv")))
         dm = pd.read_csv(io.BytesIO(archive.read("dm_tests.csv")))
