@@ -187,6 +187,12 @@ if not stale and state.not_the_selection(dataset, selection):
         label=dataset.label,
     )
 st.caption("Link that reproduces this experiment (copy it with the button on the right):")
+# Streamlit shows a code block's copy button on hover only: keep the link's in sight (a
+# style-only st.html takes no room; it applies while this page is shown).
+st.html(
+    "<style>[data-testid='stCode'] > div:has(button)"
+    " { opacity: 1 !important; visibility: visible !important; }</style>"
+)
 st.code(shown.link, language=None)
 state.chart(figures["backtest"], key="backtest_chart")
 
@@ -198,9 +204,12 @@ st.caption(
     "multi-step errors at later, higher prices make even naive's MASE exceed 1 on long "
     "histories, so **against naive** is the verdict above. The directional p-value tests "
     "whether the called and the actual direction are related (Fisher's exact test per step on "
-    "origins whose moves do not overlap, Bonferroni over the steps)."
+    "origins whose moves do not overlap, Bonferroni over the steps). **mae_vs_naive** is the "
+    "MAE over naive's on the same pairs (below 1 beats naive); **n** counts the forecasts."
 )
-st.table(runs.metrics_view(result.metrics, result.verdict))
+st.table(runs.metrics_view(result.metrics, result.verdict, columns=runs.KEY_METRICS))
+with st.expander("All metrics"):
+    st.table(runs.metrics_view(result.metrics, result.verdict))
 for model, row in result.copy.iterrows():
     if model == "naive":
         continue  # the benchmark itself
@@ -245,7 +254,32 @@ state.chart(figures["residuals"], key="residual_histogram", into=right)
 state.chart(figures["residual_acf"], key="residual_acf", into=left)
 with right:
     st.subheader("Copies the last price?")
-    st.dataframe(result.copy, column_config={"copies_last": "copies last"})
+    # Short labels and the fixed rules under the table: it fits its half of the page.
+    st.dataframe(
+        result.copy,
+        column_order=["copies_last", "relative_move", "change_correlation", "level_correlation"],
+        column_config={
+            "copies_last": st.column_config.CheckboxColumn("copies last"),
+            "relative_move": st.column_config.NumberColumn(
+                "moves",
+                help="Mean absolute forecast change over mean absolute price change",
+                format="percent",
+            ),
+            "change_correlation": st.column_config.NumberColumn(
+                "change corr.",
+                help="Correlation of forecast changes with price changes from the origin",
+                format="%.2f",
+            ),
+            "level_correlation": st.column_config.NumberColumn(
+                "level corr.",
+                help="Correlation of the forecast with the close at the origin",
+                format="%.2f",
+            ),
+        },
+    )
+    rules = result.copy["by_definition"]
+    for model, rule in rules[rules != ""].items():
+        text.caption("**{model}** is by definition {rule}.", model=model, rule=rule)
 
 st.subheader("The future")
 state.chart(figures["future"], key="future_chart")

@@ -32,7 +32,8 @@ text.caption(
 )
 state.chart(feature_chart(dataset.candles.loc[features.index], features), key="features")
 
-left, right = st.columns([3, 2])
+# The audit needs about 3/7 of the page beside the sidebar to show its columns whole.
+left, right = st.columns([4, 3])
 with left:
     st.subheader("Correlations")
     state.chart(correlation_heatmap(features), key="correlations")
@@ -51,7 +52,29 @@ with right:
             prefixes=int(audit["prefixes"].iloc[0]),
         )
     else:
-        st.error("Some columns change when later candles arrive: they leak the future.")
-    st.dataframe(audit, hide_index=True)
+        text.error(
+            "Some columns change when later candles arrive ({prefixes} prefixes): they leak "
+            "the future.",
+            prefixes=int(audit["prefixes"].iloc[0]),
+        )
+    # Short labels and narrow columns: the table fits its column beside the sidebar.
+    st.dataframe(
+        audit,
+        hide_index=True,
+        column_order=["column", "passed", "max_difference", "first_difference"],
+        column_config={
+            "column": st.column_config.TextColumn("column"),
+            "passed": st.column_config.CheckboxColumn("passed", width="small"),
+            "max_difference": st.column_config.NumberColumn(
+                "max diff.",
+                help="The largest relative change of a value when later candles are added",
+                format="%.2g",
+                width="small",
+            ),
+            "first_difference": st.column_config.Column(
+                "first diff.", help="The first candle whose value changed", width="small"
+            ),
+        },
+    )
 
 settings.keep_widgets()

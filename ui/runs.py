@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -442,18 +442,31 @@ def cost_caption(dataset: Dataset, settings: ExperimentSettings) -> str:
 GOOD = "font-weight: bold; color: #26a69a"
 
 
-def metrics_view(metrics: pd.DataFrame, verdict: Mapping[str, Any]) -> Any:
+# The columns the Metrics caption says to read, first and on their own: a table of every
+# metric is wider than the page beside the sidebar, and its last columns were out of sight.
+KEY_METRICS = ("mae_vs_naive", "against naive", "n", "mae")
+
+
+def metrics_view(
+    metrics: pd.DataFrame, verdict: Mapping[str, Any], columns: Sequence[str] | None = None
+) -> Any:
     """The metrics table for display, read against naive by the experiment's verdict.
 
-    The best value per column is in bold, except for the interval's width: the
-    narrowest interval is not the best when it covers less than its level, so the
-    interval score (which charges for every miss) picks the best interval instead.
-    Undefined values read "undefined"; an unbounded interval's width "unbounded".
+    The key columns come first (``KEY_METRICS``: the ratio to naive's MAE, the verdict's
+    reading, the number of forecasts, the MAE), then every other metric; ``columns`` keeps
+    only those (in that order). The best value per column is in bold, except for the
+    interval's width: the narrowest interval is not the best when it covers less than its
+    level, so the interval score (which charges for every miss) picks the best interval
+    instead. Undefined values read "undefined"; an unbounded interval's width "unbounded".
     """
     table = metrics.drop(columns=["direction_calls"]).copy()
     table.insert(0, "MASE < 1", table["mase"] < 1)
     readings = {model: found.reading for model, found in verdict.items() if model in table.index}
     table.insert(0, "against naive", [readings.get(m, "—") for m in table.index])
+    first = [c for c in KEY_METRICS if c in table.columns]
+    table = table[first + [c for c in table.columns if c not in first]]
+    if columns is not None:
+        table = table[list(columns)]
     lower_is_better = ["mae", "rmse", "mape", "smape", "mase", "mae_vs_naive", "interval_score"]
 
     def number(value: Any) -> str:
@@ -463,9 +476,14 @@ def metrics_view(metrics: pd.DataFrame, verdict: Mapping[str, Any]) -> Any:
 
     numeric = [c for c in table.columns if c not in ("against naive", "MASE < 1", "n")]
     styled = table.style.format(number, subset=numeric, na_rep="—")
-    finite = [c for c in lower_is_better if np.isfinite(table[c].to_numpy(dtype=float)).any()]
+    finite = [
+        c
+        for c in lower_is_better
+        if c in table.columns and np.isfinite(table[c].to_numpy(dtype=float)).any()
+    ]
     styled = styled.highlight_min(subset=finite, props=GOOD)
-    styled = styled.highlight_max(subset=["directional_accuracy"], props=GOOD)
+    if "directional_accuracy" in table.columns:
+        styled = styled.highlight_max(subset=["directional_accuracy"], props=GOOD)
     return styled
 
 

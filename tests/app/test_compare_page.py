@@ -45,7 +45,11 @@ def test_compare_page_runs_and_reports(app_env):
     assert any(
         phrase in lines[1] for phrase in ("better than naive", "worse than naive", "from naive")
     )
-    metrics = app.table[0].value
+    # The key columns first and on their own; every metric under "All metrics".
+    assert list(app.table[0].value.columns) == ["mae_vs_naive", "against naive", "n", "mae"]
+    assert any(e.label == "All metrics" for e in app.expander)
+    metrics = app.table[1].value
+    assert list(metrics.columns[:4]) == ["mae_vs_naive", "against naive", "n", "mae"]
     assert list(metrics.index) == ["naive", "drift", "lstm"]
     assert {"against naive", "MASE < 1", "interval_score"} <= set(metrics.columns)
     assert metrics.loc["naive", "against naive"] == "—"  # naive is not judged against itself

@@ -29,8 +29,13 @@ def test_compare_deep_link_runs_and_shows_metrics(browser_page, streamlit_url):
     assert page.get_by_text("absolute error ratio").first.is_visible()
     text = table.inner_text()
     assert "against naive" in text
-    assert "interval_score" in text
-    assert "mase" in text
+    assert "mae_vs_naive" in text
+    # The other metrics are behind "All metrics".
+    page.get_by_text("All metrics").first.click()
+    every = page.locator("[data-testid='stTable']").nth(1)
+    every.wait_for(timeout=30_000)
+    assert "interval_score" in every.inner_text()
+    assert "mase" in every.inner_text()
     for model in ("naive", "drift", "moving_average"):
         assert page.get_by_text(model).first.is_visible()
     assert page.get_by_text("at the 5 % level").first.is_visible()
