@@ -113,62 +113,10 @@ def build_parser() -> argparse.ArgumentParser:
     compare = commands.add_parser(
         "compare", help="walk-forward backtest of several models on the same folds"
     )
-    # Not required as a group: "one of --data --exchange" is checked in _compare, so the
-    # message scripts know stays as it was with --from-bundle beside them.
-    source = compare.add_mutually_exclusive_group()
-    source.add_argument("--data", type=Path, help="OHLCV CSV file")
-    source.add_argument("--exchange", help="ccxt exchange id (with --symbol and --timeframe)")
-    source.add_argument(
-        "--from-bundle",
-        type=Path,
-        metavar="FILE.zip",
-        help="rerun the experiment of a bundle (from --bundle-out or the app's Compare page) "
-        "on the candles it carries, with its settings: no network, no original file; the "
-        "settings and data flags are refused",
-    )
-    compare.add_argument("--symbol", help="unified symbol, e.g. BTC/USD")
-    compare.add_argument("--timeframe", help="e.g. 1h, 4h, 1d")
-    compare.add_argument("--since", help="first candle, ISO-8601 UTC (exchange data)")
-    compare.add_argument("--until", help="end, exclusive, ISO-8601 UTC (exchange data)")
-    compare.add_argument("--exchange-config", metavar="JSON", help="as for fetch")
-    compare.add_argument("--cache-dir", type=Path, help="candle cache folder")
-    compare.add_argument("--models", help=f"comma-separated, default all: {','.join(_MODEL_NAMES)}")
-    compare.add_argument(
-        "--horizon",
-        type=_ranged(HORIZON),
-        default=7,
-        help=f"candles ahead, {HORIZON.lo:g} to {HORIZON.hi:g} (default 7)",
-    )
-    compare.add_argument("--folds", type=int, default=3, help="folds (default 3)")
-    compare.add_argument(
-        "--test-size", type=int, default=120, help="candles in the test period (default 120)"
-    )
-    compare.add_argument(
-        "--test-start", help="first candle of the test period, ISO-8601 (instead of --test-size)"
-    )
-    compare.add_argument(
-        "--stride", type=int, default=3, help="candles between origins (default 3)"
-    )
-    compare.add_argument(
-        "--window", type=int, help="rolling training window in candles (default: expanding)"
-    )
-    compare.add_argument("--seed", type=_ranged(SEED), default=42, help="seed for LSTM and Prophet")
-    compare.add_argument(
-        "--seeds",
-        metavar="N|LIST",
-        help="seeds the LSTM runs: a count N (seed, seed+1, ...) or a list such as 42,7,99; "
-        "the verdict holds only if it holds for each (default 1)",
-    )
-    compare.add_argument(
-        "--loss",
-        choices=("absolute", "squared"),
-        default="absolute",
-        help="the one loss of the verdict and the Diebold-Mariano tests (default absolute)",
-    )
-    compare.add_argument(
-        "--settings",
-        metavar="JSON",
-        help='per-model settings, e.g. \'{"lstm": {"epochs": 10}, "prophet": {}}\'',
+    _experiment_flags(
+        compare,
+        bundle_help="rerun the experiment of a bundle (from --bundle-out or the app's Compare "
+        "page)",
     )
     compare.add_argument("--json", action="store_true", help="print the JSON report")
     compare.add_argument(
@@ -184,6 +132,89 @@ def build_parser() -> argparse.ArgumentParser:
     )
     compare.add_argument("--quiet", action="store_true", help="no progress on stderr")
     compare.set_defaults(handler=_compare)
+
+    backtest = commands.add_parser(
+        "backtest",
+        help="trade each model's walk-forward forecasts: a strategy backtest after costs, "
+        "beside buy-and-hold",
+    )
+    _experiment_flags(
+        backtest,
+        bundle_help="backtest the strategy on the experiment of a bundle (from --bundle-out or "
+        "the app's Compare page)",
+    )
+    backtest.add_argument(
+        "--threshold",
+        type=float,
+        default=1.0,
+        help="how far the forecast return must be from 0 to take a position, in "
+        "--threshold-unit (default 1: one round-trip cost)",
+    )
+    backtest.add_argument(
+        "--threshold-unit",
+        choices=("fees", "bps"),
+        default="fees",
+        help="fees: multiples of the round-trip cost 2 x (fee + slippage); bps: basis points "
+        "of return (default fees)",
+    )
+    backtest.add_argument(
+        "--fee-bps",
+        type=float,
+        help="fee per side in basis points (default: the exchange's taker fee from ccxt where "
+        "known, else 10)",
+    )
+    backtest.add_argument(
+        "--slippage-bps", type=float, default=0.0, help="slippage per side, bp (default 0)"
+    )
+    backtest.add_argument(
+        "--allow-short", action="store_true", help="go short on a forecast fall (else flat)"
+    )
+    backtest.add_argument(
+        "--entry",
+        choices=("close", "next_open"),
+        default="close",
+        help="enter at the origin's close (default) or at the next candle's open",
+    )
+    backtest.add_argument(
+        "--signal-horizon",
+        type=int,
+        metavar="K",
+        help="candles ahead whose forecast makes the signal (default: the stride, at most "
+        "the horizon)",
+    )
+    backtest.add_argument(
+        "--sizing",
+        choices=("fixed", "vol_target"),
+        default="fixed",
+        help="fixed fraction (default) or a volatility target",
+    )
+    backtest.add_argument(
+        "--fraction", type=float, default=1.0, help="largest position, share of equity"
+    )
+    backtest.add_argument(
+        "--vol-target",
+        type=float,
+        default=0.4,
+        help="annualised volatility aimed at with --sizing vol_target (default 0.4)",
+    )
+    backtest.add_argument(
+        "--settings-tried",
+        type=_positive,
+        default=1,
+        metavar="N",
+        help="strategy settings tried on these forecasts so far: the significance check "
+        "deflates for models x N trials (default 1)",
+    )
+    backtest.add_argument("--json", action="store_true", help="print the JSON report")
+    backtest.add_argument(
+        "--positions-out",
+        type=Path,
+        metavar="FILE.csv",
+        help="write one row per model and candle held: timestamp, model, signal_origin, "
+        "position, fee, return, equity",
+    )
+    backtest.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    backtest.set_defaults(handler=_backtest)
 
     live = commands.add_parser(
         "live",
@@ -260,6 +291,65 @@ def build_parser() -> argparse.ArgumentParser:
     ledger.add_argument("--json", action="store_true", help="print the JSON report")
     ledger.set_defaults(handler=_ledger)
     return parser
+
+
+def _experiment_flags(parser: argparse.ArgumentParser, *, bundle_help: str) -> None:
+    """The data, model and walk-forward flags of ``compare``, shared by ``backtest``."""
+    # Not required as a group: "one of --data --exchange" is checked in _compare, so the
+    # message scripts know stays as it was with --from-bundle beside them.
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--data", type=Path, help="OHLCV CSV file")
+    source.add_argument("--exchange", help="ccxt exchange id (with --symbol and --timeframe)")
+    source.add_argument(
+        "--from-bundle",
+        type=Path,
+        metavar="FILE.zip",
+        help=bundle_help + " "
+        "on the candles it carries, with its settings: no network, no original file; the "
+        "settings and data flags are refused",
+    )
+    parser.add_argument("--symbol", help="unified symbol, e.g. BTC/USD")
+    parser.add_argument("--timeframe", help="e.g. 1h, 4h, 1d")
+    parser.add_argument("--since", help="first candle, ISO-8601 UTC (exchange data)")
+    parser.add_argument("--until", help="end, exclusive, ISO-8601 UTC (exchange data)")
+    parser.add_argument("--exchange-config", metavar="JSON", help="as for fetch")
+    parser.add_argument("--cache-dir", type=Path, help="candle cache folder")
+    parser.add_argument("--models", help=f"comma-separated, default all: {','.join(_MODEL_NAMES)}")
+    parser.add_argument(
+        "--horizon",
+        type=_ranged(HORIZON),
+        default=7,
+        help=f"candles ahead, {HORIZON.lo:g} to {HORIZON.hi:g} (default 7)",
+    )
+    parser.add_argument("--folds", type=int, default=3, help="folds (default 3)")
+    parser.add_argument(
+        "--test-size", type=int, default=120, help="candles in the test period (default 120)"
+    )
+    parser.add_argument(
+        "--test-start", help="first candle of the test period, ISO-8601 (instead of --test-size)"
+    )
+    parser.add_argument("--stride", type=int, default=3, help="candles between origins (default 3)")
+    parser.add_argument(
+        "--window", type=int, help="rolling training window in candles (default: expanding)"
+    )
+    parser.add_argument("--seed", type=_ranged(SEED), default=42, help="seed for LSTM and Prophet")
+    parser.add_argument(
+        "--seeds",
+        metavar="N|LIST",
+        help="seeds the LSTM runs: a count N (seed, seed+1, ...) or a list such as 42,7,99; "
+        "the verdict holds only if it holds for each (default 1)",
+    )
+    parser.add_argument(
+        "--loss",
+        choices=("absolute", "squared"),
+        default="absolute",
+        help="the one loss of the verdict and the Diebold-Mariano tests (default absolute)",
+    )
+    parser.add_argument(
+        "--settings",
+        metavar="JSON",
+        help='per-model settings, e.g. \'{"lstm": {"epochs": 10}, "prophet": {}}\'',
+    )
 
 
 _MODEL_NAMES = ("naive", "drift", "seasonal_naive", "moving_average", "prophet", "lstm")
@@ -425,19 +515,9 @@ def _forecast(args: argparse.Namespace) -> int:
 
 def _compare(args: argparse.Namespace) -> int:
     from forecasting.bundle import experiment_bundle
-    from forecasting.experiment import dumps, run_experiment
+    from forecasting.experiment import dumps
 
-    if args.data is None and args.exchange is None and args.from_bundle is None:
-        raise _UsageError("one of the arguments --data --exchange is required (or --from-bundle)")
-    if args.from_bundle is not None:
-        candles, filled, source, selection, read_notes, settings = _from_bundle(args)
-    else:
-        filled = None
-        candles, source, selection, read_notes = _compare_data(args)
-        settings = _compare_settings(args)
-    progress = args.progress if args.progress.enabled else None
-    result = run_experiment(candles, settings, source=source, progress=progress, filled=filled)
-    args.progress.finish()
+    result, selection, read_notes = _experiment(args, future=True)
     if args.forecasts_out:
         args.forecasts_out.parent.mkdir(parents=True, exist_ok=True)
         result.forecasts_table().to_csv(args.forecasts_out, index=False, lineterminator="\n")
@@ -459,6 +539,113 @@ def _compare(args: argparse.Namespace) -> int:
             _note(note)
         sys.stdout.write(result.metrics.to_csv(lineterminator="\n"))
     return EXIT_OK
+
+
+def _experiment(args: argparse.Namespace, *, future: bool) -> tuple[Any, dict, list[str]]:
+    """The walk-forward experiment of the data, model and walk-forward flags (or of a
+    bundle): the result, the data selection and the notes on how the data were read."""
+    from forecasting.experiment import run_experiment
+
+    if args.data is None and args.exchange is None and args.from_bundle is None:
+        raise _UsageError("one of the arguments --data --exchange is required (or --from-bundle)")
+    if args.from_bundle is not None:
+        candles, filled, source, selection, read_notes, settings = _from_bundle(args)
+    else:
+        filled = None
+        candles, source, selection, read_notes = _compare_data(args)
+        settings = _compare_settings(args)
+    progress = args.progress if args.progress.enabled else None
+    result = run_experiment(
+        candles, settings, source=source, progress=progress, filled=filled, future=future
+    )
+    args.progress.finish()
+    return result, selection, read_notes
+
+
+def _backtest(args: argparse.Namespace) -> int:
+    from forecasting.experiment import dumps
+    from forecasting.strategy import StrategySettings, run_strategy
+
+    fee, fee_note = args.fee_bps, None
+    if fee is None:
+        fee, fee_note = _default_fee(args)
+    settings = StrategySettings(
+        horizon=args.signal_horizon,
+        threshold=args.threshold,
+        threshold_unit=args.threshold_unit,
+        allow_short=args.allow_short,
+        fee_bps=fee,
+        slippage_bps=args.slippage_bps,
+        entry=args.entry,
+        sizing=args.sizing,
+        fraction=args.fraction,
+        vol_target=args.vol_target,
+    )
+    result, _, read_notes = _experiment(args, future=False)
+    strategy = run_strategy(
+        result.backtest, result.candles, settings, settings_tried=args.settings_tried
+    )
+    if args.positions_out:
+        args.positions_out.parent.mkdir(parents=True, exist_ok=True)
+        strategy.positions_table().to_csv(args.positions_out, index=False, lineterminator="\n")
+    notes = list(dict.fromkeys([*read_notes, *([fee_note] if fee_note else []), *strategy.notes]))
+    if args.json:
+        document = strategy.to_json()
+        print(
+            dumps(
+                _finite(
+                    {
+                        "settings": document["settings"],
+                        "data": result.data,
+                        "timing": TIMING,
+                        "horizon": document["horizon"],
+                        "periods_per_year": document["periods_per_year"],
+                        "trials": document["trials"],
+                        "metrics": document["strategies"],
+                        "verdict": document["verdict"],
+                        "notes": notes,
+                    }
+                )
+            )
+        )
+    else:
+        for note in notes:
+            _note(note)
+        _note(strategy.verdict.sentence)
+        sys.stdout.write(strategy.metrics.rename_axis("strategy").to_csv(lineterminator="\n"))
+    return EXIT_OK
+
+
+# The timing convention, in every backtest report.
+TIMING = (
+    "The signal at origin t uses candles up to t's close; the position is entered at t's "
+    "close (or, with --entry next_open, at t+1's open) and earns from candle t+1 on; fees "
+    "and slippage are charged per side on every change of position."
+)
+
+
+def _default_fee(args: argparse.Namespace) -> tuple[float, str]:
+    """The exchange's taker fee from ccxt's market data where known, else 10 bp."""
+    from forecasting.data import create_exchange
+    from forecasting.strategy import taker_fee_bps
+
+    fallback = 10.0
+    if args.exchange is None or args.symbol is None:
+        return fallback, (
+            f"Fees: {fallback:g} bp per side (Binance's spot taker fee; the data name no "
+            "exchange). Set --fee-bps for yours."
+        )
+    client = create_exchange(args.exchange, _exchange_config(args.exchange_config))
+    taker = taker_fee_bps(client, args.symbol)
+    if taker is None:
+        return fallback, (
+            f"Fees: {fallback:g} bp per side ({args.exchange} publishes no taker fee for "
+            f"{args.symbol} in ccxt). Set --fee-bps for yours."
+        )
+    return taker, (
+        f"Fees: {taker:g} bp per side, {args.exchange}'s taker fee for {args.symbol} from "
+        "ccxt's market data (no volume tier or discount). Set --fee-bps for yours."
+    )
 
 
 def _compare_data(args: argparse.Namespace) -> tuple[Any, dict, dict, list[str]]:
@@ -551,7 +738,7 @@ def _from_bundle(args: argparse.Namespace) -> tuple[Any, Any, dict, dict, list[s
         if clash:
             flags = ", ".join("--" + name.replace("_", "-") for name in clash)
             raise _UsageError(
-                f"--from-bundle {why}: drop {flags} (or run compare on --data with them)"
+                f"--from-bundle {why}: drop {flags} (or run {args.command} on --data with them)"
             )
     raw = args.from_bundle.read_bytes()
     settings = read_bundle_experiment(raw)
@@ -573,17 +760,18 @@ def _from_bundle(args: argparse.Namespace) -> tuple[Any, Any, dict, dict, list[s
 
 
 def _given_flags(argv: Sequence[str]) -> set[str]:
-    """The ``compare`` flags given on the command line (their destinations), however
-    abbreviated, whether or not their value equals the default."""
+    """The flags given on the command line (their destinations), however abbreviated,
+    whether or not their value equals the default."""
     parser = build_parser()
     commands = next(
         action for action in parser._actions if isinstance(action, argparse._SubParsersAction)
     )
-    for action in commands.choices["compare"]._actions:
-        action.default = argparse.SUPPRESS
-        action.required = False
-    for group in commands.choices["compare"]._mutually_exclusive_groups:
-        group.required = False
+    for command in commands.choices.values():
+        for action in command._actions:
+            action.default = argparse.SUPPRESS
+            action.required = False
+        for group in command._mutually_exclusive_groups:
+            group.required = False
     return set(vars(parser.parse_args(argv))) - {"command", "handler"}
 
 
