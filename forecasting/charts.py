@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import zlib
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -17,8 +18,10 @@ __all__ = [
     "backtest_chart",
     "candlestick_chart",
     "correlation_heatmap",
+    "Fit",
     "error_ratio",
     "feature_chart",
+    "fit_window",
     "forecast_chart",
     "horizon_error_chart",
     "loss_chart",
@@ -64,6 +67,8 @@ def candlestick_chart(
     title: str = "",
     filled: pd.DatetimeIndex | None = None,
     gaps: pd.DataFrame | None = None,
+    window: tuple[pd.Timestamp, pd.Timestamp] | None = None,
+    select_to_zoom: bool = False,
 ) -> go.Figure:
     """Candlesticks over their volume, sharing a time axis with range buttons.
 
@@ -72,6 +77,11 @@ def candlestick_chart(
     to the candles it shows, and a double click returns to all. There is no range
     slider: it draws every trace a second time, which made a few thousand candles about
     three times slower to draw.
+
+    Plotly cannot fit the price axis to the candles a drag-zoom leaves in view (plotly.js
+    issue #1876). With ``select_to_zoom`` a drag across the chart selects a span of time
+    instead (plotly's zoom tool stays in the mode bar), for the app to draw the figure
+    again with that span as ``window``.
 
     Parameters
     ----------
@@ -84,6 +94,13 @@ def candlestick_chart(
         they are never mistaken for traded candles.
     gaps
         Missing-candle runs (``start``, ``end``) from the quality report, shaded.
+    window
+        A span of time (``start``, ``end``) to open on instead of the whole series, with
+        the price and volume axes fitted to the candles in it (:func:`fit_window`). A
+        span holding no candle is ignored: the chart opens on the whole series.
+    select_to_zoom
+        Dragging across the chart selects a span of time (plotly's box select, across
+        the whole height) instead of zooming.
     """
     figure = make_subplots(
         rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.03, row_heights=[0.75, 0.25]
@@ -185,7 +202,83 @@ def candlestick_chart(
     figure.update_yaxes(automargin=False)
     figure.update_yaxes(title_text="price", row=1, col=1)
     figure.update_yaxes(title_text="volume", row=2, col=1)
+    if select_to_zoom:
+        # "h": the box spans the whole height, so a drag picks a span of time only.
+        figure.update_layout(
+            dragmode="select",
+            selectdirection="h",
+            newselection={"line": {"color": "#9aa0aa", "dash": "dot", "width": 1}},
+        )
+    if window is not None:
+        _open_on(figure, candles, window)
     return figure
+
+
+def _open_on(
+    figure: go.Figure, candles: pd.DataFrame, window: tuple[pd.Timestamp, pd.Timestamp]
+) -> None:
+    """Set ``figure``'s axes to show ``window`` with the price and volume axes fitted to
+    its candles, unless it holds none."""
+    start, end = sorted(_naive_utc(pd.DatetimeIndex(window)))
+    fit = fit_window(candles, start, end)
+    if fit.price is None:
+        return
+    x = [_plotly_time(start), _plotly_time(end)]
+    figure.update_layout(
+        xaxis_range=x,
+        xaxis2_range=x,
+        yaxis_range=list(fit.price),
+        yaxis2_range=list(fit.volume),
+    )
+    # no range button shows this span: none is lit (plotly.js reads -1 as none)
+    figure.layout.updatemenus[0].active = -1
+
+
+class Fit(NamedTuple):
+    """The axis ranges that fit a span of candles (see :func:`fit_window`)."""
+
+    price: tuple[float, float] | None
+    """Lowest low to highest high with room either side; ``None`` when no candle (or no
+    price) is in the span."""
+    volume: tuple[float, float] | None
+    """Zero to the highest volume with room above; ``None`` when no candle is in it."""
+
+
+def fit_window(candles: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp) -> Fit:
+    """The price and volume axis ranges that fit the candles opening from ``start`` to
+    ``end`` (both included), so that a span of time shows its candles at full height.
+
+    The price range runs from the lowest low to the highest high of those candles, with
+    :data:`PRICE_PAD` of that spread added below and above; when the spread is zero (flat
+    candles) the room is 1 % of the price instead (1.0 at a price of zero), as plotly.js
+    cannot draw an empty range. The volume range runs from zero to the highest volume
+    with :data:`VOLUME_PAD` of it above (to 1.0 when every volume is zero).
+
+    Parameters
+    ----------
+    candles
+        An OHLCV frame.
+    start, end
+        The span; naive times are read as UTC, and the order of the two does not matter.
+    """
+    times = _naive_utc(candles.index)
+    start, end = sorted(_naive_utc(pd.DatetimeIndex([start, end])))
+    inside = candles[(times >= start) & (times <= end)]
+    if inside.empty:
+        return Fit(None, None)
+    low, high = float(inside["low"].min()), float(inside["high"].max())
+    price = None
+    if np.isfinite(low) and np.isfinite(high):
+        pad = PRICE_PAD * (high - low) or 0.01 * abs(high) or 1.0
+        price = (low - pad, high + pad)
+    volume = float(inside["volume"].max())
+    top = (1 + VOLUME_PAD) * volume if np.isfinite(volume) and volume > 0 else 1.0
+    return Fit(price, (0.0, top))
+
+
+def _naive_utc(index: pd.DatetimeIndex) -> pd.DatetimeIndex:
+    """``index`` in UTC without a time zone (naive times are taken as UTC already)."""
+    return index.tz_convert("UTC").tz_localize(None) if index.tz is not None else index
 
 
 def _times(index: pd.DatetimeIndex) -> np.ndarray:
@@ -313,14 +406,12 @@ def _visible_ranges(
     half = spacing / 2
     x = [_plotly_time(times[0] - half), _plotly_time(times[-1] + half)]
     ranges: dict[str, list | bool] = {"xaxis.range": x, "xaxis2.range": x}
-    low, high = float(candles["low"].min()), float(candles["high"].max())
-    if np.isfinite(low) and np.isfinite(high):
-        pad = PRICE_PAD * (high - low) or 0.01 * abs(high) or 1.0
-        ranges["yaxis.range"] = [low - pad, high + pad]
+    fit = fit_window(candles, times[0], times[-1])
+    if fit.price is not None:
+        ranges["yaxis.range"] = list(fit.price)
     else:  # no prices in view: leave the axis to plotly
         ranges["yaxis.autorange"] = True
-    volume = float(candles["volume"].max())
-    ranges["yaxis2.range"] = [0.0, (1 + VOLUME_PAD) * volume if volume > 0 else 1.0]
+    ranges["yaxis2.range"] = list(fit.volume or (0.0, 1.0))
     return ranges
 
 

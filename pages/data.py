@@ -40,13 +40,31 @@ text.caption(
     first=candles.index[0],
     last=candles.index[-1],
 )
+window = state.time_window("candles_chart", of=dataset.label)
 state.chart(
     candlestick_chart(
         candles,
         filled=dataset.filled,
         gaps=None if dataset.filled is not None else report.gaps.head(200),
+        window=window,
+        select_to_zoom=True,
     ),
     key="candles_chart",
+    on_select=state.zoom_to_box("candles_chart", of=dataset.label),
+)
+zoom_help, whole = st.columns([5, 1], vertical_alignment="center")
+zoom_help.caption(
+    "Drag across the chart to zoom; the price axis fits the candles shown. "
+    "*Whole series* zooms out. The zoom tool in the chart's toolbar zooms without "
+    "fitting the price axis."
+)
+whole.button(
+    "Whole series",
+    on_click=state.whole_series,
+    args=("candles_chart",),
+    disabled=window is None,
+    icon=":material/zoom_out_map:",
+    width="stretch",
 )
 
 for note in dataset.notes:

@@ -195,6 +195,131 @@ def test_range_buttons_with_a_flat_price_leave_room() -> None:
     assert ranges["yaxis.range"] == pytest.approx([4.95, 5.05])
 
 
+# --- zoom by box: the price axis fits the candles in a span of time ------------------
+
+
+def test_fit_window_fits_the_candles_of_the_span() -> None:
+    # The issue: zooming in time kept the whole series' price range (flat dashes). Candles
+    # 369 (2025-01-04) to 399 (2025-02-03) of the ramp: lows from 369, highs up to 401.
+    candles = _daily_ramp()
+    fit = charts.fit_window(
+        candles, pd.Timestamp("2025-01-04", tz="UTC"), pd.Timestamp("2025-02-03", tz="UTC")
+    )
+    # 5 % of the 32 between them either side; volume from zero to 399 with 10 % room
+    assert fit.price == pytest.approx((369 - 1.6, 401 + 1.6))
+    assert fit.volume == pytest.approx((0.0, 438.9))
+
+
+@pytest.mark.parametrize(
+    ("start", "end"),
+    [
+        ("2025-02-03", "2025-01-04"),  # dragged right to left
+        ("2025-01-04 00:00", "2025-02-03 00:00"),  # naive times are UTC
+        ("2025-01-03 23:00:00+00:00", "2025-02-03 12:00:00+00:00"),  # ends between candles
+    ],
+)
+def test_fit_window_reads_the_span_either_way(start: str, end: str) -> None:
+    fit = charts.fit_window(_daily_ramp(), pd.Timestamp(start), pd.Timestamp(end))
+    assert fit.price == pytest.approx((369 - 1.6, 401 + 1.6))
+
+
+def test_fit_window_without_candles_fits_nothing() -> None:
+    # a span inside a gap, or off the series
+    candles = _daily_ramp()
+    fit = charts.fit_window(
+        candles, pd.Timestamp("2030-01-01", tz="UTC"), pd.Timestamp("2030-02-01", tz="UTC")
+    )
+    assert fit == charts.Fit(None, None)
+
+
+def test_fit_window_leaves_room_around_flat_prices() -> None:
+    # equal lows and highs would make an empty range, which plotly.js cannot draw
+    candles = _daily_ramp().assign(high=5.0, low=5.0, open=5.0, close=5.0, volume=0.0)
+    fit = charts.fit_window(candles, candles.index[10], candles.index[20])
+    assert fit.price == pytest.approx((4.95, 5.05))
+    assert fit.volume == (0.0, 1.0)
+
+
+@st.composite
+def _candles_and_span(draw) -> tuple[pd.DataFrame, pd.Timestamp, pd.Timestamp]:
+    """Random candles and a span of time from before the first to after the last."""
+    candles = draw(_candles())
+    first, last = candles.index[0], candles.index[-1]
+    reach = (last - first) * 1.2 + pd.Timedelta(hours=1)
+    a, b = (first - reach / 10 + reach * draw(st.floats(0, 1)) for _ in range(2))
+    return candles, a, b
+
+
+@settings(max_examples=100, deadline=None)
+@given(_candles_and_span())
+def test_fit_window_holds_every_candle_of_the_span_and_no_more_than_the_pad(
+    drawn: tuple[pd.DataFrame, pd.Timestamp, pd.Timestamp],
+) -> None:
+    candles, a, b = drawn
+    fit = charts.fit_window(candles, a, b)
+    start, end = min(a, b), max(a, b)
+    shown = candles[(candles.index >= start) & (candles.index <= end)]
+    if shown.empty:
+        assert fit == charts.Fit(None, None)
+        return
+    low, high = fit.price
+    bottom, top = shown["low"].min(), shown["high"].max()
+    # every candle of the span lies inside the price range, with room to spare ...
+    assert (shown["low"] > low).all()
+    assert (shown["high"] < high).all()
+    # ... and the range is no wider than the candles' own plus the stated margin:
+    # PRICE_PAD of their spread either side (1 % of the price for flat candles)
+    margin = charts.PRICE_PAD * (top - bottom) or 0.01 * abs(top) or 1.0
+    assert low >= bottom - margin * (1 + 1e-9)
+    assert high <= top + margin * (1 + 1e-9)
+    # the volume axis starts at zero and holds every volume, with at most VOLUME_PAD room
+    assert fit.volume[0] == 0.0
+    assert (shown["volume"] <= fit.volume[1]).all()
+    assert fit.volume[1] <= max((1 + charts.VOLUME_PAD) * shown["volume"].max(), 1.0)
+
+
+@settings(max_examples=30, deadline=None)
+@given(_candles())
+def test_range_buttons_fit_as_fit_window_does(candles: pd.DataFrame) -> None:
+    # one fitting rule for the range buttons and for a box dragged across the chart
+    for label, ranges in _buttons(charts.candlestick_chart(candles)).items():
+        if label == "all":
+            continue
+        start, end = (pd.Timestamp(t, tz="UTC") for t in ranges["xaxis.range"])
+        fit = charts.fit_window(candles, start, end)
+        assert ranges["yaxis.range"] == list(fit.price)
+        assert ranges["yaxis2.range"] == list(fit.volume)
+
+
+def test_candlestick_chart_opens_on_a_window_with_fitted_axes() -> None:
+    candles = _daily_ramp()
+    start, end = pd.Timestamp("2025-01-04", tz="UTC"), pd.Timestamp("2025-02-03", tz="UTC")
+    layout = charts.candlestick_chart(candles, window=(start, end)).layout
+    assert list(layout.xaxis.range) == ["2025-01-04 00:00:00", "2025-02-03 00:00:00"]
+    assert layout.xaxis2.range == layout.xaxis.range
+    assert list(layout.yaxis.range) == pytest.approx([369 - 1.6, 401 + 1.6])
+    assert list(layout.yaxis2.range) == pytest.approx([0.0, 438.9])
+    # no range button shows that span, so none is lit ("all" would claim the whole series)
+    assert layout.updatemenus[0].active == -1
+
+
+def test_candlestick_chart_ignores_a_window_without_candles() -> None:
+    candles = _daily_ramp()
+    window = (pd.Timestamp("2030-01-01", tz="UTC"), pd.Timestamp("2030-02-01", tz="UTC"))
+    layout = charts.candlestick_chart(candles, window=window).layout
+    assert layout.xaxis.range is None
+    assert layout.yaxis.range is None
+    assert layout.updatemenus[0].active == len(layout.updatemenus[0].buttons) - 1
+
+
+def test_select_to_zoom_makes_a_drag_select_a_span_of_time() -> None:
+    layout = charts.candlestick_chart(_daily_ramp(), select_to_zoom=True).layout
+    assert layout.dragmode == "select"
+    assert layout.selectdirection == "h"  # the whole height: a span of time only
+    # without it the chart zooms on a drag, as every other chart does
+    assert charts.candlestick_chart(_daily_ramp()).layout.dragmode is None
+
+
 # --- model colours --------------------------------------------------------------------
 
 

@@ -684,15 +684,51 @@ def csv_bytes(candles: pd.DataFrame) -> bytes:
     return buffer.getvalue().encode()
 
 
-def chart(figure: Any, *, key: str, into: Any = None) -> None:
+def chart(figure: Any, *, key: str, into: Any = None, on_select: Any = None) -> None:
     """Draw a figure from :mod:`forecasting.charts` as it is, in ``into`` (default: the page).
 
     ``theme=None`` because the figures carry their own look (``charts.TEMPLATE``):
     Streamlit's theme rewrites every colour of the whole figure in the browser, twice on
     the first draw, which doubled the time to draw a few thousand candles and kept the
-    first page from answering clicks.
+    first page from answering clicks. ``on_select`` (a callback, see
+    :func:`zoom_to_box`) makes a box dragged across the chart reach the server.
     """
-    (into if into is not None else st).plotly_chart(figure, theme=None, key=key)
+    selecting = {} if on_select is None else {"on_select": on_select, "selection_mode": "box"}
+    (into if into is not None else st).plotly_chart(figure, theme=None, key=key, **selecting)
+
+
+def time_window(key: str, *, of: str) -> tuple[pd.Timestamp, pd.Timestamp] | None:
+    """The span of time a box dragged across chart ``key`` chose for the data labelled
+    ``of``, or ``None`` for the whole series (nothing chosen, or chosen on other data)."""
+    chosen = st.session_state.get(f"_window_{key}")
+    return chosen[1] if chosen is not None and chosen[0] == of else None
+
+
+def zoom_to_box(key: str, *, of: str) -> Any:
+    """A callback for :func:`chart` that keeps the time span of the box dragged across
+    chart ``key`` (data labelled ``of``) for :func:`time_window`; a cleared selection
+    (a double click) goes back to the whole series.
+
+    The span is kept apart from the chart's own selection because the chart is a new
+    widget, with no selection, once it is drawn again on that span.
+    """
+
+    def keep() -> None:
+        boxes = (st.session_state.get(key) or {}).get("selection", {}).get("box") or []
+        spans = [box["x"] for box in boxes if len(box.get("x") or ()) == 2]
+        if not spans:
+            whole_series(key)
+            return
+        start, end = sorted(pd.Timestamp(t, tz="UTC") for t in spans[-1])
+        if start < end:
+            st.session_state[f"_window_{key}"] = (of, (start, end))
+
+    return keep
+
+
+def whole_series(key: str) -> None:
+    """Forget the span chosen on chart ``key``: it shows the whole series again."""
+    st.session_state.pop(f"_window_{key}", None)
 
 
 def table(frame: pd.DataFrame, *, none: str = "None.", **kwargs: Any) -> None:
