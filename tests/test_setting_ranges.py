@@ -299,3 +299,68 @@ def test_every_value_a_link_can_set_is_accepted_by_the_library(name: str) -> Non
         values = [spec.lo, spec.hi, *rng.uniform(spec.lo, spec.hi, 20).tolist()]
     for value in values:
         assert SPEC_RANGES[name].contains(parse(name, serialize(value))), (name, value)
+
+
+# --- the Strategy page's settings ------------------------------------------------------------
+
+# Each strategy setting of the app's table and the StrategySettings field it sets.
+STRATEGY_FIELDS = {
+    f"strategy.{name}": name
+    for name in (
+        "threshold",
+        "threshold_unit",
+        "fee_bps",
+        "slippage_bps",
+        "allow_short",
+        "entry",
+        "sizing",
+        "fraction",
+        "vol_target",
+        "vol_lookback",
+    )
+}
+
+
+def test_every_strategy_setting_of_the_app_lies_within_the_library_range() -> None:
+    from forecasting.strategy import StrategySettings
+    from ui.sharing import SPECS
+
+    assert {n for n in SPECS if n.startswith("strategy.")} == set(STRATEGY_FIELDS)
+    for name, field in STRATEGY_FIELDS.items():
+        declared = StrategySettings.parameter_ranges[field]
+        spec = SPECS[name]
+        offered = [spec.default, *(spec.choices or ()), spec.lo, spec.hi]
+        for value in offered:
+            if value is not None:
+                assert declared.contains(value), (name, value, declared.describe())
+        # The library's own default is the page's.
+        assert spec.default == getattr(StrategySettings(), field), name
+
+
+@pytest.mark.parametrize("name", sorted(STRATEGY_FIELDS))
+def test_every_strategy_value_a_link_can_set_builds_the_strategy(name: str) -> None:
+    """Property over the table: parse() gives only values StrategySettings accepts, and
+    refuses values beyond the bounds, not finite, or of the wrong kind."""
+    from forecasting.strategy import StrategySettings
+    from ui.sharing import SPECS, parse, serialize
+
+    spec = SPECS[name]
+    rng = np.random.default_rng(11)
+    if spec.choices is not None:
+        values = list(spec.choices)
+    elif isinstance(spec.default, bool):
+        values = [False, True]
+    elif isinstance(spec.default, int):
+        values = [spec.lo, spec.hi, *rng.integers(spec.lo, spec.hi + 1, 20).tolist()]
+    else:
+        values = [spec.lo, spec.hi, *rng.uniform(spec.lo, spec.hi, 20).tolist()]
+    field = STRATEGY_FIELDS[name]
+    for value in values:
+        parsed = parse(name, serialize(value))
+        assert getattr(StrategySettings(**{field: parsed}), field) == parsed
+    refused = ["nan", "inf", "-inf", "x", ""]
+    if spec.lo is not None:
+        refused += [serialize(spec.lo - 1), serialize(spec.hi + 1)]
+    for text in refused:
+        with pytest.raises(ValueError, match="must be"):
+            parse(name, text)

@@ -31,6 +31,7 @@ from forecasting.features import DEFAULT_FEATURES, FEATURE_KINDS
 from forecasting.models import LSTM, ProphetModel
 from forecasting.ohlcv import timeframe_seconds
 from forecasting.ranges import HORIZON, LEVEL, SEED, Range
+from forecasting.strategy import StrategySettings
 
 __all__ = ["SIDEBAR", "SPECS", "Spec", "parse", "serialize"]
 
@@ -95,6 +96,7 @@ def _chosen(default: Any, declared: Range, choices: tuple | None = None) -> Spec
 
 _LSTM = LSTM.parameter_ranges
 _PROPHET = ProphetModel.parameter_ranges
+_STRATEGY = StrategySettings.parameter_ranges
 
 SPECS: dict[str, Spec] = {
     "horizon": _bounded(7, HORIZON, hi=60),  # the page's picker offers up to 60
@@ -136,6 +138,18 @@ SPECS: dict[str, Spec] = {
     "features.kinds": Spec(
         [spec.kind for spec in DEFAULT_FEATURES], choices=tuple(FEATURE_KINDS), many=True
     ),
+    # The Strategy page's rules and costs. Floats throughout (a number input refuses mixed
+    # types); 10 bp is the library's default fee, Binance's spot taker fee.
+    "strategy.threshold": _bounded(1.0, _STRATEGY["threshold"], lo=0.0, hi=1000.0),
+    "strategy.threshold_unit": _chosen("fees", _STRATEGY["threshold_unit"]),
+    "strategy.fee_bps": _bounded(10.0, _STRATEGY["fee_bps"], lo=0.0, hi=1000.0),
+    "strategy.slippage_bps": _bounded(0.0, _STRATEGY["slippage_bps"], lo=0.0, hi=1000.0),
+    "strategy.allow_short": Spec(False),
+    "strategy.entry": _chosen("close", _STRATEGY["entry"]),
+    "strategy.sizing": _chosen("fixed", _STRATEGY["sizing"]),
+    "strategy.fraction": _bounded(1.0, _STRATEGY["fraction"], lo=0.01, hi=1.0),
+    "strategy.vol_target": _bounded(0.4, _STRATEGY["vol_target"], lo=0.01, hi=10.0),
+    "strategy.vol_lookback": _bounded(30, _STRATEGY["vol_lookback"]),
 }
 for _kind, _info in FEATURE_KINDS.items():
     for _name, _default, _range in zip(

@@ -37,6 +37,13 @@ LINK = {
     "features.kinds": "rsi,sma,bollinger",
     "features.sma.window": "50",
     "features.bollinger.std": "2.5",
+    "strategy.threshold": "0.5",
+    "strategy.threshold_unit": "bps",
+    "strategy.fee_bps": "5.5",
+    "strategy.allow_short": "true",
+    "strategy.entry": "next_open",
+    "strategy.sizing": "vol_target",
+    "strategy.vol_lookback": "20",
 }
 
 
@@ -88,11 +95,18 @@ def shown(kind: str, widget):
     return widget.value
 
 
-@pytest.mark.parametrize("page", ["pages/features.py", "pages/models.py", "pages/compare.py"])
+PAGES = ["pages/features.py", "pages/models.py", "pages/compare.py", "pages/strategy.py"]
+
+
+@pytest.mark.parametrize("page", PAGES)
 def test_setting_widgets_fall_back_to_the_kept_value_and_offer_the_declared_range(app_env, page):
     app = AppTest.from_file(APP, default_timeout=180)
     app.query_params = dict(LINK)
     app.run()
+    if page == "pages/strategy.py":
+        # The Strategy page draws its form over a comparison (naive and drift, linked).
+        app.switch_page("pages/compare.py").run()
+        app.get("form_submit_button")[0].click().run()
     app.switch_page(page).run()
     assert not app.exception
     seen = set()
@@ -114,3 +128,6 @@ def test_setting_widgets_fall_back_to_the_kept_value_and_offer_the_declared_rang
         assert {"lstm.units", "lstm.dropout", "prophet.weekly", "level"} <= seen
     if page == "pages/compare.py":
         assert {"compare.folds", "compare.loss", "compare.test_start", "horizon"} <= seen
+    if page == "pages/strategy.py":
+        strategy = {name for name in sharing.SPECS if name.startswith("strategy.")}
+        assert strategy == seen
