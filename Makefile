@@ -6,7 +6,21 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: run dev test lint format bench clean
+.PHONY: run dev test lint format bench clean engines
+
+# The optional engines environment (NautilusTrader) needs Python 3.12 or newer, which the app's
+# venv may not have: it lives in its own venv, used only by subprocesses. ENGINES_PYTHON prints
+# the newest such interpreter found on PATH or in pyenv, or nothing.
+ENGINES_VENV ?= .venv-engines
+ENGINES_PYTHON ?= \
+	for c in python3.14 python3.13 python3.12; do \
+		$$c -c 'import sys; assert sys.version_info >= (3, 12); print(sys.executable)' \
+			2>/dev/null && exit 0; \
+	done; \
+	for v in $$(pyenv versions --bare 2>/dev/null | grep -E '^3\.(1[2-9])(\.[0-9]+)?$$' | sort -rV); do \
+		PYENV_VERSION=$$v pyenv exec python -c 'import sys; print(sys.executable)' \
+			2>/dev/null && exit 0; \
+	done
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,7 +42,7 @@ run: $(VENV)/.app-installed
 dev: $(VENV)/.app-installed
 	$(BIN)/streamlit run app.py --server.fileWatcherType auto --server.runOnSave true
 
-test: $(VENV)/.dev-installed
+test: $(VENV)/.dev-installed engines
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
@@ -45,5 +59,22 @@ bench: $(VENV)/.dev-installed
 	$(BIN)/python bench/models_bench.py
 	$(BIN)/python bench/experiment_bench.py
 
+# Installs once (stamp file); without a Python >= 3.12 it says so and succeeds, and the tests
+# that need NautilusTrader skip with that reason.
+engines: $(ENGINES_VENV)/.engines-installed
+
+$(ENGINES_VENV)/.engines-installed: requirements-engines.txt
+	@py=$$($(ENGINES_PYTHON)); \
+	if [ -z "$$py" ]; then \
+		echo "engines: no Python >= 3.12 found (python3.13, python3.12, pyenv); skipping NautilusTrader"; \
+		exit 0; \
+	fi; \
+	set -e; echo "engines: $$py -> $(ENGINES_VENV)"; \
+	rm -rf $(ENGINES_VENV); \
+	"$$py" -m venv $(ENGINES_VENV); \
+	$(ENGINES_VENV)/bin/python -m pip install --quiet --upgrade pip; \
+	$(ENGINES_VENV)/bin/python -m pip install --quiet -r requirements-engines.txt; \
+	touch $@
+
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(ENGINES_VENV) .pytest_cache .ruff_cache .hypothesis

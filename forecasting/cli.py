@@ -216,6 +216,44 @@ def build_parser() -> argparse.ArgumentParser:
     backtest.add_argument("--quiet", action="store_true", help="no progress on stderr")
     backtest.set_defaults(handler=_backtest)
 
+    nautilus = commands.add_parser(
+        "nautilus",
+        help="write (and with --run, run) a NautilusTrader project that trades a model's "
+        "walk-forward signals, to compare with our backtest",
+    )
+    _experiment_flags(
+        nautilus,
+        bundle_help="hand off the experiment of a bundle (from --bundle-out or the app's "
+        "Compare page)",
+        bundle_flags=("--bundle", "--from-bundle"),
+    )
+    nautilus.add_argument("--model", required=True, help="the model whose signals are traded")
+    nautilus.add_argument("--out", type=Path, help="project folder (default: ./nautilus-<model>)")
+    nautilus.add_argument(
+        "--run",
+        action="store_true",
+        help="run the project with NautilusTrader's BacktestEngine in its own environment "
+        "(make engines) and print its result beside ours",
+    )
+    nautilus.add_argument(
+        "--threshold", type=float, default=1.0, help="as for backtest (default 1)"
+    )
+    nautilus.add_argument(
+        "--threshold-unit", choices=("fees", "bps"), default="fees", help="as for backtest"
+    )
+    nautilus.add_argument(
+        "--fee-bps",
+        type=float,
+        help="fee per side in basis points (default: the exchange's taker fee where known, "
+        "else 10)",
+    )
+    nautilus.add_argument(
+        "--slippage-bps", type=float, default=0.0, help="slippage per side, bp (default 0)"
+    )
+    nautilus.add_argument("--json", action="store_true", help="print the JSON report")
+    nautilus.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    nautilus.set_defaults(handler=_nautilus)
+
     live = commands.add_parser(
         "live",
         help="forecast from each candle as it closes into the ledger; score forecasts once "
@@ -293,7 +331,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _experiment_flags(parser: argparse.ArgumentParser, *, bundle_help: str) -> None:
+def _experiment_flags(
+    parser: argparse.ArgumentParser,
+    *,
+    bundle_help: str,
+    bundle_flags: tuple[str, ...] = ("--from-bundle",),
+) -> None:
     """The data, model and walk-forward flags of ``compare``, shared by ``backtest``."""
     # Not required as a group: "one of --data --exchange" is checked in _compare, so the
     # message scripts know stays as it was with --from-bundle beside them.
@@ -301,7 +344,8 @@ def _experiment_flags(parser: argparse.ArgumentParser, *, bundle_help: str) -> N
     source.add_argument("--data", type=Path, help="OHLCV CSV file")
     source.add_argument("--exchange", help="ccxt exchange id (with --symbol and --timeframe)")
     source.add_argument(
-        "--from-bundle",
+        *bundle_flags,
+        dest="from_bundle",
         type=Path,
         metavar="FILE.zip",
         help=bundle_help + " "
@@ -613,6 +657,43 @@ def _backtest(args: argparse.Namespace) -> int:
             _note(note)
         _note(strategy.verdict.sentence)
         sys.stdout.write(strategy.metrics.rename_axis("strategy").to_csv(lineterminator="\n"))
+    return EXIT_OK
+
+
+def _nautilus(args: argparse.Namespace) -> int:
+    from forecasting.nautilus import run_project, write_project
+    from forecasting.strategy import StrategySettings
+
+    fee, fee_note = args.fee_bps, None
+    if fee is None:
+        fee, fee_note = _default_fee(args)
+    settings = StrategySettings(
+        threshold=args.threshold,
+        threshold_unit=args.threshold_unit,
+        fee_bps=fee,
+        slippage_bps=args.slippage_bps,
+    )
+    result, _, read_notes = _experiment(args, future=False)
+    out = args.out or Path(f"nautilus-{args.model}")
+    write_project(result, settings, args.model, out)
+    spec = json.loads((out / "instrument.json").read_text(encoding="utf-8"))
+    ours = spec["strategy"]["ours"]
+    document: dict[str, Any] = {"project": str(out), "ours": ours}
+    if args.run:
+        ran = run_project(out)
+        document["nautilus"] = {"final_equity": ran["final_equity"], "trades": ran["trades"]}
+    document["notes"] = [*read_notes, *([fee_note] if fee_note else [])]
+    if args.json:
+        print(json.dumps(_finite(document), indent=2))
+        return EXIT_OK
+    for note in document["notes"]:
+        _note(note)
+    print(f"wrote {out}: README.md, bars.csv, instrument.json, signals.csv, run.py")
+    print(f"ours:         final equity {ours['final_equity']:.6f}, {ours['trades']} trades")
+    if "nautilus" in document:
+        theirs = document["nautilus"]
+        print(f"nautilus:     final equity {theirs['final_equity']:.6f}, {theirs['trades']} trades")
+        print(f"reports:      {out / 'reports'}")
     return EXIT_OK
 
 

@@ -36,6 +36,7 @@ __all__ = [
     "ConfigurationError",
     "DataFormatError",
     "DataUnavailable",
+    "EngineFailed",
     "ExchangeFailure",
     "ForecastingError",
     "GeoBlocked",
@@ -159,6 +160,10 @@ class NotFittedError(ForecastingError):
 
 class ModelFailed(ForecastingError):
     """A model could not be fitted on these candles (its optimiser failed)."""
+
+
+class EngineFailed(ForecastingError):
+    """An external engine run in its own process (NautilusTrader) failed or timed out."""
 
 
 class Cancelled(ForecastingError):

@@ -2,6 +2,7 @@
 
 import streamlit as st
 
+from forecasting.bundle import experiment_bundle
 from forecasting.errors import ForecastingError
 from forecasting.strategy import BUY_AND_HOLD
 from forecasting.strategy_charts import equity_chart, positions_chart
@@ -163,7 +164,7 @@ if model is not None:
 
 st.caption("Link that reproduces this comparison and these strategy settings:")
 st.code(settings.share_link(dataset.selection), language=None)
-downloads = st.columns(2)
+downloads = st.columns(3)
 downloads[0].download_button(
     "Positions CSV",
     lambda: trading.positions_csv(result),
@@ -177,4 +178,21 @@ downloads[1].download_button(
     "equity.csv",
     "text/csv",
     icon=":material/download:",
+)
+# The settings are read now, in the page's run (the bundle is made when it is downloaded,
+# outside any run): the comparison's bundle with these strategy settings and results.
+strategy_files = {
+    **settings.bundle_files(dataset.selection),
+    **trading.bundle_files(result),
+}
+strategy_selection = state.bundle_selection(dataset)
+downloads[2].download_button(
+    "Experiment bundle (zip)",
+    lambda: experiment_bundle(comparison, extra_files=strategy_files, selection=strategy_selection),
+    "experiment.zip",
+    "application/zip",
+    icon=":material/download:",
+    help="The comparison's bundle (settings, candles, forecasts) with these strategy "
+    "settings, the strategy metrics, positions and equity: restoring it on the Compare page "
+    "brings back the strategy settings too.",
 )

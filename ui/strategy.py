@@ -16,6 +16,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import streamlit as st
 
@@ -303,3 +304,37 @@ def equity_csv(result: StrategyResult) -> str:
 def positions_csv(result: StrategyResult) -> str:
     """The positions CSV (:meth:`StrategyResult.positions_table`)."""
     return result.positions_table().to_csv(index=False)
+
+
+def bundle_files(result: StrategyResult) -> dict[str, str]:
+    """The strategy's files in an experiment bundle: its settings and verdict
+    (``strategy/strategy.json``), metrics, positions and equity (CSV)."""
+    document = result.to_json()
+    return {
+        "strategy/strategy.json": json.dumps(
+            _finite(
+                {
+                    key: document[key]
+                    for key in ("settings", "horizon", "periods_per_year", "trials", "verdict")
+                }
+                | {"notes": document["notes"]}
+            ),
+            indent=2,
+            allow_nan=False,
+            default=str,
+        ),
+        "strategy/metrics.csv": result.metrics.rename_axis("strategy").to_csv(),
+        "strategy/positions.csv": positions_csv(result),
+        "strategy/equity.csv": equity_csv(result),
+    }
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every float that is not finite as ``None`` (valid JSON)."""
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value

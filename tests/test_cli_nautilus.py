@@ -1,0 +1,68 @@
+"""``python -m forecasting nautilus``: the hand-off from the command line, from data or a
+bundle; with --run, NautilusTrader's result beside ours (in its own environment)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from factories import random_walk_candles
+
+from forecasting.cli import main
+from forecasting.data import write_ohlcv_csv
+from forecasting.nautilus import PROJECT_FILES, engines_python
+
+FLAGS = ["--models", "naive,drift", "--horizon", "3", "--folds", "2", "--test-size", "45"]
+
+
+@pytest.fixture(scope="module")
+def data_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("nautilus") / "candles.csv"
+    write_ohlcv_csv(random_walk_candles(200, seed=8), path)
+    return path
+
+
+def test_the_project_is_written_from_data_or_from_a_bundle(data_file, tmp_path, capsys) -> None:
+    out = tmp_path / "project"
+    argv = ["nautilus", "--data", str(data_file), *FLAGS, "--model", "drift"]
+    assert main([*argv, "--out", str(out), "--fee-bps", "5", "--json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert sorted(p.name for p in out.iterdir()) == sorted(PROJECT_FILES)
+    assert document["project"] == str(out)
+    assert "nautilus" not in document  # written, not run
+    spec = json.loads((out / "instrument.json").read_text())
+    assert document["ours"] == spec["strategy"]["ours"]
+
+    bundle = tmp_path / "experiment.zip"
+    assert main(["compare", "--data", str(data_file), *FLAGS, "--bundle-out", str(bundle)]) == 0
+    capsys.readouterr()
+    again = tmp_path / "again"
+    code = main(["nautilus", "--bundle", str(bundle), "--model", "drift", "--out", str(again)])
+    assert code == 0
+    assert capsys.readouterr().out.startswith(f"wrote {again}: ")
+    assert (again / "bars.csv").read_text() == (out / "bars.csv").read_text()
+
+
+def test_a_model_not_in_the_experiment_is_refused_in_one_line(data_file, tmp_path, capsys):
+    argv = ["nautilus", "--data", str(data_file), *FLAGS, "--model", "lstm"]
+    assert main([*argv, "--out", str(tmp_path / "p")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ")
+    assert err.count("\n") == 1
+
+
+@pytest.mark.skipif(
+    engines_python() is None,
+    reason="no NautilusTrader environment (.venv-engines or $CFL_ENGINES_PYTHON): "
+    "`make engines` needs Python 3.12 or newer",
+)
+def test_run_prints_nautilus_beside_ours_with_the_same_trades(data_file, tmp_path, capsys):
+    out = tmp_path / "project"
+    argv = ["nautilus", "--data", str(data_file), *FLAGS, "--model", "drift", "--out", str(out)]
+    assert main([*argv, "--run", "--json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    ours, theirs = document["ours"], document["nautilus"]
+    assert theirs["trades"] == ours["trades"]
+    # Fees paid out of cash and the order headroom (see tests/test_nautilus.py).
+    assert theirs["final_equity"] == pytest.approx(ours["final_equity"], rel=1e-3)
