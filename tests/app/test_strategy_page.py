@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 from streamlit.testing.v1 import AppTest
 
 from forecasting.strategy import StrategySettings, run_strategy
@@ -177,3 +178,34 @@ def test_the_exchange_fee_becomes_the_default_without_waiting(app_env):
     # The fake Binance's spot markets carry ccxt's taker fee of 0.1 %.
     assert app.number_input(key=f"w:strategy.fee_bps@{FORM}").value == 10.0
     assert "strategy.fee_bps" not in app.query_params
+
+
+def test_the_strategy_s_files_go_into_the_bundle_as_valid_json_and_csv():
+    import io
+    import json
+    import zipfile
+
+    from factories import random_walk_candles
+
+    from forecasting.bundle import experiment_bundle
+    from forecasting.evaluation import BacktestSettings
+    from forecasting.experiment import ExperimentSettings, run_experiment
+    from forecasting.strategy import StrategySettings, run_strategy
+    from ui.strategy import bundle_files
+
+    settings = ExperimentSettings(
+        models=("naive", "drift"), backtest=BacktestSettings(horizon=3, folds=2, test_size=30)
+    )
+    result = run_experiment(random_walk_candles(150, seed=4), settings, future=False)
+    strategy = run_strategy(result.backtest, result.candles, StrategySettings(fee_bps=12.5))
+    data = experiment_bundle(result, extra_files=bundle_files(strategy))
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        document = json.loads(archive.read("strategy/strategy.json"))
+        metrics = pd.read_csv(io.BytesIO(archive.read("strategy/metrics.csv")), index_col=0)
+        positions = pd.read_csv(io.BytesIO(archive.read("strategy/positions.csv")))
+    assert document["settings"]["fee_bps"] == 12.5
+    assert document["verdict"]["sentence"] == strategy.verdict.sentence
+    assert metrics.loc["drift", "total_return"] == pytest.approx(
+        strategy.metrics.loc["drift", "total_return"], rel=1e-12
+    )
+    assert len(positions) == len(strategy.positions)
