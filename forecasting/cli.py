@@ -693,8 +693,28 @@ def _nautilus(args: argparse.Namespace) -> int:
     if "nautilus" in document:
         theirs = document["nautilus"]
         print(f"nautilus:     final equity {theirs['final_equity']:.6f}, {theirs['trades']} trades")
-        print(f"reports:      {out / 'reports'}")
+        print(f"reports:      {out / 'reports'} (account.csv, positions.csv, fills.csv)")
+        _print_positions(out / "reports" / "positions.csv")
     return EXIT_OK
+
+
+def _print_positions(path: Path) -> None:
+    """NautilusTrader's position report, its telling columns, under ours."""
+    import pandas as pd
+
+    if not path.is_file():
+        return
+    report = pd.read_csv(path)
+    columns = [
+        name
+        for name in ("side", "quantity", "ts_opened", "avg_px_open", "avg_px_close", "realized_pnl")
+        if name in report.columns
+    ]
+    if report.empty or not columns:
+        print("positions (NautilusTrader): none")
+        return
+    print("positions (NautilusTrader):")
+    print(report[columns].to_string(index=False))
 
 
 # The timing convention, in every backtest report.
