@@ -9,15 +9,17 @@ PYTEST_ARGS ?=
 .PHONY: run dev test lint format bench clean engines
 
 # The optional engines environment (NautilusTrader) needs Python 3.12 or newer, which the app's
-# venv may not have: it lives in its own venv, used only by subprocesses. ENGINES_PYTHON prints
-# the newest such interpreter found on PATH or in pyenv, or nothing.
+# venv may not have: it lives in its own venv, used only by subprocesses. It also holds the
+# app's requirements (the NautilusTrader project calls our models), whose pins have wheels up to
+# Python 3.13 (tensorflow-cpu 2.21 has none for 3.14). ENGINES_PYTHON prints the newest
+# Python 3.12 or 3.13 found on PATH or in pyenv, or nothing.
 ENGINES_VENV ?= .venv-engines
 ENGINES_PYTHON ?= \
-	for c in python3.14 python3.13 python3.12; do \
-		$$c -c 'import sys; assert sys.version_info >= (3, 12); print(sys.executable)' \
+	for c in python3.13 python3.12; do \
+		$$c -c 'import sys; assert (3, 12) <= sys.version_info < (3, 14); print(sys.executable)' \
 			2>/dev/null && exit 0; \
 	done; \
-	for v in $$(pyenv versions --bare 2>/dev/null | grep -E '^3\.(1[2-9])(\.[0-9]+)?$$' | sort -rV); do \
+	for v in $$(pyenv versions --bare 2>/dev/null | grep -E '^3\.(12|13)(\.[0-9]+)?$$' | sort -rV); do \
 		PYENV_VERSION=$$v pyenv exec python -c 'import sys; print(sys.executable)' \
 			2>/dev/null && exit 0; \
 	done
@@ -59,14 +61,15 @@ bench: $(VENV)/.dev-installed
 	$(BIN)/python bench/models_bench.py
 	$(BIN)/python bench/experiment_bench.py
 
-# Installs once (stamp file); without a Python >= 3.12 it says so and succeeds, and the tests
-# that need NautilusTrader skip with that reason.
+# Installs once (stamp file; requirements-engines.txt includes requirements.txt); without a
+# Python 3.12 or 3.13 it says so and succeeds, and the tests that need NautilusTrader skip
+# with that reason.
 engines: $(ENGINES_VENV)/.engines-installed
 
-$(ENGINES_VENV)/.engines-installed: requirements-engines.txt
+$(ENGINES_VENV)/.engines-installed: requirements-engines.txt requirements.txt
 	@py=$$($(ENGINES_PYTHON)); \
 	if [ -z "$$py" ]; then \
-		echo "engines: no Python >= 3.12 found (python3.13, python3.12, pyenv); skipping NautilusTrader"; \
+		echo "engines: no Python 3.12 or 3.13 found (python3.13, python3.12, pyenv); skipping NautilusTrader"; \
 		exit 0; \
 	fi; \
 	set -e; echo "engines: $$py -> $(ENGINES_VENV)"; \

@@ -11,8 +11,9 @@ What is measured
   (``--repeats``) and its median and worst wall times reported. The issue's target: under
   1 s after the comparison.
 * **NautilusTrader**: ``forecasting.nautilus.write_project`` for one model (``--model``,
-  default drift, threshold 0 so that it trades) on every one of those 3000 candles, then ``run_project`` (``run.py`` in the
-  engines environment, a separate process): the wall time of each, and the run's peak
+  default drift, threshold 0 so that it trades) on every one of those 3000 candles, then
+  ``run_project`` (``run.py`` in the engines environment, a separate process): the wall
+  time of each, and the run's peak
   resident memory (``ru_maxrss`` of the finished child process). Skipped, saying so, without
   the engines environment (``make engines``).
 

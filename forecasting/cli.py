@@ -250,6 +250,12 @@ def build_parser() -> argparse.ArgumentParser:
     nautilus.add_argument(
         "--slippage-bps", type=float, default=0.0, help="slippage per side, bp (default 0)"
     )
+    nautilus.add_argument(
+        "--signals-only",
+        action="store_true",
+        help="hand off the positions only, without the fitted models (an LSTM's folds are "
+        "otherwise refitted, saved and called by the project's Strategy)",
+    )
     nautilus.add_argument("--json", action="store_true", help="print the JSON report")
     nautilus.add_argument("--quiet", action="store_true", help="no progress on stderr")
     nautilus.set_defaults(handler=_nautilus)
@@ -675,7 +681,9 @@ def _nautilus(args: argparse.Namespace) -> int:
     )
     result, _, read_notes = _experiment(args, future=False)
     out = args.out or Path(f"nautilus-{args.model}")
-    write_project(result, settings, args.model, out)
+    write_project(
+        result, settings, args.model, out, with_models=False if args.signals_only else None
+    )
     spec = json.loads((out / "instrument.json").read_text(encoding="utf-8"))
     ours = spec["strategy"]["ours"]
     document: dict[str, Any] = {"project": str(out), "ours": ours}
@@ -688,7 +696,9 @@ def _nautilus(args: argparse.Namespace) -> int:
         return EXIT_OK
     for note in document["notes"]:
         _note(note)
-    print(f"wrote {out}: README.md, bars.csv, instrument.json, signals.csv, run.py")
+    written = ["README.md", "bars.csv", "instrument.json", "signals.csv", "run.py"]
+    written += [name for name in ("folds.json", "models/") if (out / name.rstrip("/")).exists()]
+    print(f"wrote {out}: {', '.join(written)}")
     print(f"ours:         final equity {ours['final_equity']:.6f}, {ours['trades']} trades")
     if "nautilus" in document:
         theirs = document["nautilus"]

@@ -12,6 +12,18 @@ The project::
     instrument.json  the instrument, the venue (fees, account) and the strategy's settings
     signals.csv      the target position decided at each bar's close (our walk-forward)
     run.py           the Strategy and the BacktestEngine; prints {"final_equity", "trades"}
+    folds.json       with the models: each fold's cutoff, origins and model file, the step
+                     whose forecast makes the signal, and the strategy's settings
+    models/          with the models: ``fold-<k>-<cutoff>.keras`` (and its JSON), each
+                     fold's model refitted exactly as the walk-forward fitted it
+
+For a model that saves without pickling (the LSTM), the project carries each fold's model
+and ``run.py``'s Strategy calls it at every origin bar with the candles received so far,
+turning its forecast into a target position with :func:`~forecasting.strategy.
+target_position`, the rule of our backtest; ``signals.csv`` stays as our reference, and
+``run.py`` writes the positions it decided to ``reports/decided.csv``. ``run.py`` then
+imports this repository's ``forecasting`` (its folder is recorded in ``instrument.json``),
+so the engines environment holds the app's requirements too.
 
 Conventions, the same as :mod:`forecasting.strategy`'s with ``entry="close"``: the target
 decided at the close of candle ``t`` is ordered on the bar of ``t`` (stamped at that close)
@@ -31,18 +43,23 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
-from forecasting.errors import ConfigurationError, EngineFailed
+from forecasting.errors import ConfigurationError, EngineFailed, ModelFailed
 from forecasting.ohlcv import infer_timeframe, timeframe_seconds
-from forecasting.strategy import StrategySettings, run_strategy
+from forecasting.strategy import StrategySettings, periods_per_year, run_strategy
 
 __all__ = [
     "ENGINES_PYTHON_ENV",
+    "FOLDS_FILE",
+    "MODELS_DIR",
     "PROJECT_FILES",
+    "REFIT_TOLERANCE",
     "STARTING_BALANCE",
     "engines_python",
     "run_project",
+    "saves_models",
     "write_project",
 ]
 
@@ -57,6 +74,23 @@ RUN_TIMEOUT = 600.0
 _STDERR_LINES = 3
 _STDERR_CHARS = 400
 _ISO = "%Y-%m-%dT%H:%M:%SZ"
+FOLDS_FILE = "folds.json"
+MODELS_DIR = "models"
+# Largest relative difference allowed between a refitted fold model's forecast and the
+# backtest's: the refit is deterministic (same seed, same candles, deterministic kernels),
+# so anything beyond rounding means the project would trade a different model.
+REFIT_TOLERANCE = 1e-9
+
+
+def saves_models(model: Any) -> bool:
+    """Whether the hand-off can carry this model's fits: it saves and loads without
+    pickling (its own ``save`` and ``load``, the LSTM) and reads new candles at each
+    origin without a refit."""
+    return (
+        callable(getattr(model, "save", None))
+        and callable(getattr(type(model), "load", None))
+        and bool(model.capabilities.conditions_on_history)
+    )
 
 
 def write_project(
@@ -64,6 +98,8 @@ def write_project(
     strategy_settings: StrategySettings | None,
     model: str,
     out_dir: str | Path,
+    *,
+    with_models: bool | None = None,
 ) -> Path:
     """Write a NautilusTrader project that trades ``model``'s walk-forward signals.
 
@@ -80,6 +116,11 @@ def write_project(
     out_dir
         The project folder, created if needed; the files of :data:`PROJECT_FILES` in it
         are overwritten.
+    with_models
+        Carry each fold's fitted model (``models/``, ``folds.json``) and call it in the
+        Strategy; ``None`` (default): whenever the model saves (:func:`saves_models`).
+        Each fold's model is refitted as the walk-forward fitted it, and its forecasts
+        at every origin of the fold are checked against the backtest's.
 
     Returns
     -------
@@ -89,8 +130,11 @@ def write_project(
     Raises
     ------
     ConfigurationError
-        For an experiment without candles, a model it did not run, or settings the
-        hand-off cannot replay.
+        For an experiment without candles, a model it did not run, settings the hand-off
+        cannot replay, or ``with_models=True`` for a model that does not save.
+    ModelFailed
+        When a refitted fold model does not forecast what the backtest's did (beyond
+        :data:`REFIT_TOLERANCE`): the project would trade a different model.
     """
     settings = strategy_settings or StrategySettings()
     if settings.entry != "close":
@@ -111,6 +155,17 @@ def write_project(
         )
     strategy = run_strategy(result.backtest, candles, settings, models=[model])
     held = strategy.positions[strategy.positions["model"] == model]
+    template = None
+    if with_models is not False:
+        built = getattr(getattr(result, "settings", None), "build_models", None)
+        template = built().get(model) if built is not None else None
+        if with_models is None and (template is None or not saves_models(template)):
+            template = None
+        elif template is None or not saves_models(template):
+            raise ConfigurationError(
+                f"{model} cannot be handed to NautilusTrader as a model (it does not save "
+                "without pickling, or refits at every origin): hand off its signals instead."
+            )
 
     index = pd.DatetimeIndex(candles.index)
     bar_seconds = timeframe_seconds(infer_timeframe(index))
@@ -152,10 +207,115 @@ def write_project(
             "trades": int(strategy.metrics.loc[model, "trades"]),
         },
     }
+    if template is not None:
+        spec["strategy"]["folds"] = FOLDS_FILE
+        spec["repository"] = str(Path(__file__).resolve().parent.parent)
+        folds = _write_models(result, template, model, settings, strategy.horizon, out)
+        folds["periods_per_year"] = periods_per_year(index)
+        folds["timeframe_seconds"] = bar_seconds
+        (out / FOLDS_FILE).write_text(json.dumps(folds, indent=2) + "\n", encoding="utf-8")
+    else:
+        # A project rewritten without models must not leave an earlier run's behind.
+        (out / FOLDS_FILE).unlink(missing_ok=True)
+        for stale in (out / MODELS_DIR).glob("fold-*.keras*"):
+            stale.unlink()
     (out / "instrument.json").write_text(json.dumps(spec, indent=2) + "\n", encoding="utf-8")
     (out / "run.py").write_text(RUN_PY, encoding="utf-8")
     (out / "README.md").write_text(_readme(spec), encoding="utf-8")
     return out
+
+
+def _write_models(
+    result: Any,
+    template: Any,
+    model: str,
+    settings: StrategySettings,
+    step: int,
+    out: Path,
+) -> dict[str, Any]:
+    """Refit each fold's model as :func:`~forecasting.evaluation.walkforward.walk_forward`
+    did, save it to ``models/``, check its forecasts against the backtest's, and return
+    the ``folds.json`` document."""
+    backtest, candles = result.backtest, result.candles
+    index = pd.DatetimeIndex(candles.index)
+    rows = backtest.forecasts[backtest.forecasts["model"] == model]
+    folder = out / MODELS_DIR
+    folder.mkdir(exist_ok=True)
+    for old in folder.glob("fold-*.keras*"):
+        old.unlink()
+    step_length = pd.Timedelta(seconds=timeframe_seconds(infer_timeframe(index)))
+    folds: list[dict[str, Any]] = []
+    worst = 0.0
+    for fold in backtest.folds:
+        fold_rows = rows[rows["fold"] == fold.number]
+        decided = fold_rows[fold_rows["step"] == step]
+        if decided.empty:
+            continue  # no origin of this fold makes a signal: no model needed
+        # The walk-forward's fit: a clone of the model (same settings and seed) on the
+        # candles from the fold's training start to its cutoff.
+        fitted = template.clone().fit(candles.iloc[fold.train_start : fold.cutoff + 1])
+        name = f"fold-{fold.number}-{index[fold.cutoff].strftime('%Y%m%dT%H%M%SZ')}.keras"
+        fitted.save(folder / name)
+        handed = type(fitted).load(folder / name)  # what run.py will call
+        origins = []
+        for origin, at_origin in fold_rows.groupby("origin", sort=True):
+            at = int(index.get_loc(origin))
+            steps = at_origin["step"].to_numpy()
+            history = candles.iloc[fold.train_start : at + 1]
+            forecast = handed.predict(int(steps.max()), history=history)
+            got = np.asarray(forecast.mean, dtype="float64")[steps - 1]
+            expected = at_origin["yhat"].to_numpy(dtype="float64")
+            gap = _relative_difference(got, expected)
+            worst = max(worst, gap)
+            if gap > REFIT_TOLERANCE:
+                raise ModelFailed(
+                    f"{model}'s model refitted for fold {fold.number} does not forecast what "
+                    f"the backtest did from {origin:%Y-%m-%d %H:%M} (relative difference "
+                    f"{gap:.3g}, allowed {REFIT_TOLERANCE:g}): the refit is not reproducible "
+                    "here, so no model was handed off; hand off the signals only "
+                    "(with_models=False)."
+                )
+            if step in steps:
+                origins.append(
+                    {
+                        "origin": origin.strftime(_ISO),
+                        "bar": (origin + step_length).strftime(_ISO),
+                        "steps": int(steps.max()),
+                    }
+                )
+        folds.append(
+            {
+                "fold": fold.number,
+                "cutoff": index[fold.cutoff].strftime(_ISO),
+                "train_start": index[fold.train_start].strftime(_ISO),
+                "model": f"{MODELS_DIR}/{name}",
+                "origins": origins,
+            }
+        )
+    return {
+        "model": model,
+        "alias": template.alias,
+        "params": template.get_params(),
+        "horizon": int(backtest.settings.horizon),
+        "step": int(step),
+        "window": backtest.settings.window,
+        "strategy": settings.to_dict(),
+        "refit_max_difference": worst,
+        "folds": folds,
+    }
+
+
+def _relative_difference(got: np.ndarray, expected: np.ndarray) -> float:
+    """Largest ``|got - expected| / max(1, |expected|)``; infinite where one is NaN and
+    the other is not."""
+    if got.shape != expected.shape:
+        return math.inf
+    both_nan = np.isnan(got) & np.isnan(expected)
+    with np.errstate(invalid="ignore"):
+        gap = np.abs(got - expected) / np.maximum(1.0, np.abs(expected))
+    gap = np.where(both_nan, 0.0, gap)
+    gap = np.where(np.isnan(gap), np.inf, gap)
+    return float(gap.max()) if gap.size else 0.0
 
 
 def _currencies(symbol: str) -> tuple[str, str]:
@@ -255,11 +415,43 @@ The target decided at the close of candle t fills at that close and is held over
 t+1, as in our backtest with entry "close". Quantities are whole multiples of 10^-8 units;
 a buy is sized so that its fee is paid from the cash.
 
-## Plan
+{_models_section(spec) if "folds" in strategy else _signals_section()}"""
+
+
+def _signals_section() -> str:
+    return """## Signals
 
 `signals.csv` holds precomputed signals: NautilusTrader submits exactly the orders of our
-backtest. A later version replaces it with the trained model (a Keras `.keras` file) and
-an `on_bar` that computes the same features and calls the model at each close.
+backtest. For a model that saves without pickling (the LSTM, a Keras `.keras` file), the
+project carries the model of every walk-forward fold instead, and `on_bar` calls it.
+"""
+
+
+def _models_section(spec: dict[str, Any]) -> str:
+    return f"""## The model
+
+`models/fold-<k>-<cutoff>.keras` (with its `.keras.json`: scaler, settings, the candles it
+saw) is fold k's {spec["strategy"]["model"]} model, refitted exactly as our walk-forward
+fitted it (same settings and seed, the candles up to the fold's cutoff) and checked to
+forecast what our backtest's model forecast at every origin of the fold. `folds.json`
+lists each fold's cutoff, its first training candle, its model and its origins, the step
+k whose forecast makes the signal, and the strategy's settings.
+
+At each bar the `Strategy` adds the candle to the ones received so far (indexed by open
+time, as the models expect: the bar's close minus one timeframe). At an origin's bar it
+loads that fold's model (once), calls `model.predict(steps, history=<the candles from the
+fold's first training candle up to this one>)`, and turns the step-k forecast return
+into the target position with `forecasting.strategy.target_position`, the rule of our
+backtest. It then sends orders as above. The candles' values come from `bars.csv` at full
+precision (NautilusTrader's bars are rounded to the instrument's price precision, which
+would change the features).
+
+`run.py` therefore imports `forecasting` from the Crypto Forecast Lab repository at
+`{spec["repository"]}` (recorded in `instrument.json`; put the repository there, or edit
+that path): its Python needs the app's requirements too, which `make engines` installs
+(`requirements-engines.txt` includes `requirements.txt`). `signals.csv` stays as our
+backtest's reference: `run.py` writes the positions it decided, with the forecasts behind
+them, to `reports/decided.csv`, which should equal the rows of `signals.csv` at the origins.
 """
 
 
@@ -365,14 +557,20 @@ def _shorten(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-RUN_PY = '''"""Replays the target positions of signals.csv in NautilusTrader's BacktestEngine.
+RUN_PY = '''"""Trades a model's strategy in NautilusTrader's BacktestEngine.
 
-Run with Python 3.12 or newer and nautilus_trader installed: `python run.py`.
-Prints {"final_equity": x, "trades": n} (equity as a multiple of the starting balance) and
-writes the account, positions and fills reports to reports/.
+With folds.json (named in instrument.json), the Strategy calls each walk-forward fold's
+model (models/) at every origin bar and decides the target position with the rule of the
+Crypto Forecast Lab backtest; otherwise it replays the target positions of signals.csv.
+
+Run with Python 3.12 or newer and nautilus_trader installed (and, with models, the Crypto
+Forecast Lab repository and its requirements): `python run.py`. Prints {"final_equity": x,
+"trades": n} (equity as a multiple of the starting balance) and writes the account,
+positions and fills reports to reports/ (and the decided positions, with models).
 """
 
 import json
+import sys
 import warnings
 from decimal import Decimal
 from pathlib import Path
@@ -395,6 +593,8 @@ SPEC = json.loads((HERE / "instrument.json").read_text())
 # volume at the close; a larger order fills its remainder a tick away, and without this
 # headroom those ticks could take the cash below zero (which stops the backtest).
 BUY_HEADROOM = 1e-6
+STEP = pd.Timedelta(seconds=SPEC["bars"]["timeframe_seconds"])
+ISO = "%Y-%m-%dT%H:%M:%SZ"
 # NautilusTrader 1.231 calls a pandas API that pandas 3 deprecates; not this project's to fix.
 warnings.filterwarnings("ignore", message="Timestamp.utcnow is deprecated")
 
@@ -486,12 +686,16 @@ class Signals(Strategy):
     def equity(self, price: float) -> float:
         return self.cash() + float(self.units_held()) * price
 
+    def target_for(self, bar: Bar) -> float | None:
+        """The target position decided at this bar's close (None: no decision)."""
+        return self.targets.get(bar.ts_event)
+
     def on_bar(self, bar: Bar) -> None:
         if bar.ts_event > self.config.end_ns:
             return
         price = bar.close.as_double()
         self.mark, self.mark_ns = price, bar.ts_event
-        target = self.targets.get(bar.ts_event)
+        target = self.target_for(bar)
         if target is None or target == self.target:
             return
         self.target = target
@@ -511,6 +715,86 @@ class Signals(Strategy):
         quantity = self.instrument.make_qty(change, round_down=True)
         order = self.order_factory.market(self.config.instrument_id, side, quantity)
         self.submit_order(order)
+
+
+class ModelSignals(Signals):
+    """On each origin bar, asks that fold's model for a forecast and trades toward the
+    target position our backtest's rule gives it."""
+
+    def __init__(self, config: SignalsConfig, folds: dict) -> None:
+        super().__init__(config, {})
+        # The forecasting package of the repository that wrote this project.
+        sys.path.insert(0, SPEC["repository"])
+        import numpy as np
+        from forecasting.models import MODELS
+        from forecasting.strategy import (
+            StrategySettings,
+            position_size,
+            target_position,
+        )
+
+        self.np = np
+        self.model_class = MODELS[folds["alias"]]
+        self.settings = StrategySettings(**folds["strategy"])
+        self.position_size, self.target_position = position_size, target_position
+        self.step, self.periods = int(folds["step"]), float(folds["periods_per_year"])
+        # Candles at full precision by close time: a bar's prices are rounded to the
+        # instrument's precision, and the model must see the candles our backtest saw.
+        self.candles = load_candles()
+        self.close_ns = {int(t.value): i for i, t in enumerate(self.candles.index + STEP)}
+        self.received = []  # positions in self.candles of the bars received so far
+        self.origins = {}  # bar close (ns) -> (fold, steps)
+        for fold in folds["folds"]:
+            for origin in fold["origins"]:
+                self.origins[int(pd.Timestamp(origin["bar"]).value)] = (fold, origin["steps"])
+        self.models = {}  # fold number -> loaded model, each loaded once
+        self.decided = []
+
+    def history(self, since: str) -> pd.DataFrame:
+        """The candles received so far from ``since`` (open time) on, indexed by open time."""
+        frame = self.candles.iloc[self.received]
+        return frame[frame.index >= pd.Timestamp(since)]
+
+    def target_for(self, bar: Bar) -> float | None:
+        at = self.close_ns.get(bar.ts_event)
+        if at is None:
+            raise SystemExit(f"bars.csv holds no candle closing at {bar.ts_event} ns.")
+        self.received.append(at)
+        found = self.origins.get(bar.ts_event)
+        if found is None:
+            return None
+        fold, steps = found
+        model = self.models.get(fold["fold"])
+        if model is None:
+            model = self.model_class.load(HERE / fold["model"])
+            self.models[fold["fold"]] = model
+        history = self.history(fold["train_start"])
+        forecast = model.predict(int(steps), history=history)
+        close = float(history["close"].iloc[-1])
+        forecast_return = float(forecast.mean[self.step - 1]) / close - 1
+        size = self.position_size(
+            self.np.log(history["close"].to_numpy(dtype="float64")), self.settings, self.periods
+        )
+        target = float(self.target_position(forecast_return, self.settings, size))
+        self.decided.append(
+            {
+                "timestamp": pd.Timestamp(bar.ts_event, tz="UTC").strftime(ISO),
+                "origin": history.index[-1].strftime(ISO),
+                "fold": fold["fold"],
+                "forecast": repr(float(forecast.mean[self.step - 1])),
+                "forecast_return": repr(forecast_return),
+                "position": repr(target),
+            }
+        )
+        return target
+
+
+def load_candles() -> pd.DataFrame:
+    """bars.csv as the OHLCV candles of our backtest: open-time index, exact values."""
+    frame = pd.read_csv(HERE / SPEC["bars"]["file"])  # pandas 3 reads floats exactly
+    index = pd.DatetimeIndex(pd.to_datetime(frame["open_time"], utc=True), name="timestamp")
+    columns = ["open", "high", "low", "close", "volume"]
+    return pd.DataFrame(frame[columns].to_numpy(dtype="float64"), index=index, columns=columns)
 
 
 def main() -> None:
@@ -535,10 +819,12 @@ def main() -> None:
     )
     engine.add_instrument(instrument)
     engine.add_data(load_bars(instrument, bar_type))
-    strategy = Signals(
-        SignalsConfig(instrument_id=instrument.id, bar_type=bar_type, end_ns=int(end.value)),
-        load_targets(),
-    )
+    config = SignalsConfig(instrument_id=instrument.id, bar_type=bar_type, end_ns=int(end.value))
+    folds_file = SPEC["strategy"].get("folds")
+    if folds_file:
+        strategy = ModelSignals(config, json.loads((HERE / folds_file).read_text()))
+    else:
+        strategy = Signals(config, load_targets())
     engine.add_strategy(strategy)
     engine.run()
     if strategy.mark_ns < int(end.value):
@@ -553,6 +839,8 @@ def main() -> None:
     engine.trader.generate_account_report(venue).to_csv(reports / "account.csv")
     engine.trader.generate_positions_report().to_csv(reports / "positions.csv")
     engine.trader.generate_order_fills_report().to_csv(reports / "fills.csv")
+    if folds_file:
+        pd.DataFrame(strategy.decided).to_csv(reports / "decided.csv", index=False)
 
     account = engine.portfolio.account(venue)
     cash = account.balance_total(quote).as_double()

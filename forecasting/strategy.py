@@ -127,9 +127,11 @@ __all__ = [
     "deflated_sharpe_ratio",
     "expected_max_sharpe",
     "periods_per_year",
+    "position_size",
     "run_strategy",
     "strategy_metrics",
     "taker_fee_bps",
+    "target_position",
 ]
 
 BUY_AND_HOLD = "buy_and_hold"
@@ -617,23 +619,69 @@ def _signals(
     forecast = chosen["yhat"].to_numpy(dtype="float64") / chosen["y_origin"].to_numpy(
         dtype="float64"
     )
-    expected = forecast - 1
+    size = np.array(
+        [position_size(log_close[: origin + 1], settings, periods) for origin in origins]
+    )
+    target = target_position(forecast - 1, settings, size)
+    order = np.argsort(origins, kind="stable")
+    return origins[order], target[order]
+
+
+def position_size(log_close: np.ndarray, settings: StrategySettings, periods: float) -> float:
+    """The size of a position decided at an origin (see the module docs' sizing).
+
+    Parameters
+    ----------
+    log_close
+        Log closes up to and including the origin's (nothing later); only the last
+        ``vol_lookback + 1`` are read, and only with ``sizing="vol_target"``.
+    settings
+        The rule.
+    periods
+        Candles per year (:func:`periods_per_year`).
+    """
+    fraction = float(settings.fraction)
+    if settings.sizing != "vol_target":
+        return fraction
+    lookback = int(settings.vol_lookback)
+    window = np.diff(np.asarray(log_close, dtype="float64")[-(lookback + 1) :])
+    sigma = float(window.std(ddof=1)) * math.sqrt(periods) if window.size > 1 else 0.0
+    return min(fraction, float(settings.vol_target) / sigma) if sigma > 0 else fraction
+
+
+def target_position(
+    forecast_return: float | np.ndarray,
+    settings: StrategySettings,
+    size: float | np.ndarray | None = None,
+) -> float | np.ndarray:
+    """The rule: the target position for a forecast return (see the module docs).
+
+    ``+size`` above the threshold, ``-size`` below minus it when shorts are allowed,
+    otherwise (and without a finite forecast) flat. The one rule of the backtest and of
+    the NautilusTrader hand-off's strategy.
+
+    Parameters
+    ----------
+    forecast_return
+        ``yhat[t + k] / close[t] - 1``, one value or an array of them.
+    settings
+        The threshold and whether to go short.
+    size
+        The position's size (default ``settings.fraction``; see :func:`position_size`).
+
+    Returns
+    -------
+    float or numpy.ndarray
+        Shaped as ``forecast_return``, as a share of equity.
+    """
+    expected = np.asarray(forecast_return, dtype="float64")
     threshold = settings.threshold_return
     side = np.where(expected > threshold, 1.0, 0.0)
     if settings.allow_short:
         side = np.where(expected < -threshold, -1.0, side)
     side = np.where(np.isfinite(expected), side, 0.0)  # no forecast, no position
-    size = np.full(len(origins), float(settings.fraction))
-    if settings.sizing == "vol_target":
-        lookback = int(settings.vol_lookback)
-        for i, origin in enumerate(origins):
-            # Log returns of the candles up to and including the origin's close only.
-            window = np.diff(log_close[max(0, origin - lookback) : origin + 1])
-            sigma = float(window.std(ddof=1)) * math.sqrt(periods) if window.size > 1 else 0.0
-            if sigma > 0:
-                size[i] = min(float(settings.fraction), float(settings.vol_target) / sigma)
-    order = np.argsort(origins, kind="stable")
-    return origins[order], (side * size)[order]
+    target = side * (float(settings.fraction) if size is None else np.asarray(size, "float64"))
+    return float(target) if target.ndim == 0 else target
 
 
 def _held(

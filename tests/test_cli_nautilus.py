@@ -55,7 +55,7 @@ def test_a_model_not_in_the_experiment_is_refused_in_one_line(data_file, tmp_pat
 @pytest.mark.skipif(
     engines_python() is None,
     reason="no NautilusTrader environment (.venv-engines or $CFL_ENGINES_PYTHON): "
-    "`make engines` needs Python 3.12 or newer",
+    "`make engines` needs Python 3.12 or 3.13",
 )
 def test_run_prints_nautilus_beside_ours_with_the_same_trades(data_file, tmp_path, capsys):
     out = tmp_path / "project"

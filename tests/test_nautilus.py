@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import math
 import sys
+from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -19,11 +21,17 @@ from factories import random_walk_candles
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from forecasting.errors import ConfigurationError, EngineFailed
+from forecasting.errors import ConfigurationError, EngineFailed, ModelFailed
 from forecasting.evaluation.walkforward import BacktestSettings
 from forecasting.experiment import ExperimentSettings, run_experiment
-from forecasting.nautilus import PROJECT_FILES, engines_python, run_project, write_project
-from forecasting.strategy import StrategySettings, run_strategy
+from forecasting.nautilus import (
+    FOLDS_FILE,
+    PROJECT_FILES,
+    engines_python,
+    run_project,
+    write_project,
+)
+from forecasting.strategy import StrategySettings, run_strategy, target_position
 
 SOURCE = {"exchange": "binance", "symbol": "BTC/USDT"}
 # Per-side fee and slippage of the cross-checks, and a threshold of 0 so drift trades often.
@@ -39,7 +47,7 @@ ENGINES = engines_python()
 needs_engines = pytest.mark.skipif(
     ENGINES is None,
     reason="no NautilusTrader environment (.venv-engines or $CFL_ENGINES_PYTHON): "
-    "`make engines` needs Python 3.12 or newer",
+    "`make engines` needs Python 3.12 or 3.13",
 )
 
 
@@ -228,3 +236,162 @@ def test_engines_python_prefers_the_argument_then_the_variable(tmp_path, monkeyp
     assert engines_python() == other
     monkeypatch.setenv("CFL_ENGINES_PYTHON", str(tmp_path / "missing"))
     assert engines_python() is None
+
+
+# --- the model hand-off: each fold's LSTM in the project, called by the Strategy ----------
+
+# A tiny LSTM (seconds per fold) on a rolling window, so each fold trains from its own
+# first candle and the Strategy's history must start there too.
+TINY_LSTM = {"epochs": 2, "lookback": 5, "units": 8, "features": "log_return"}
+LSTM_LAYOUT = BacktestSettings(horizon=2, folds=3, test_size=60, stride=1, window=120)
+
+
+@pytest.fixture(scope="module")
+def lstm_result():
+    candles = random_walk_candles(250, "1d", seed=5, step=10.0)
+    experiment = ExperimentSettings(
+        models=("lstm",), model_settings={"lstm": TINY_LSTM}, backtest=LSTM_LAYOUT
+    )
+    return run_experiment(candles, experiment, future=False, source=SOURCE)
+
+
+@pytest.fixture(scope="module")
+def lstm_project(lstm_result, tmp_path_factory):
+    return write_project(lstm_result, COSTS, "lstm", tmp_path_factory.mktemp("lstm") / "p")
+
+
+def _ours_at_origins(out) -> pd.DataFrame:
+    """Our backtest's target at each origin: the signals.csv row sent at the origin's close."""
+    signals = pd.read_csv(out / "signals.csv")
+    sent = pd.to_datetime(signals["timestamp"], utc=True)
+    origin = pd.to_datetime(signals["origin"], utc=True)
+    return signals[(origin + pd.Timedelta(days=1)) == sent].reset_index(drop=True)
+
+
+def test_lstm_project_carries_each_folds_model_refitted_exactly(lstm_result, lstm_project):
+    out, result = lstm_project, lstm_result
+    index = result.candles.index
+    folds = json.loads((out / FOLDS_FILE).read_text())
+    layout = result.backtest.folds
+    assert [f["fold"] for f in folds["folds"]] == [fold.number for fold in layout]
+    for entry, fold in zip(folds["folds"], layout, strict=True):
+        cutoff = index[fold.cutoff]
+        assert pd.Timestamp(entry["cutoff"]) == cutoff
+        assert pd.Timestamp(entry["train_start"]) == index[fold.train_start]
+        assert fold.train_start > 0  # the rolling window: not the first candle
+        assert entry["model"] == f"models/fold-{fold.number}-{cutoff:%Y%m%dT%H%M%SZ}.keras"
+        assert (out / entry["model"]).is_file()
+        assert (out / f"{entry['model']}.json").is_file()
+        # Every origin of the fold with a step-1 forecast, and its bar one day later.
+        expected = [index[o] for o in fold.origins if o + 1 < len(index)]
+        assert [pd.Timestamp(o["origin"]) for o in entry["origins"]] == expected
+        assert all(
+            pd.Timestamp(o["bar"]) == pd.Timestamp(o["origin"]) + pd.Timedelta(days=1)
+            for o in entry["origins"]
+        )
+    assert (folds["alias"], folds["horizon"], folds["step"], folds["window"]) == (
+        "lstm",
+        2,
+        1,
+        120,
+    )
+    assert folds["strategy"] == COSTS.to_dict()
+    assert folds["params"]["seed"] == result.settings.seed
+    # Measured: the refitted models forecast bit for bit what the backtest's did.
+    assert folds["refit_max_difference"] == 0.0
+    assert folds["periods_per_year"] == 365.0
+    spec = json.loads((out / "instrument.json").read_text())
+    assert spec["strategy"]["folds"] == FOLDS_FILE
+    assert (Path(spec["repository"]) / "forecasting" / "strategy.py").is_file()
+    readme = (out / "README.md").read_text()
+    assert "models/fold-<k>-<cutoff>.keras" in readme
+    assert "reports/decided.csv" in readme
+
+
+def test_a_refit_that_differs_from_the_backtest_is_refused(lstm_result, tmp_path) -> None:
+    """A model that would not forecast what the backtest's did is never handed off."""
+    forecasts = lstm_result.backtest.forecasts.copy()
+    first = forecasts.index[forecasts["model"] == "lstm"][0]
+    forecasts.loc[first, "yhat"] *= 1 + 1e-7  # beyond the tolerance of 1e-9
+    changed = replace(lstm_result, backtest=replace(lstm_result.backtest, forecasts=forecasts))
+    with pytest.raises(ModelFailed, match="fold 1") as caught:
+        write_project(changed, COSTS, "lstm", tmp_path)
+    assert "\n" not in str(caught.value)
+    assert not (tmp_path / FOLDS_FILE).exists()
+    assert not (tmp_path / "run.py").exists()
+
+
+def test_signals_only_hand_off_of_a_model_that_saves(lstm_result, tmp_path) -> None:
+    out = write_project(lstm_result, COSTS, "lstm", tmp_path, with_models=False)
+    assert sorted(p.name for p in out.iterdir()) == sorted(PROJECT_FILES)
+    assert "folds" not in json.loads((out / "instrument.json").read_text())["strategy"]
+
+
+def test_with_models_is_refused_for_a_model_that_does_not_save(daily, tmp_path) -> None:
+    with pytest.raises(ConfigurationError, match="signals"):
+        write_project(daily, COSTS, "drift", tmp_path, with_models=True)
+
+
+@needs_engines
+def test_nautilus_strategy_calls_the_models_and_trades_as_our_backtest(lstm_result, lstm_project):
+    """The Strategy's own decisions (the models called in on_bar) equal our backtest's
+    positions exactly, and so do the trades; equity within the tolerance explained in
+    test_nautilus_matches_our_backtest."""
+    out, result = lstm_project, lstm_result
+    got = run_project(out, python=ENGINES)
+
+    decided = pd.read_csv(out / "reports" / "decided.csv")
+    ours = _ours_at_origins(out)
+    assert len(decided) == len(ours) == 60
+    assert list(decided["timestamp"]) == list(ours["timestamp"])
+    assert list(decided["origin"]) == list(ours["origin"])
+    np.testing.assert_array_equal(decided["position"].to_numpy(), ours["position"].to_numpy())
+    # The forecasts behind them are the backtest's, bit for bit.
+    rows = result.backtest.forecasts
+    rows = rows[(rows["model"] == "lstm") & (rows["step"] == 1)].sort_values("origin")
+    np.testing.assert_array_equal(decided["forecast"].to_numpy(), rows["yhat"].to_numpy())
+    recomputed = target_position(rows["yhat"].to_numpy() / rows["y_origin"].to_numpy() - 1, COSTS)
+    np.testing.assert_array_equal(decided["position"].to_numpy(), recomputed)
+    assert 0 < decided["position"].sum() < len(decided)  # both long and flat decisions
+
+    strategy = run_strategy(result.backtest, result.candles, COSTS, models=["lstm"])
+    held = strategy.positions[strategy.positions["model"] == "lstm"]
+    expected_trades = int(strategy.metrics.loc["lstm", "trades"])
+    assert got["trades"] == expected_trades > 3
+    cost = COSTS.cost
+    candle_return = result.candles["close"].pct_change().abs().max()
+    tolerance = expected_trades * (cost * (cost + candle_return) + 2e-6) + 1e-9
+    assert got["final_equity"] == pytest.approx(float(held["equity"].iloc[-1]), rel=tolerance)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    returns=st.lists(
+        st.floats(-0.5, 0.5) | st.sampled_from([0.0, 0.002, -0.002, math.nan, math.inf]),
+        min_size=1,
+        max_size=20,
+    ),
+    threshold=st.sampled_from([0.0, 0.5, 1.0, 20.0]),
+    unit=st.sampled_from(["fees", "bps"]),
+    allow_short=st.booleans(),
+    size=st.floats(0.01, 1.0),
+)
+def test_the_strategy_rule_decides_one_forecast_as_the_backtest_decides_many(
+    returns, threshold, unit, allow_short, size
+):
+    """run.py decides one origin at a time (a float), our backtest every origin at once
+    (an array): the one rule must give the same position either way, on the threshold
+    itself, without a finite forecast, long or short."""
+    rule = StrategySettings(
+        threshold=threshold, threshold_unit=unit, allow_short=allow_short, fee_bps=10.0
+    )
+    many = target_position(np.array(returns), rule, np.full(len(returns), size))
+    one = [target_position(r, rule, size) for r in returns]
+    assert all(isinstance(p, float) for p in one)
+    np.testing.assert_array_equal(many, np.array(one))
+    cut = rule.threshold_return
+    for r, p in zip(returns, one, strict=True):
+        if not math.isfinite(r) or abs(r) <= cut or (r < 0 and not allow_short):
+            assert p == 0.0
+        else:
+            assert p == (size if r > 0 else -size)
