@@ -19,6 +19,7 @@
     ├── InsufficientHistory          too few candles for what was asked
     ├── NotFittedError               a model was asked to forecast before it was fitted
     ├── ModelFailed                  a model's fit failed on these candles (an optimiser)
+    ├── EngineFailed                 an engine run in its own process failed (NautilusTrader)
     ├── Cancelled                    the user stopped a long run (training, backtest)
     ├── OverBudget                   a run's estimated cost is over the server's limit
     └── ServerBusy                   the server's queue of runs is full
