@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from fake_exchange import FakeBinance
+from fake_feargreed import FakeFearGreed
 
 from forecasting.data.cache import CandleCache
 from forecasting.data.exchange import RetryPolicy
@@ -69,6 +70,13 @@ def hourly_candles() -> Callable[..., pd.DataFrame]:
 def fake_binance() -> Iterator[FakeBinance]:
     """A started :class:`FakeBinance` with no candles yet; stopped after the test."""
     with FakeBinance() as fake:
+        yield fake
+
+
+@pytest.fixture
+def fake_feargreed() -> Iterator[FakeFearGreed]:
+    """A started :class:`FakeFearGreed` (alternative.me's ``/fng/``) with no values yet."""
+    with FakeFearGreed() as fake:
         yield fake
 
 

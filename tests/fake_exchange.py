@@ -17,6 +17,11 @@ paths. Exchanges also answer *less* than asked; these behaviours imitate them:
 * :meth:`FakeBinance.reshape`: any other change to each answer (property tests);
 * :meth:`FakeBinance.list_since`: a listing date in the market list (``onboardDate``).
 
+For funding rates it also answers the two USD-M futures endpoints ccxt's
+``fetch_funding_rate_history`` needs (``/fapi/v1/exchangeInfo`` and ``/fapi/v1/fundingRate``),
+for the perpetuals given with :meth:`FakeBinance.set_funding`; :meth:`FakeBinance.futures_config`
+points a client at them.
+
 The module also locates the shared real-candle fixtures (``../shared/data``) that must never be
 copied into the repository; see :func:`load_shared_csv`.
 """
@@ -57,7 +62,12 @@ OHLCV_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close", "volume")
 FAULTS: frozenset[str] = frozenset(
     {"500", "502", "503", "429", "418", "451", "400", "timeout", "malformed", "reset", "empty"}
 )
-_ENDPOINTS: dict[str, str] = {"klines": "/api/v3/klines", "exchangeInfo": "/api/v3/exchangeInfo"}
+_ENDPOINTS: dict[str, str] = {
+    "klines": "/api/v3/klines",
+    "exchangeInfo": "/api/v3/exchangeInfo",
+    "fundingRate": "/fapi/v1/fundingRate",
+    "futuresExchangeInfo": "/fapi/v1/exchangeInfo",
+}
 
 # Binance's spot intervals; anything else gets the real -1120 error.
 _FIXED_INTERVAL_MS: dict[str, int] = {
@@ -296,6 +306,9 @@ class FakeBinance:
         self._withhold_ms: int | None = None
         self._reshape: Callable[[list[list[Any]], dict[str, str]], list[list[Any]]] | None = None
         self._listed: dict[str, int] = {}
+        # Perpetuals by market id ("BTCUSDT"): (ccxt symbol, funding times ms, rates).
+        self._funding: dict[str, tuple[str, np.ndarray, np.ndarray]] = {}
+        self.funding_max_limit = 1000  # Binance's USD-M cap per fundingRate request
         self._stopping = threading.Event()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -345,7 +358,7 @@ class FakeBinance:
         times : int, default 1
             Number of consecutive requests that get the fault; later ones are answered normally.
         endpoint : str, default "klines"
-            ``"klines"`` or ``"exchangeInfo"``.
+            ``"klines"``, ``"exchangeInfo"``, ``"fundingRate"`` or ``"futuresExchangeInfo"``.
         """
         if fault not in FAULTS:
             raise ValueError(f"unknown fault {fault!r}; expected one of {sorted(FAULTS)}")
@@ -416,6 +429,33 @@ class FakeBinance:
         with self._lock:
             self._symbols.add(symbol)
             self._listed[symbol] = int(pd.Timestamp(stamp).value // 10**6)
+
+    def set_funding(self, symbol: str, rates: pd.Series) -> None:
+        """List the USD-M perpetual ``symbol`` (``"BTC/USDT:USDT"``) with its funding rates.
+
+        Parameters
+        ----------
+        symbol : str
+            ccxt perpetual symbol, ``BASE/QUOTE:SETTLE``; listed in ``/fapi/v1/exchangeInfo``.
+        rates : pandas.Series
+            Funding rates on a UTC ``DatetimeIndex`` of funding times.
+        """
+        pair, _, settle = symbol.partition(":")
+        base, quote = _split_symbol(pair)
+        if not settle:
+            raise ValueError(f"expected a perpetual symbol like 'BTC/USDT:USDT', got {symbol!r}")
+        index = pd.DatetimeIndex(rates.index)
+        index = index.tz_localize("UTC") if index.tz is None else index.tz_convert("UTC")
+        times = np.asarray(index.as_unit("ms").asi8, dtype=np.int64)
+        order = np.argsort(times, kind="stable")
+        values = np.asarray(rates.to_numpy(dtype=np.float64))[order]
+        with self._lock:
+            self._funding[base + quote] = (symbol, times[order], values)
+
+    def funding_requests(self) -> list[Request]:
+        """Recorded requests to ``/fapi/v1/fundingRate``, oldest first."""
+        with self._lock:
+            return [r for r in self.requests if r.path == _ENDPOINTS["fundingRate"]]
 
     # ---------------------------------------------------------------- request log
 
@@ -498,6 +538,18 @@ class FakeBinance:
         }
         return _deep_merge(base, extra)
 
+    def futures_config(self, **extra: Any) -> dict[str, Any]:
+        """:meth:`ccxt_config` with the USD-M futures API on this server too.
+
+        Markets load from spot and linear (``/fapi/v1/exchangeInfo``), so perpetuals are
+        listed and ``fetch_funding_rate_history`` reaches ``/fapi/v1/fundingRate``.
+        """
+        futures = {
+            "urls": {"api": {"fapiPublic": f"{self.url}/fapi/v1"}},
+            "options": {"fetchMarkets": {"types": ["spot", "linear"]}},
+        }
+        return self.ccxt_config(**_deep_merge(futures, extra))
+
     def client(self, **extra: Any) -> ccxt.binance:
         """A fresh ``ccxt.binance`` built from :meth:`ccxt_config` with ``extra``."""
         return ccxt.binance(self.ccxt_config(**extra))
@@ -524,6 +576,11 @@ class FakeBinance:
             handler.send_json(200, self._exchange_info())
         elif endpoint == "klines":
             status, payload = self._klines(params)
+            handler.send_json(status, payload)
+        elif endpoint == "futuresExchangeInfo":
+            handler.send_json(200, self._futures_exchange_info())
+        elif endpoint == "fundingRate":
+            status, payload = self._funding_rates(params)
             handler.send_json(status, payload)
         else:
             handler.send_json(404, {"code": -1, "msg": f"Unknown endpoint {path}."})
@@ -598,6 +655,82 @@ class FakeBinance:
             "exchangeFilters": [],
             "symbols": entries,
         }
+
+    def _futures_exchange_info(self) -> dict[str, Any]:
+        with self._lock:
+            listed = sorted((market_id, item[0]) for market_id, item in self._funding.items())
+        entries = []
+        for market_id, symbol in listed:
+            pair, _, settle = symbol.partition(":")
+            base, quote = _split_symbol(pair)
+            entries.append(
+                {
+                    "symbol": market_id,
+                    "pair": market_id,
+                    "contractType": "PERPETUAL",
+                    "deliveryDate": 4133404800000,
+                    "onboardDate": 1569398400000,
+                    "status": "TRADING",
+                    "baseAsset": base,
+                    "quoteAsset": quote,
+                    "marginAsset": settle,
+                    "pricePrecision": 2,
+                    "quantityPrecision": 3,
+                    "baseAssetPrecision": 8,
+                    "quotePrecision": 8,
+                    "underlyingType": "COIN",
+                    "underlyingSubType": [],
+                    "triggerProtect": "0.0500",
+                    "liquidationFee": "0.012500",
+                    "marketTakeBound": "0.05",
+                    "filters": [],
+                    "orderTypes": ["LIMIT", "MARKET"],
+                    "timeInForce": ["GTC"],
+                }
+            )
+        return {
+            "timezone": "UTC",
+            "serverTime": int(time.time() * 1000),
+            "futuresType": "U_MARGINED",
+            "rateLimits": [],
+            "exchangeFilters": [],
+            "assets": [],
+            "symbols": entries,
+        }
+
+    def _funding_rates(self, params: dict[str, str]) -> tuple[int, Any]:
+        # Binance USD-M: ascending from startTime (else the latest), at most `limit`
+        # (default 100, capped), bounded by endTime.
+        ints: dict[str, int | None] = {}
+        for name in ("startTime", "endTime", "limit"):
+            raw = params.get(name)
+            try:
+                ints[name] = None if raw in (None, "") else int(raw)
+            except ValueError:
+                return 400, {"code": -1100, "msg": f"Illegal characters found in '{name}'."}
+        with self._lock:
+            found = self._funding.get(params.get("symbol", ""))
+            cap = self.funding_max_limit
+        if found is None:
+            return 400, {"code": -1121, "msg": "Invalid symbol."}
+        _, times, rates = found
+        start, end = ints["startTime"], ints["endTime"]
+        limit = max(1, min(100 if ints["limit"] is None else ints["limit"], cap))
+        hi = len(times) if end is None else int(np.searchsorted(times, end, side="right"))
+        if start is not None:
+            lo = int(np.searchsorted(times, start, side="left"))
+            hi = min(hi, lo + limit)
+        else:
+            lo = max(0, hi - limit)
+        return 200, [
+            {
+                "symbol": params["symbol"],
+                "fundingTime": int(ms),
+                "fundingRate": f"{rate:.8f}",
+                "markPrice": "40000.00000000",
+            }
+            for ms, rate in zip(times[lo:hi].tolist(), rates[lo:hi].tolist(), strict=True)
+        ]
 
     def _klines(self, params: dict[str, str]) -> tuple[int, Any]:
         market_id = params.get("symbol", "")
