@@ -87,6 +87,9 @@ _LIMITS = {
     CANDLES_ENTRY: f"{MAX_BUNDLE_CANDLES:,} candles",
 }
 PRICE_COLUMNS = ("open", "high", "low", "close", "volume")
+# Mood columns joined to the candles (forecasting.data.mood.attach_mood) travel with them:
+# a bundle whose models read them reruns offline.
+MOOD_COLUMNS = ("fear_greed", "funding_rate")
 FILLED_COLUMN = "filled"
 # What data.json adds to the experiment's own data record, and what the experiment
 # computes from the candles: neither is part of the source passed to a rerun.
@@ -219,14 +222,17 @@ def _candles_parquet(
     candles: pd.DataFrame, filled: pd.DatetimeIndex | None, sha256: str | None
 ) -> bytes:
     """The candles as an uncompressed Parquet file: a UTC timestamp column, the five
-    price columns and a ``filled`` flag; nothing else (no pandas metadata)."""
+    price columns, any joined mood columns and a ``filled`` flag; nothing else (no pandas
+    metadata)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    if list(candles.columns) != list(PRICE_COLUMNS):
+    columns = _candle_columns(list(candles.columns))
+    if columns is None:
         raise ConfigurationError(
-            f"A bundle carries candles with the columns {', '.join(PRICE_COLUMNS)}; these "
-            f"have {', '.join(map(str, candles.columns))}."
+            f"A bundle carries candles with the columns {', '.join(PRICE_COLUMNS)} (and "
+            f"{' or '.join(MOOD_COLUMNS)}, in that order); these have "
+            f"{', '.join(map(str, candles.columns))}."
         )
     if sha256 is not None and data_hash(candles) != sha256:
         raise ConfigurationError(
@@ -237,7 +243,7 @@ def _candles_parquet(
     table = pa.table(
         {
             "timestamp": pa.array(candles.index),
-            **{name: pa.array(candles[name].to_numpy()) for name in PRICE_COLUMNS},
+            **{name: pa.array(candles[name].to_numpy()) for name in columns},
             FILLED_COLUMN: pa.array(marks, type=pa.bool_()),
         }
     ).replace_schema_metadata(None)
@@ -251,6 +257,14 @@ def _candles_parquet(
         store_schema=False,
     )
     return buffer.getvalue()
+
+
+def _candle_columns(names: list[str]) -> list[str] | None:
+    """``names`` when they are the price columns then mood columns in their order, else None."""
+    prices, mood = names[: len(PRICE_COLUMNS)], names[len(PRICE_COLUMNS) :]
+    if prices != list(PRICE_COLUMNS) or mood != [c for c in MOOD_COLUMNS if c in mood]:
+        return None
+    return names
 
 
 def app_settings(
@@ -578,9 +592,8 @@ def _candles_from_parquet(raw: bytes, unit: Any) -> tuple[pd.DataFrame, pd.Datet
         raise DataFormatError(
             f"The bundle's {CANDLES_ENTRY} has no candles, or candles out of order. {_AGAIN}"
         )
-    candles = pd.DataFrame(
-        {name: table.column(name).to_numpy() for name in PRICE_COLUMNS}, index=index
-    )
+    columns = [name for name in table.column_names if name not in ("timestamp", FILLED_COLUMN)]
+    candles = pd.DataFrame({name: table.column(name).to_numpy() for name in columns}, index=index)
     marks = table.column(FILLED_COLUMN).to_numpy(zero_copy_only=False).astype(bool)
     return candles, index[marks]
 
@@ -597,7 +610,12 @@ def _check_parquet(meta: Any, schema: Any) -> None:
         f"The bundle's {CANDLES_ENTRY} is not laid out as this app writes it (columns "
         f"{', '.join(expected)}). {_AGAIN}"
     )
-    if schema.names != expected:
+    names = list(schema.names)
+    if (
+        names[:1] != ["timestamp"]
+        or names[-1:] != [FILLED_COLUMN]
+        or _candle_columns(names[1:-1]) is None
+    ):
         raise wrong
     for field in schema:
         if field.name == "timestamp":

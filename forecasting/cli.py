@@ -84,13 +84,19 @@ def build_parser() -> argparse.ArgumentParser:
     features = commands.add_parser(
         "features", help="add feature columns (known at each candle's close) to a candle CSV"
     )
-    features.add_argument("--data", required=True, type=Path, help="OHLCV CSV file")
+    feature_source = features.add_mutually_exclusive_group()
+    feature_source.add_argument("--data", type=Path, help="OHLCV CSV file")
+    feature_source.add_argument(
+        "--exchange", help="ccxt exchange id (with --symbol and --timeframe)"
+    )
+    _exchange_data_flags(features)
     features.add_argument(
         "--features",
         metavar="LIST",
-        help="comma-separated specs, e.g. rsi:14,macd:12:26:9,sma:50,log_return "
-        "(default: rsi:14,macd:12:26:9,log_return)",
+        help="comma-separated specs, e.g. rsi:14,macd:12:26:9,sma:50,log_return,fear_greed,"
+        "funding_rate (default: rsi:14,macd:12:26:9,log_return)",
     )
+    _mood_flags(features)
     features.add_argument("--out", required=True, type=Path, help="CSV file to write")
     features.set_defaults(handler=_features)
 
@@ -132,6 +138,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     compare.add_argument("--quiet", action="store_true", help="no progress on stderr")
     compare.set_defaults(handler=_compare)
+
+    ablate = commands.add_parser(
+        "ablate",
+        help="do these features help? one model with and without them on the same folds",
+    )
+    _experiment_flags(ablate, bundle_help="rerun the experiment of a bundle")
+    ablate.add_argument(
+        "--model", default="lstm", help="the model whose features are tested (default lstm)"
+    )
+    ablate.add_argument(
+        "--add",
+        required=True,
+        metavar="LIST",
+        help="feature specs added to the model's own, e.g. fear_greed,funding_rate",
+    )
+    ablate.add_argument("--json", action="store_true", help="print the JSON report")
+    ablate.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    ablate.set_defaults(handler=_ablate)
 
     backtest = commands.add_parser(
         "backtest",
@@ -337,6 +361,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _exchange_data_flags(parser: argparse.ArgumentParser) -> None:
+    """The flags that choose exchange candles beside ``--exchange``."""
+    parser.add_argument("--symbol", help="unified symbol, e.g. BTC/USD")
+    parser.add_argument("--timeframe", help="e.g. 1h, 4h, 1d")
+    parser.add_argument("--since", help="first candle, ISO-8601 UTC (exchange data)")
+    parser.add_argument("--until", help="end, exclusive, ISO-8601 UTC (exchange data)")
+    parser.add_argument("--exchange-config", metavar="JSON", help="as for fetch")
+    parser.add_argument("--cache-dir", type=Path, help="candle cache folder")
+
+
+def _mood_flags(parser: argparse.ArgumentParser) -> None:
+    """Where the market-mood features come from (fear_greed, funding_rate)."""
+    parser.add_argument(
+        "--funding-exchange",
+        metavar="ID",
+        help="ccxt exchange whose perpetual futures give funding_rate (default: --exchange; "
+        "needed with --data)",
+    )
+    parser.add_argument(
+        "--funding-symbol",
+        metavar="SYM",
+        help="the spot pair whose perpetual's funding rates are read (default: --symbol)",
+    )
+    parser.add_argument(
+        "--funding-config",
+        metavar="JSON",
+        help="ccxt settings for --funding-exchange (default: --exchange-config when it is "
+        "the same exchange)",
+    )
+
+
 def _experiment_flags(
     parser: argparse.ArgumentParser,
     *,
@@ -358,12 +413,7 @@ def _experiment_flags(
         "on the candles it carries, with its settings: no network, no original file; the "
         "settings and data flags are refused",
     )
-    parser.add_argument("--symbol", help="unified symbol, e.g. BTC/USD")
-    parser.add_argument("--timeframe", help="e.g. 1h, 4h, 1d")
-    parser.add_argument("--since", help="first candle, ISO-8601 UTC (exchange data)")
-    parser.add_argument("--until", help="end, exclusive, ISO-8601 UTC (exchange data)")
-    parser.add_argument("--exchange-config", metavar="JSON", help="as for fetch")
-    parser.add_argument("--cache-dir", type=Path, help="candle cache folder")
+    _exchange_data_flags(parser)
     parser.add_argument("--models", help=f"comma-separated, default all: {','.join(_MODEL_NAMES)}")
     parser.add_argument(
         "--horizon",
@@ -398,8 +448,10 @@ def _experiment_flags(
     parser.add_argument(
         "--settings",
         metavar="JSON",
-        help='per-model settings, e.g. \'{"lstm": {"epochs": 10}, "prophet": {}}\'',
+        help='per-model settings, e.g. \'{"lstm": {"epochs": 10}, "prophet": {}}\'; '
+        "features fear_greed and funding_rate are joined to the candles as of each close",
     )
+    _mood_flags(parser)
 
 
 _MODEL_NAMES = ("naive", "drift", "seasonal_naive", "moving_average", "prophet", "lstm")
@@ -514,14 +566,20 @@ def _iso_ms(ms: int) -> str:
 def _features(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from forecasting.data import read_ohlcv_csv
-    from forecasting.features import compute_features, parse_features
+    from forecasting.features import compute_features, mood_kinds, parse_features
+    from forecasting.ohlcv import COLUMNS
 
-    data = read_ohlcv_csv(args.data)
-    for note in _data_notes(data):
+    specs = parse_features(args.features)  # a bad spec fails before any data is read
+    if args.data is None and args.exchange is None:
+        raise _UsageError("one of the arguments --data --exchange is required")
+    candles, source, _, read_notes = _compare_data(args)
+    for note in read_notes:
         _note(note)
-    columns = compute_features(data.candles, parse_features(args.features))
-    table = pd.concat([data.candles.loc[columns.index], columns], axis=1)
+    candles, mood_notes = _with_mood(args, candles, source, mood_kinds([str(s) for s in specs]))
+    for note in mood_notes:
+        _note(note)
+    columns = compute_features(candles, specs)
+    table = pd.concat([candles.loc[columns.index, list(COLUMNS)], columns], axis=1)
     table.index = table.index.strftime("%Y-%m-%dT%H:%M:%SZ")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(args.out, index_label="timestamp", lineterminator="\n")
@@ -602,14 +660,47 @@ def _experiment(args: argparse.Namespace, *, future: bool) -> tuple[Any, dict, l
         candles, filled, source, selection, read_notes, settings = _from_bundle(args)
     else:
         filled = None
-        candles, source, selection, read_notes = _compare_data(args)
         settings = _compare_settings(args)
+        candles, source, selection, read_notes = _compare_data(args)
+        candles, mood_notes = _with_mood(args, candles, source, _settings_mood(settings))
+        read_notes = [*read_notes, *mood_notes]
     progress = args.progress if args.progress.enabled else None
     result = run_experiment(
         candles, settings, source=source, progress=progress, filled=filled, future=future
     )
     args.progress.finish()
     return result, selection, read_notes
+
+
+def _ablate(args: argparse.Namespace) -> int:
+    from forecasting.ablation import feature_ablation
+    from forecasting.experiment import dumps
+    from forecasting.features import mood_kinds
+
+    if args.from_bundle is not None:
+        candles, filled, _, _, read_notes, settings = _from_bundle(args)
+    else:
+        if args.data is None and args.exchange is None:
+            raise _UsageError("one of the arguments --data --exchange is required")
+        filled = None
+        settings = _compare_settings(args)
+        candles, source, _, read_notes = _compare_data(args)
+        kinds = mood_kinds(args.add, *_settings_texts(settings))
+        candles, mood_notes = _with_mood(args, candles, source, kinds)
+        read_notes = [*read_notes, *mood_notes]
+    progress = args.progress if args.progress.enabled else None
+    result = feature_ablation(
+        candles, settings, args.add, model=args.model, progress=progress, filled=filled
+    )
+    args.progress.finish()
+    if args.json:
+        print(dumps(_finite({**result.to_json(), "notes": read_notes})))
+    else:
+        for note in read_notes:
+            _note(note)
+        _note(result.sentence)
+        sys.stdout.write(result.metrics.rename_axis("model").to_csv(lineterminator="\n"))
+    return EXIT_OK
 
 
 def _backtest(args: argparse.Namespace) -> int:
@@ -802,6 +893,65 @@ def _compare_data(args: argparse.Namespace) -> tuple[Any, dict, dict, list[str]]
     return candles, source, selection, read_notes
 
 
+def _settings_texts(settings: Any) -> list[str]:
+    """Every model's feature list in the settings (its features or regressors)."""
+    return [
+        value
+        for given in settings.model_settings.values()
+        if isinstance(given, dict)
+        for name, value in given.items()
+        if name in ("features", "regressors") and isinstance(value, str)
+    ]
+
+
+def _settings_mood(settings: Any) -> tuple[str, ...]:
+    """The mood features any model's settings name (its features or regressors)."""
+    from forecasting.features import mood_kinds
+
+    return mood_kinds(*_settings_texts(settings))
+
+
+def _with_mood(
+    args: argparse.Namespace, candles: Any, source: dict, kinds: Sequence[str]
+) -> tuple[Any, list[str]]:
+    """The candles with the mood ``kinds`` joined as of each close, and notes on them.
+
+    Raises
+    ------
+    DataUnavailable
+        A kind asked for that could not be joined (offline, no perpetual, ...), saying why.
+    """
+    from forecasting.data import CandleCache, create_exchange
+    from forecasting.data.mood import attach_mood
+    from forecasting.errors import DataUnavailable
+
+    kinds = [kind for kind in kinds if kind not in candles.columns]
+    if not kinds:
+        return candles, []
+    exchange_id = args.funding_exchange or args.exchange
+    client, symbol = None, args.funding_symbol or args.symbol
+    if "funding_rate" in kinds and exchange_id:
+        text = args.funding_config
+        if text is None and exchange_id == args.exchange:
+            text = args.exchange_config
+        config = _exchange_config(text) if text is not None else None
+        client = create_exchange(exchange_id, config)
+    if "funding_rate" in kinds and not symbol:
+        raise _UsageError("funding_rate with --data needs --funding-exchange and --funding-symbol")
+    joined = attach_mood(
+        candles,
+        source.get("timeframe") or args.timeframe,
+        kinds,
+        exchange=client,
+        symbol=symbol,
+        cache=CandleCache(args.cache_dir) if args.cache_dir else None,
+    )
+    if joined.unavailable:
+        kind, reason = next(iter(joined.unavailable.items()))
+        raise DataUnavailable(f"The {kind} feature is unavailable: {reason}")
+    return joined.candles, list(joined.notes)
+
+
 def _compare_settings(args: argparse.Namespace) -> Any:
     from forecasting.evaluation import BacktestSettings
     from forecasting.experiment import ExperimentSettings, parse_models
@@ -828,7 +978,10 @@ def _compare_settings(args: argparse.Namespace) -> Any:
 
 
 # Flags --from-bundle refuses: the bundle holds the data, and its experiment is rerun as it was.
-_BUNDLE_DATA_FLAGS = ("symbol", "timeframe", "since", "until", "exchange_config", "cache_dir")
+_BUNDLE_DATA_FLAGS = (
+    "symbol", "timeframe", "since", "until", "exchange_config", "cache_dir",
+    "funding_exchange", "funding_symbol", "funding_config",
+)  # fmt: skip
 _BUNDLE_SETTING_FLAGS = (
     "models", "horizon", "folds", "test_size", "test_start", "stride", "window", "seed",
     "seeds", "loss", "settings",

@@ -47,6 +47,7 @@ __all__ = [
     "ExperimentSettings",
     "data_hash",
     "dumps",
+    "json_record",
     "parse_models",
     "run_experiment",
     "scores_json",
@@ -282,7 +283,7 @@ class ExperimentResult:
             "metrics": scores["metrics"],
             "by_horizon": scores["by_horizon"],
             "dm_tests": scores["dm_tests"],
-            "copy_check": {m: _clean(r) for m, r in self.copy.to_dict(orient="index").items()},
+            "copy_check": {m: json_record(r) for m, r in self.copy.to_dict(orient="index").items()},
             "future": {alias: f.to_records() for alias, f in self.future.items()},
             "verdict": scores["verdict"],
             "pairs": scores["pairs"],
@@ -330,11 +331,11 @@ def _scores_document(
 ) -> dict[str, Any]:
     steps: dict[str, dict[str, Any]] = {}
     for (model, step), row in by_horizon.to_dict(orient="index").items():
-        steps.setdefault(model, {})[str(step)] = _clean(row)
+        steps.setdefault(model, {})[str(step)] = json_record(row)
     return {
-        "metrics": {m: _clean(r) for m, r in metrics.to_dict(orient="index").items()},
+        "metrics": {m: json_record(r) for m, r in metrics.to_dict(orient="index").items()},
         "by_horizon": steps,
-        "dm_tests": [_clean(r) for r in dm_tests.to_dict(orient="records")],
+        "dm_tests": [json_record(r) for r in dm_tests.to_dict(orient="records")],
         "verdict": {name: v.to_dict() for name, v in verdict.items()},
         "pairs": backtest.pairs.to_dict() if backtest.pairs else None,
         "undefined": undefined,
@@ -486,7 +487,7 @@ def parse_models(text: str | Sequence[str] | None) -> tuple[str, ...]:
     return tuple(dict.fromkeys(item.strip() for item in items if item.strip()))
 
 
-def _clean(record: Mapping[str, Any]) -> dict[str, Any]:
+def json_record(record: Mapping[str, Any]) -> dict[str, Any]:
     """JSON-safe values: NaN and infinities become null, numpy scalars plain Python."""
     out = {}
     for key, value in record.items():

@@ -17,6 +17,13 @@ value after the warm-up, so it never has to skip rows.
 
 A feature is named by a spec string ``kind[:param[:param...]]``, e.g. ``rsi:14``,
 ``macd:12:26:9``, ``sma:50``, ``log_return``.
+
+Market mood (:data:`MOOD_KINDS`): ``fear_greed`` and ``funding_rate`` read a column that
+:func:`forecasting.data.mood.attach_mood` joined to the candles as of each candle's close
+(a value is used only from the first candle that closes after it was published), so
+they are known at the close like every other feature, and travel with the candles
+through folds, windows and refits. Candles without the column raise
+:class:`~forecasting.errors.ConfigurationError` saying how to attach it.
 """
 
 from __future__ import annotations
@@ -34,9 +41,11 @@ from forecasting.ranges import Range
 __all__ = [
     "DEFAULT_FEATURES",
     "FEATURE_KINDS",
+    "MOOD_KINDS",
     "FeatureSpec",
     "compute_features",
     "lookahead_audit",
+    "mood_kinds",
     "parse_features",
     "warmup_length",
 ]
@@ -231,6 +240,19 @@ def _volume_change(c: pd.DataFrame, p: tuple) -> pd.DataFrame:
     return pd.DataFrame({"volume_change": np.log1p(c["volume"]).diff()})
 
 
+def _mood(column: str) -> Callable[[pd.DataFrame, tuple], pd.DataFrame]:
+    def compute(c: pd.DataFrame, p: tuple) -> pd.DataFrame:
+        if column not in c.columns:
+            raise ConfigurationError(
+                f"The '{column}' feature needs its values joined to the candles: attach them "
+                "with forecasting.data.mood.attach_mood (the app and the command line do it "
+                f"when '{column}' is among the features), or leave '{column}' out."
+            )
+        return pd.DataFrame({column: c[column].astype("float64")}, index=c.index)
+
+    return compute
+
+
 # A window counts candles. Its bounds: the shortest window with a meaning (RSI, ATR and
 # the Bollinger band need two candles to have any spread) and 1000 candles, beyond which
 # the warm-up eats years of daily data and the feature is nearly constant.
@@ -262,8 +284,18 @@ FEATURE_KINDS: dict[str, FeatureKind] = {
                     "log(close / previous close)."),
         FeatureKind("volume_change", "Volume change", (), (), _volume_change, lambda p: 1,
                     "log(1 + volume) minus its previous value."),
+        FeatureKind("fear_greed", "Fear & Greed", (), (), _mood("fear_greed"), lambda p: 0,
+                    "The Crypto Fear & Greed Index (0-100, alternative.me), a day's value "
+                    "used from the first candle closing after that day ends."),
+        FeatureKind("funding_rate", "Funding rate", (), (), _mood("funding_rate"),
+                    lambda p: 0,
+                    "The pair's perpetual-futures funding rate (a fraction per funding "
+                    "period), used from the first candle closing after its funding time."),
     ]
 }  # fmt: skip
+
+MOOD_KINDS: tuple[str, ...] = ("fear_greed", "funding_rate")
+"""Feature kinds read from columns joined to the candles, not computed from them."""
 
 DEFAULT_FEATURES: tuple[FeatureSpec, ...] = (
     FeatureSpec("rsi", (14,)),
@@ -299,6 +331,23 @@ def parse_features(text: str | Iterable[str] | None) -> tuple[FeatureSpec, ...]:
             ) from exc
         specs.append(FeatureSpec(kind.strip().lower(), params))
     return tuple(dict.fromkeys(specs))
+
+
+def mood_kinds(*texts: str | Iterable[str] | None) -> tuple[str, ...]:
+    """The :data:`MOOD_KINDS` named in any of ``texts`` (feature spec strings or lists).
+
+    ``mood_kinds("rsi:14,fear_greed", "funding_rate")`` is ``("fear_greed",
+    "funding_rate")``; a text that does not parse names none.
+    """
+    found: set[str] = set()
+    for text in texts:
+        if not text:
+            continue
+        try:
+            found.update(spec.kind for spec in parse_features(text))
+        except ConfigurationError:
+            continue
+    return tuple(kind for kind in MOOD_KINDS if kind in found)
 
 
 def warmup_length(specs: Sequence[FeatureSpec]) -> int:

@@ -17,6 +17,7 @@ __all__ = [
     "candles_from_close",
     "random_walk_candles",
     "sine_trend_candles",
+    "with_mood_columns",
 ]
 
 _FREQ = {"1d": "1D", "4h": "4h", "1h": "1h", "1b": "B"}
@@ -115,3 +116,28 @@ def random_walk_candles(
     rng = np.random.default_rng(seed)
     close = 1000.0 + 10.0 * step * np.sqrt(n) + np.cumsum(step * rng.standard_normal(n))
     return candles_from_close(close, timeframe, start=start, seed=seed + 1)
+
+
+def with_mood_columns(
+    candles: pd.DataFrame, timeframe: str = "1d", *, seed: int = 0
+) -> pd.DataFrame:
+    """``candles`` with invented ``fear_greed`` and ``funding_rate`` columns joined as the
+    app joins them (:func:`forecasting.data.mood.as_of`, each value from the first candle
+    closing after it was published), starting early enough that every candle has both."""
+    from forecasting.data.mood import as_of, fear_greed_published, funding_published
+
+    rng = np.random.default_rng(seed)
+    first = candles.index[0].normalize() - pd.Timedelta(days=3)
+    last = candles.index[-1] + pd.Timedelta(days=2)
+    days = pd.date_range(first, last, freq="D")
+    index = pd.Series(rng.integers(5, 95, len(days)).astype("float64"), index=days)
+    times = pd.date_range(first, last, freq="8h")
+    funding = pd.Series(rng.normal(1e-4, 2e-4, len(times)), index=times)
+    return candles.assign(
+        fear_greed=as_of(
+            index, candles.index, timeframe, published_at=fear_greed_published
+        ).to_numpy(),
+        funding_rate=as_of(
+            funding, candles.index, timeframe, published_at=funding_published
+        ).to_numpy(),
+    )

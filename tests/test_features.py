@@ -10,7 +10,7 @@ from functools import cache
 import numpy as np
 import pandas as pd
 import pytest
-from factories import candles_from_close, sine_trend_candles
+from factories import candles_from_close, sine_trend_candles, with_mood_columns
 from fake_exchange import load_shared_csv
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -69,8 +69,9 @@ def _audit_candles() -> pd.DataFrame:
     """Real BTC/USDT daily candles around the March 2020 crash, or a synthetic stand-in."""
     real = load_shared_csv("binance_BTC-USDT_1d.csv")
     if real is None:
-        return sine_trend_candles(300, noise=0.02, seed=3)
-    return real.iloc[:-1].loc["2019-11-01":"2020-08-31"]  # -1: the partial last candle
+        return with_mood_columns(sine_trend_candles(300, noise=0.02, seed=3))
+    # -1: the partial last candle. The mood columns are invented (joined as the app does).
+    return with_mood_columns(real.iloc[:-1].loc["2019-11-01":"2020-08-31"])
 
 
 # --- factories ----------------------------------------------------------------------------
@@ -272,6 +273,8 @@ AUDITED = [
     pytest.param(FeatureSpec("atr", (5,)), id="atr-5"),  # short window
     pytest.param(FeatureSpec("log_return"), id="log_return"),  # no parameters
     pytest.param(FeatureSpec("volume_change"), id="volume_change"),  # no parameters
+    pytest.param(FeatureSpec("fear_greed"), id="fear_greed"),  # a joined column
+    pytest.param(FeatureSpec("funding_rate"), id="funding_rate"),  # a joined column
 ]
 
 
@@ -338,7 +341,7 @@ def test_real_4h_candles_with_outages_and_a_zero_volume_candle() -> None:
     if real is None:
         pytest.skip("the shared real-candle data is not available")
     # August-October 2017: a zero-volume flat candle (2017-09-06T16:00) in the middle.
-    candles = real.loc["2017-08-17":"2017-10-31"]
+    candles = with_mood_columns(real.loc["2017-08-17":"2017-10-31"], "4h")
     assert candles.loc["2017-09-06 16:00", "volume"].item() == 0.0
     specs = tuple(FeatureSpec(kind) for kind in FEATURE_KINDS)
     features = compute_features(candles, specs)
@@ -354,7 +357,7 @@ def test_every_feature_is_defined_after_its_warmup_through_flat_stretches(
     # Every kind (the audit table covers them all): a feature undefined after its
     # warm-up would make a model skip rows, so a window "ending" at a candle would
     # really end earlier.
-    candles = _flat_stretches()
+    candles = with_mood_columns(_flat_stretches())
     got = compute_features(candles, [spec], drop_warmup=False)
     after = got.iloc[spec.warmup :]
     assert np.isfinite(after.to_numpy()).all(), after[~np.isfinite(after).all(axis=1)]
@@ -367,7 +370,7 @@ def test_every_feature_is_defined_after_its_warmup_through_flat_stretches(
 
 @pytest.mark.parametrize("spec", AUDITED)
 def test_warmup_is_the_number_of_leading_rows_without_a_value(spec: FeatureSpec) -> None:
-    candles = sine_trend_candles(120, noise=0.01, seed=2)
+    candles = with_mood_columns(sine_trend_candles(120, noise=0.01, seed=2))
     raw = compute_features(candles, [spec], drop_warmup=False)
     complete = raw.notna().all(axis=1)
     assert not complete.iloc[: spec.warmup].any()  # NaN, never filled
@@ -387,7 +390,7 @@ def test_warmup_is_the_number_of_leading_rows_without_a_value(spec: FeatureSpec)
     ids=["defaults", "all-kinds", "mixed"],
 )
 def test_warmup_rows_are_dropped_not_filled(specs: tuple[FeatureSpec, ...]) -> None:
-    candles = sine_trend_candles(150, noise=0.01, seed=1)
+    candles = with_mood_columns(sine_trend_candles(150, noise=0.01, seed=1))
     raw = compute_features(candles, specs, drop_warmup=False)
     features = compute_features(candles, specs)
 
@@ -423,7 +426,7 @@ def test_no_specs_give_no_columns() -> None:
 
 
 def test_inputs_are_not_modified() -> None:
-    candles = sine_trend_candles(120, noise=0.01)
+    candles = with_mood_columns(sine_trend_candles(120, noise=0.01))
     before = copy.deepcopy(candles)
     specs = tuple(FeatureSpec(kind) for kind in FEATURE_KINDS)
     compute_features(candles, specs)

@@ -74,6 +74,7 @@ __all__ = [
     "CandleCache",
     "default_cache_dir",
     "default_max_candles",
+    "fsync_dir",
 ]
 
 log = logging.getLogger(__name__)
@@ -361,7 +362,7 @@ class CandleCache:
             with contextlib.suppress(OSError):
                 os.unlink(tmp_name)
             raise
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
         return path
 
     def clear(self, source: str, symbol: str, timeframe: str) -> None:
@@ -404,8 +405,9 @@ def _thread_lock(path: Path) -> threading.Lock:
         return _thread_locks.setdefault(path, threading.Lock())
 
 
-def _fsync_dir(folder: Path) -> None:
-    # Makes the rename itself durable; not possible on every platform.
+def fsync_dir(folder: Path) -> None:
+    """Flush ``folder``'s entry list to disk, making a rename in it durable (where the
+    platform allows; silently not elsewhere)."""
     with contextlib.suppress(OSError, AttributeError):
         descriptor = os.open(folder, os.O_RDONLY)
         try:

@@ -75,6 +75,7 @@ __all__ = [
     "list_exchanges",
     "list_symbols",
     "list_timeframes",
+    "load_markets",
     "longest_candle",
     "page_limit",
     "served_from",
@@ -83,6 +84,7 @@ __all__ = [
     "tail_notice",
     "unanswered",
     "unanswered_tail",
+    "with_retry",
 ]
 
 log = logging.getLogger(__name__)
@@ -434,7 +436,7 @@ def list_timeframes(exchange: ccxt.Exchange) -> list[str]:
 
 def list_symbols(exchange: ccxt.Exchange, *, retry: RetryPolicy | None = None) -> list[str]:
     """Active symbols of the exchange, sorted (loads its markets: one request or a few)."""
-    markets = _load_markets(exchange, retry or RetryPolicy())
+    markets = load_markets(exchange, retry or RetryPolicy())
     return sorted(s for s, m in markets.items() if m.get("active") is not False)
 
 
@@ -474,7 +476,7 @@ def validate_request(
             f"Choose one of: {', '.join(offered)}.",
             offered,
         )
-    markets = _load_markets(exchange, retry)
+    markets = load_markets(exchange, retry)
     if symbol not in markets:
         suggestions = suggest_symbols(symbol, sorted(markets))
         hint = f" Did you mean {', '.join(suggestions)}?" if suggestions else ""
@@ -814,7 +816,7 @@ class _Pager:
             return _checked(self.exchange, answer)
 
         try:
-            return _with_retry(call, self.exchange, self.retry, symbol=self.symbol)
+            return with_retry(call, self.exchange, self.retry, symbol=self.symbol)
         except ForecastingError as exc:
             # Asked again with an end bound, an exchange may refuse the bound itself: that
             # window stays unanswered. Network failures and garbled answers still fail.
@@ -921,10 +923,11 @@ def _ms(stamp: pd.Timestamp) -> int:
     return int(stamp.value // 1_000_000)
 
 
-def _load_markets(exchange: ccxt.Exchange, retry: RetryPolicy) -> dict[str, Any]:
+def load_markets(exchange: ccxt.Exchange, retry: RetryPolicy) -> dict[str, Any]:
+    """The exchange's markets, loaded once (with ``retry``); ccxt's ``markets`` dict."""
     if exchange.markets:
         return exchange.markets
-    return _with_retry(lambda: _checked_markets(exchange), exchange, retry)
+    return with_retry(lambda: _checked_markets(exchange), exchange, retry)
 
 
 def _checked_markets(exchange: ccxt.Exchange) -> dict[str, Any]:
@@ -957,9 +960,18 @@ def _is_transient(exc: Exception) -> bool:
     return isinstance(exc, ccxt.NetworkError | ccxt.BadResponse | ccxt.NullResponse)
 
 
-def _with_retry(
+def with_retry(
     call: Callable[[], T], exchange: ccxt.Exchange, retry: RetryPolicy, *, symbol: str | None = None
 ) -> T:
+    """``call()`` with the candles' retry rules: backoff on transient failures (timeouts,
+    HTTP 429 and 5xx, garbled answers), servers found unreachable remembered, and ccxt's
+    errors turned into the project's (:mod:`forecasting.errors`).
+
+    Raises
+    ------
+    ForecastingError
+        A subclass saying what failed (unreachable, rate-limited, geo-blocked, ...).
+    """
     # A server found unreachable a moment ago (by this or another session) is not tried
     # again until REACHABILITY forgets it: the answer would be the same failure.
     server = server_key(exchange.id, getattr(exchange, "urls", None))

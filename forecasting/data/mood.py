@@ -30,18 +30,20 @@ import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from forecasting.data.cache import CandleCache, _fsync_dir
-from forecasting.data.exchange import RetryPolicy, _load_markets, _with_retry
+from forecasting.data.cache import CandleCache, fsync_dir
+from forecasting.data.exchange import RetryPolicy, load_markets, with_retry
 from forecasting.data.quality import notices, with_notices
 from forecasting.data.reachability import REACHABILITY, server_key, unreachable_reason
 from forecasting.errors import (
+    ConfigurationError,
     DataFormatError,
     DataUnavailable,
     GeoBlocked,
@@ -60,12 +62,16 @@ __all__ = [
     "FUNDING_VENUE",
     "LATE_DAY_ATTR",
     "MISSING_DAYS_ATTR",
+    "MOOD_SOURCES",
+    "MoodJoin",
     "as_of",
+    "attach_mood",
     "fear_greed_published",
     "fear_greed_url",
     "fetch_fear_greed",
     "fetch_funding_rates",
     "funding_published",
+    "join_audit",
     "missing_days",
     "perpetual_for",
 ]
@@ -392,7 +398,7 @@ def _write_atomically(path: Path, data: bytes) -> None:
         with contextlib.suppress(OSError):
             os.unlink(name)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def _ms(stamp: pd.Timestamp) -> int:
@@ -509,7 +515,7 @@ def perpetual_for(
     USDT, then USD; a linear contract (settled in its quote) before an inverse one.
     ``"BTC/USDT"`` on Binance is ``"BTC/USDT:USDT"``. A perpetual symbol is its own answer.
     """
-    markets = _load_markets(exchange, retry or RetryPolicy())
+    markets = load_markets(exchange, retry or RetryPolicy())
     market = markets.get(spot_symbol) or {}
     if market.get("swap"):
         return spot_symbol
@@ -540,11 +546,17 @@ def fetch_funding_rates(
     *,
     retry: RetryPolicy | None = None,
     progress: ProgressCallback | None = None,
+    cache: CandleCache | None = None,
+    now: pd.Timestamp | None = None,
 ) -> pd.DataFrame:
     """The funding rates of ``symbol``'s perpetual with funding times in ``[since, until)``.
 
     Pages forward by ``since`` (as the candles do) through ccxt's unified
     ``fetch_funding_rate_history``, until an answer is empty or passes ``until``.
+    With a ``cache``, the rates already asked for are kept beside the candles (one JSON
+    file per exchange and perpetual, written atomically under the series' lock) and only
+    the span not yet asked for is fetched: a funding rate never changes once its time has
+    passed. A failed fetch leaves the cache as it was.
 
     Parameters
     ----------
@@ -559,6 +571,10 @@ def fetch_funding_rates(
         Backoff for transient failures.
     progress
         Called after every page as ``progress("fetch", fraction, details)``.
+    cache
+        Where rates already fetched are kept (``None``: nothing is kept).
+    now
+        The current time (rates are final up to it); defaults to the clock.
 
     Returns
     -------
@@ -592,13 +608,20 @@ def fetch_funding_rates(
                 f"rates for it. Choose an exchange with perpetuals, such as binance or "
                 f"{FUNDING_VENUE}."
             )
-        rates = _funding_pages(exchange, perpetual, _ms(since), _ms(until), retry, progress)
+        now = now if now is not None else pd.Timestamp.now(tz="UTC")
+        span = (_ms(since), _ms(min(until, now)))
+        if cache is None:
+            rates = _funding_pages(exchange, perpetual, *span, retry, progress)
+        else:
+            rates = _cached_funding(exchange, perpetual, span, retry, progress, cache)
     except GeoBlocked as exc:
         raise GeoBlocked(
             f"{exchange.id} refuses requests from this server's location (HTTP 451), so its "
             f"funding rates cannot be read here. Choose {FUNDING_VENUE}, which serves perpetual "
             "funding rates to US-hosted servers."
         ) from exc
+    since_ms, until_ms = _ms(since), _ms(until)
+    rates = {ms: rate for ms, rate in rates.items() if since_ms <= ms < until_ms}
     index = pd.DatetimeIndex(
         pd.to_datetime(sorted(rates), unit="ms", utc=True), name="timestamp"
     ).as_unit("ms")
@@ -626,7 +649,7 @@ def _funding_pages(
         def call(at: int = cursor) -> list[dict[str, Any]]:
             return exchange.fetch_funding_rate_history(perpetual, since=at, limit=limit)
 
-        page = _with_retry(call, exchange, retry, symbol=perpetual)
+        page = with_retry(call, exchange, retry, symbol=perpetual)
         stamps = []
         for entry in page or ():
             stamp, rate = entry.get("timestamp"), entry.get("fundingRate")
@@ -644,3 +667,317 @@ def _funding_pages(
         done = min(1.0, (cursor - since_ms) / max(1, until_ms - since_ms))
         report(progress, "fetch", done, done=len(rates))
     return rates
+
+
+def _cached_funding(
+    exchange: Any,
+    perpetual: str,
+    span: tuple[int, int],
+    retry: RetryPolicy,
+    progress: ProgressCallback | None,
+    cache: CandleCache,
+) -> dict[int, float]:
+    """Rates in ``span`` (ms), fetching only what the kept file has not covered.
+
+    The file keeps one covered interval ``[from_ms, until_ms)``: every funding time in it
+    was asked for. A request before or after it extends it (fetching only the new part);
+    one that would leave a hole between them fetches the hole too.
+    """
+    since_ms, until_ms = span
+    source, key = "funding", f"{exchange.id}:{perpetual}"
+    path = cache.path(source, key, "rates").with_suffix(".json")
+    with cache.lock(source, key, "rates"):
+        kept = _read_funding(path)
+        if kept is None:
+            rates = _funding_pages(exchange, perpetual, since_ms, until_ms, retry, progress)
+            covered = (since_ms, until_ms)
+        else:
+            rates, covered = kept
+            rates = dict(rates)
+            if since_ms < covered[0]:
+                rates.update(
+                    _funding_pages(exchange, perpetual, since_ms, covered[0], retry, progress)
+                )
+            if until_ms > covered[1]:
+                rates.update(
+                    _funding_pages(exchange, perpetual, covered[1], until_ms, retry, progress)
+                )
+            covered = (min(since_ms, covered[0]), max(until_ms, covered[1]))
+        record = {
+            "exchange": exchange.id,
+            "symbol": perpetual,
+            "from_ms": covered[0],
+            "until_ms": covered[1],
+            "rates": [[ms, rates[ms]] for ms in sorted(rates)],
+        }
+        _write_atomically(path, json.dumps(record).encode())
+    report(progress, "fetch", 1.0, done=len(rates))
+    return rates
+
+
+def _read_funding(path: Path) -> tuple[dict[int, float], tuple[int, int]] | None:
+    try:
+        kept = json.loads(path.read_bytes())
+        rates = {int(ms): float(rate) for ms, rate in kept["rates"]}
+        covered = (int(kept["from_ms"]), int(kept["until_ms"]))
+    except FileNotFoundError:
+        return None
+    except (ValueError, KeyError, TypeError) as exc:
+        log.warning("cached funding rates %s are unreadable (%s); asking again", path, exc)
+        return None
+    if not all(np.isfinite(list(rates.values()))) or covered[0] > covered[1]:
+        log.warning("cached funding rates %s are inconsistent; asking again", path)
+        return None
+    return rates, covered
+
+
+# --------------------------------------------------------------------- joined to candles
+
+MOOD_SOURCES: dict[str, str] = {
+    "fear_greed": FEAR_GREED_ATTRIBUTION,
+    "funding_rate": "perpetual-futures funding rates through ccxt",
+}
+"""Each mood column and where its values come from (shown beside it)."""
+
+
+@dataclass(frozen=True)
+class MoodJoin:
+    """Candles with mood columns joined as of each candle's close, and what was not.
+
+    Attributes
+    ----------
+    candles
+        The candles with one float column per available kind (``fear_greed``: 0-100;
+        ``funding_rate``: a fraction per funding period), NaN where nothing was published
+        yet; the input's other columns and ``attrs`` unchanged.
+    notes
+        Sentences for the reader: missing, late and stale values, unavailable sources.
+    unavailable
+        Kind -> why it could not be joined (offline, no perpetual, ...).
+    sources
+        Kind -> the source's values and their publication times, for :func:`join_audit`.
+    labels
+        Kind -> where its values came from (the attribution, or the exchange and perpetual).
+    """
+
+    candles: pd.DataFrame
+    notes: tuple[str, ...] = ()
+    unavailable: Mapping[str, str] = field(default_factory=dict)
+    sources: Mapping[str, tuple[pd.Series, pd.DatetimeIndex]] = field(default_factory=dict)
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+    def audit(self, timeframe: str, *, checks: int = 40) -> pd.DataFrame:
+        """:func:`join_audit` of every joined kind, one row each (the feature audit's columns)."""
+        rows = [
+            join_audit(values, self.candles.index, timeframe, published, checks=checks).assign(
+                column=kind
+            )
+            for kind, (values, published) in self.sources.items()
+        ]
+        return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
+
+
+def attach_mood(
+    candles: pd.DataFrame,
+    timeframe: str,
+    kinds: Iterable[str],
+    *,
+    exchange: Any = None,
+    symbol: str | None = None,
+    cache: CandleCache | None = None,
+    url: str | None = None,
+    retry: RetryPolicy | None = None,
+    progress: ProgressCallback | None = None,
+    now: pd.Timestamp | None = None,
+) -> MoodJoin:
+    """Join the mood ``kinds`` (``"fear_greed"``, ``"funding_rate"``) to ``candles``.
+
+    Each value is used only from the first candle that closes after it was published
+    (:func:`as_of`): a day's Fear & Greed value from the first candle closing after that
+    day ends, a funding rate from the first candle closing after its funding time. A
+    source that cannot be read (offline, geo-blocked, no perpetual for the pair) leaves
+    its column out and says why in :attr:`MoodJoin.unavailable` and the notes; nothing
+    else is affected.
+
+    Parameters
+    ----------
+    candles
+        An OHLCV frame (UTC open times); not modified.
+    timeframe
+        The candles' timeframe (a candle closes one timeframe after it opens).
+    kinds
+        Which mood columns to join.
+    exchange, symbol
+        The ccxt client and spot pair whose perpetual's funding rates are joined (the
+        candles' own exchange by default in the app and the command line); without them
+        ``funding_rate`` is unavailable.
+    cache
+        The candle cache (both sources keep their answers beside the candles).
+    url
+        The Fear & Greed Index's address (default :func:`fear_greed_url`).
+    retry, progress, now
+        As for the fetches.
+
+    Raises
+    ------
+    ConfigurationError
+        For a kind that is not a mood kind.
+    """
+    kinds = tuple(dict.fromkeys(kinds))
+    unknown = [k for k in kinds if k not in MOOD_SOURCES]
+    if unknown:
+        raise ConfigurationError(
+            f"Unknown mood feature {', '.join(unknown)}: choose from {', '.join(MOOD_SOURCES)}."
+        )
+    joined = candles.copy()
+    notes: list[str] = []
+    unavailable: dict[str, str] = {}
+    sources: dict[str, tuple[pd.Series, pd.DatetimeIndex]] = {}
+    labels: dict[str, str] = {}
+    if len(candles) == 0:
+        return MoodJoin(joined)
+    first, last = candles.index[0], candles.index[-1] + timeframe_offset(timeframe)
+    for kind in kinds:
+        try:
+            if kind == "fear_greed":
+                frame = fetch_fear_greed(
+                    url=url, cache=cache, now=now, retry=retry, progress=progress
+                )
+                values = frame["value"].astype("float64")
+                published = fear_greed_published(pd.DatetimeIndex(values.index))
+                notes.extend(notices(frame))
+                labels[kind] = FEAR_GREED_ATTRIBUTION
+            else:
+                if exchange is None or not symbol:
+                    raise DataUnavailable(
+                        "Funding rates come from an exchange's perpetual futures, and this "
+                        "data names no exchange: load candles from an exchange with "
+                        f"perpetuals (such as binance or {FUNDING_VENUE}), or name one for "
+                        "the funding rates."
+                    )
+                frame = fetch_funding_rates(
+                    exchange,
+                    symbol,
+                    first - pd.Timedelta(days=2),
+                    last,
+                    retry=retry,
+                    progress=progress,
+                    cache=cache,
+                    now=now,
+                )
+                values = frame["funding_rate"]
+                published = funding_published(pd.DatetimeIndex(values.index))
+                labels[kind] = f"{frame.attrs.get('source', exchange.id)} " + str(
+                    frame.attrs.get("symbol", symbol)
+                )
+        except (DataUnavailable, DataFormatError) as exc:
+            unavailable[kind] = str(exc)
+            notes.append(f"The {_TITLES[kind]} feature is unavailable: {exc}")
+            continue
+        column = as_of(values, candles.index, timeframe, published_at=published)
+        joined[kind] = column.to_numpy(dtype="float64")
+        sources[kind] = (values, published)
+        notes.extend(_join_notes(kind, column, len(candles)))
+    return MoodJoin(joined, tuple(dict.fromkeys(notes)), unavailable, sources, labels)
+
+
+_TITLES = {"fear_greed": "Fear & Greed", "funding_rate": "funding rate"}
+
+
+def _join_notes(kind: str, column: pd.Series, total: int) -> list[str]:
+    out = []
+    without = int(column.attrs.get(AS_OF_WITHOUT_VALUE_ATTR, 0))
+    stale = int(column.attrs.get(AS_OF_STALE_ATTR, 0))
+    if without == total:
+        out.append(
+            f"No {_TITLES[kind]} value was published before these candles closed: the "
+            "feature has no value on any of them."
+        )
+    elif without:
+        out.append(
+            f"The first {without:,} candles close before the first {_TITLES[kind]} value "
+            "was published: they have no value (warm-up, never back-filled)."
+        )
+    if stale:
+        age = pd.Timedelta(column.attrs.get("max_age", _DAY))
+        out.append(
+            f"{stale:,} candles carry a {_TITLES[kind]} value published more than "
+            f"{_age_words(age)} before they closed (the source skipped a period): the last "
+            "published value is used, never an invented one."
+        )
+    return out
+
+
+def _age_words(age: pd.Timedelta) -> str:
+    hours = age / pd.Timedelta(hours=1)
+    return "a day" if hours == 24 else f"{hours:g} hours"
+
+
+def join_audit(
+    values: pd.Series,
+    candles_index: pd.DatetimeIndex,
+    timeframe: str,
+    published: pd.DatetimeIndex,
+    *,
+    checks: int = 40,
+    seed: int = 0,
+    join: Callable[..., pd.Series] | None = None,
+) -> pd.DataFrame:
+    """Check that each candle's joined value depends only on values published before it closed.
+
+    For candles spread over the data, every source value published at or after the
+    candle's close is replaced by a random one (and, separately, removed); the candle's
+    joined value must not change either way. A join that uses a value as of its time
+    stamp instead of its publication (a day's index on that day's own candle), or one
+    that looks forward, fails.
+
+    Parameters
+    ----------
+    values, candles_index, timeframe, published
+        As for :func:`as_of`.
+    checks
+        How many candles, spread evenly over the data.
+    seed
+        Seed of the replacement values.
+    join
+        The join under audit, with :func:`as_of`'s signature (the default; tests plant
+        others).
+
+    Returns
+    -------
+    pd.DataFrame
+        One row with ``passed``, ``max_difference`` (absolute), ``first_difference`` (the
+        first candle whose value changed, or None) and ``prefixes`` (candles checked), the
+        columns of :func:`forecasting.features.lookahead_audit`.
+    """
+    join = join or as_of
+    values = values.astype("float64")
+    published = pd.DatetimeIndex(published)
+    closes = pd.DatetimeIndex(candles_index) + timeframe_offset(timeframe)
+    full = join(values, candles_index, timeframe, published_at=published).to_numpy()
+    rng = np.random.default_rng(seed)
+    n = len(candles_index)
+    positions = sorted({int(i) for i in np.linspace(0, n - 1, min(checks, n))}) if n else []
+    worst, first = 0.0, None
+    for i in positions:
+        later = _utc_ns(published) >= _utc_ns(closes[i : i + 1])[0]
+        changed = values.copy()
+        changed[later] = rng.uniform(-1e6, 1e6, int(later.sum()))
+        for variant, times in ((changed, published), (values[~later], published[~later])):
+            again = join(variant, candles_index[: i + 1], timeframe, published_at=times)
+            a, b = full[i], float(again.iloc[i])
+            diff = 0.0 if (np.isnan(a) and np.isnan(b)) else abs(a - b)
+            diff = np.inf if np.isnan(diff) else diff
+            if diff > worst:
+                worst = float(diff)
+            if diff > 0 and first is None:
+                first = candles_index[i]
+    return pd.DataFrame(
+        {
+            "column": [str(values.name or "value")],
+            "passed": [worst == 0.0],
+            "max_difference": [worst],
+            "first_difference": [first],
+            "prefixes": [len(positions)],
+        }
+    )
