@@ -459,6 +459,14 @@ def run_round(
         raise
     candles = candles.iloc[-history:]
     recorded = ledger.record_candles(exchange_id, symbol, timeframe, candles)
+    try:
+        candles = _with_mood(
+            candles, built, exchange_id, symbol, timeframe, config, exchange, now, cache
+        )
+    except ForecastingError as exc:
+        if tracker_id is not None:
+            ledger.heartbeat(tracker_id, error=" ".join(str(exc).split()))
+        raise
     scored = ledger.score()
     origin = candles.index[-1]
     origin_ms = _ms(origin)
@@ -510,6 +518,48 @@ def run_round(
         failed = "; ".join(f"{m}: {why}" for m, why in result.failed.items())
         ledger.heartbeat(tracker_id, round_done=True, error=failed or None)
     return result
+
+
+def _with_mood(
+    candles: pd.DataFrame,
+    built: Mapping[str, Forecaster],
+    exchange_id: str,
+    symbol: str,
+    timeframe: str,
+    config: Mapping[str, Any] | None,
+    exchange: Any,
+    now: pd.Timestamp,
+    cache: CandleCache | None,
+) -> pd.DataFrame:
+    """The candles with the mood columns any model's features name, joined as of each
+    close (the funding rates from the tracker's own exchange).
+
+    Raises
+    ------
+    DataUnavailable
+        A mood feature a model reads could not be joined (offline, no perpetual, ...).
+    """
+    from forecasting.data import create_exchange
+    from forecasting.data.mood import attach_mood
+    from forecasting.features import mood_kinds
+
+    texts = [
+        value
+        for model in built.values()
+        for name, value in model.get_params().items()
+        if name in ("features", "regressors") and isinstance(value, str)
+    ]
+    kinds = mood_kinds(*texts)
+    if not kinds:
+        return candles
+    client = exchange if exchange is not None else create_exchange(exchange_id, config)
+    joined = attach_mood(
+        candles, timeframe, kinds, exchange=client, symbol=symbol, cache=cache, now=now
+    )
+    if joined.unavailable:
+        kind, reason = next(iter(joined.unavailable.items()))
+        raise DataUnavailable(f"The {kind} feature is unavailable: {reason}")
+    return joined.candles
 
 
 def _model_round(

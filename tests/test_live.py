@@ -401,3 +401,28 @@ def test_the_lstm_keeps_its_fit_between_rounds_until_a_refit_is_due(
         assert ledger.check().empty
     kept = list((tmp_path / "live-models").rglob("*.keras"))
     assert len(kept) == 2  # the newest two fits
+
+
+def test_a_model_reading_the_index_gets_it_joined_and_offline_fails_cleanly(
+    fake_binance, fake_feargreed, tmp_path, hourly_candles, monkeypatch
+) -> None:
+    series = hourly_candles(120, "2024-03-01")
+    days = pd.date_range("2024-02-20", "2024-03-10", freq="D", tz="UTC")
+    for k, day in enumerate(days):
+        fake_feargreed.set_value(day, 10 + 3 * k)
+    monkeypatch.setenv("CFL_FEAR_GREED_URL", fake_feargreed.url)
+    clock = Clock(series.index[FIRST] + HOUR + LAG)
+    _serve(fake_binance, series, clock.stamp)
+    settings = {"prophet": {"regressors": "fear_greed"}}
+    with Ledger(tmp_path / "ledger.sqlite3", clock=clock) as ledger:
+        cache = CandleCache(tmp_path / "cache")
+        report = _round(fake_binance, ledger, cache, ("naive", "prophet"), settings=settings)
+        assert report.models["prophet"].status == "written", report.models["prophet"]
+        assert len(ledger.forecasts()) == 2 * HORIZON
+        # Offline: the round fails in one sentence naming the feature; nothing is written.
+        monkeypatch.setenv("CFL_FEAR_GREED_URL", "http://127.0.0.1:9/fng/")
+        clock.now += HOUR_MS
+        _serve(fake_binance, series, clock.stamp)
+        with pytest.raises(DataUnavailable, match="^The fear_greed feature is unavailable"):
+            _round(fake_binance, ledger, cache, ("naive", "prophet"), settings=settings)
+        assert len(ledger.forecasts()) == 2 * HORIZON
