@@ -11,7 +11,11 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from forecasting.errors import ConfigurationError
+
 __all__ = [
+    "BASIS_POINTS",
+    "FEAR_GREED_BANDS",
     "MODEL_COLORS",
     "SPARE_COLORS",
     "TEMPLATE",
@@ -26,6 +30,7 @@ __all__ = [
     "horizon_error_chart",
     "loss_chart",
     "model_color",
+    "mood_chart",
     "residual_acf_chart",
     "residual_histogram",
 ]
@@ -431,6 +436,9 @@ MODEL_COLORS = {
     "moving_average": "#ba68c8",
     "prophet": "#42a5f5",
     "lstm": "#ffb300",
+    "gru": "#ffcc80",
+    "conv_lstm": "#00897b",
+    "lstm_attention": "#b39ddb",
 }
 #: Colours for models without their own, picked by name so each keeps one everywhere;
 #: distinct from the ones above and from each other.
@@ -534,6 +542,112 @@ def correlation_heatmap(frame: pd.DataFrame, *, title: str = "") -> go.Figure:
         margin={"l": 10, "r": 10, "t": 50, "b": 10},
     )
     return figure
+
+
+#: The Crypto Fear & Greed Index's bands as alternative.me names them: (lowest value,
+#: value after the highest, name). Fear is shaded in the falling colour, greed in the
+#: rising one, neutral not at all.
+FEAR_GREED_BANDS = (
+    (0, 25, "Extreme Fear"),
+    (25, 47, "Fear"),
+    (47, 55, "Neutral"),
+    (55, 76, "Greed"),
+    (76, 100, "Extreme Greed"),
+)
+_BAND_FILL = {
+    "Extreme Fear": (DOWN_COLOR, 0.16),
+    "Fear": (DOWN_COLOR, 0.07),
+    "Greed": (UP_COLOR, 0.07),
+    "Extreme Greed": (UP_COLOR, 0.16),
+}
+_MOOD_COLORS = {"fear_greed": "#ffb300", "funding_rate": "#42a5f5"}
+BASIS_POINTS = 10_000
+
+
+def mood_chart(candles: pd.DataFrame, *, title: str = "") -> go.Figure:
+    """The market mood joined to the candles, one panel per column, on the candles' times.
+
+    ``fear_greed`` (0-100) is drawn over alternative.me's bands
+    (:data:`FEAR_GREED_BANDS`: extreme fear below 25, extreme greed from 76);
+    ``funding_rate`` (a fraction per funding period) in basis points per period
+    (x 10,000), with a zero line. Both as steps: each candle holds the value it saw at
+    its close, NaN (a gap) where nothing was published yet.
+
+    Parameters
+    ----------
+    candles
+        Candles with a ``fear_greed`` and/or a ``funding_rate`` column, as
+        :func:`forecasting.data.mood.attach_mood` joins them.
+    title
+        Figure title.
+
+    Raises
+    ------
+    ConfigurationError
+        When ``candles`` has neither column.
+    """
+    columns = [c for c in ("fear_greed", "funding_rate") if c in candles.columns]
+    if not columns:
+        raise ConfigurationError(
+            "No market mood column to draw: join fear_greed or funding_rate to the candles "
+            "first (forecasting.data.mood.attach_mood)."
+        )
+    figure = make_subplots(rows=len(columns), cols=1, shared_xaxes=True, vertical_spacing=0.06)
+    times = _times(candles.index)
+    for row, column in enumerate(columns, start=1):
+        values = candles[column].to_numpy(dtype="float64")
+        if column == "fear_greed":
+            for low, high, name in FEAR_GREED_BANDS:
+                if name in _BAND_FILL:
+                    color, opacity = _BAND_FILL[name]
+                    figure.add_hrect(
+                        y0=low, y1=high, fillcolor=color, opacity=opacity, line_width=0,
+                        layer="below", row=row, col=1,
+                        exclude_empty_subplots=False,  # drawn before the line
+                    )  # fmt: skip
+            words = np.array([_band_name(v) for v in values], dtype=object)
+            figure.add_trace(
+                go.Scatter(
+                    x=times, y=values, name="Fear & Greed", mode="lines", line_shape="hv",
+                    line={"width": 1.4, "color": _MOOD_COLORS[column]}, customdata=words,
+                    hovertemplate="%{y:.0f} (%{customdata})<extra>Fear & Greed</extra>",
+                ),
+                row=row, col=1,
+            )  # fmt: skip
+            figure.update_yaxes(
+                title_text="Fear & Greed", range=[0, 100], tickvals=[0, 25, 47, 55, 76, 100],
+                row=row, col=1,
+            )  # fmt: skip
+        else:
+            figure.add_trace(
+                go.Scatter(
+                    x=times, y=values * BASIS_POINTS, name="funding rate (bp)", mode="lines",
+                    line_shape="hv", line={"width": 1.2, "color": _MOOD_COLORS[column]},
+                    hovertemplate="%{y:.2f} bp per period<extra>funding rate</extra>",
+                ),
+                row=row, col=1,
+            )  # fmt: skip
+            figure.add_hline(y=0, line_width=1, line_color=_GRID, row=row, col=1)
+            figure.update_yaxes(title_text="funding (bp)", row=row, col=1)
+    figure.update_layout(
+        template=TEMPLATE,
+        title=title,
+        height=90 + 200 * len(columns),
+        margin={"l": 10, "r": 10, "t": 50 if title else 20, "b": 10},
+        legend={"orientation": "h", "y": 1.02, "x": 0},
+        hovermode="x unified",
+    )
+    return figure
+
+
+def _band_name(value: float) -> str:
+    """alternative.me's name of a Fear & Greed value's band ("" for NaN)."""
+    if np.isnan(value):
+        return ""
+    for _, high, name in FEAR_GREED_BANDS:
+        if value < high:
+            return name
+    return FEAR_GREED_BANDS[-1][2]
 
 
 def forecast_chart(

@@ -11,6 +11,7 @@ from forecasting.charts import (
     residual_histogram,
 )
 from forecasting.errors import ForecastingError
+from forecasting.features import FEATURE_KINDS
 from ui import budget, runs, settings, state, text
 
 selection = state.page_setup()
@@ -106,6 +107,54 @@ if cost:
 limits_problem = budget.limits()[1]
 if limits_problem:
     text.warning("{problem}", problem=limits_problem)
+
+with st.expander("Do these features help?", expanded=bool(runs.ablation_defaults())):
+    st.caption(
+        "The same model with and without the features below, on the folds of the settings "
+        "above, with naive beside them. The model's settings and its own features are the "
+        "Models and Features pages'; the answer is the verdict's test: the loss ratio of "
+        "the model with the features to the model without, and a Diebold-Mariano test over "
+        "all steps, which must hold for every seed."
+    )
+    st.session_state.setdefault("ablation_added", runs.ablation_defaults())
+    columns = st.columns([1, 3])
+    ablation_model = columns[0].radio(
+        "Model",
+        list(runs.ABLATION_MODELS),
+        format_func=runs.ABLATION_MODELS.get,
+        key="ablation_model",
+        help="The LSTM reads the features as inputs, Prophet as regressors (lagged by the "
+        "horizon).",
+    )
+    added_kinds = columns[1].multiselect(
+        "Features to add",
+        list(FEATURE_KINDS),
+        format_func=lambda kind: FEATURE_KINDS[kind].title,
+        key="ablation_added",
+        help="Added to the model's own features in the variant with them; the variant "
+        "without has the model's features minus these.",
+    )
+    test_features = st.button(
+        "Test with and without", icon=":material/science:", key="run_ablation"
+    )
+    try:
+        if test_features:
+            stop_test = st.empty()
+            stop_test.button("Cancel", icon=":material/stop_circle:", key="cancel_ablation")
+            ablation = runs.ablation_for(dataset, ablation_model, added_kinds, run=True)
+            stop_test.empty()
+        else:
+            ablation = runs.ablation_for(dataset, ablation_model, added_kinds, run=False)
+    except ForecastingError as exc:
+        text.error("{problem}", problem=exc)
+        ablation = None
+    if ablation is not None:
+        text.markdown("**{answer}**", answer=ablation.sentence)
+        st.table(runs.ablation_table(ablation))
+        for line in runs.ablation_lines(ablation):
+            text.markdown("- {line}", line=line)
+    elif st.session_state.pop("cancel_ablation", False):
+        st.warning("The test was cancelled. Press **Test with and without** to start again.")
 try:
     if run or st.session_state.get("rerun_compare"):
         cancel = st.empty()

@@ -39,6 +39,9 @@ def figures() -> dict[str, go.Figure]:
         "horizon": lambda: charts.horizon_error_chart(score_by_horizon(backtest)),
         "residuals": lambda: charts.residual_histogram(backtest.forecasts),
         "acf": lambda: charts.residual_acf_chart(backtest.forecasts),
+        "mood": lambda: charts.mood_chart(
+            candles.assign(fear_greed=np.linspace(10, 90, len(candles)), funding_rate=1e-4)
+        ),
     }
     return {name: build() for name, build in builders.items()}
 
@@ -53,7 +56,7 @@ def test_every_chart_function_is_covered(figures: dict[str, go.Figure]) -> None:
 @pytest.mark.parametrize(
     "name",
     ["candlestick", "features", "correlation", "forecast", "loss", "backtest", "horizon",
-     "residuals", "acf"],
+     "residuals", "acf", "mood"],
 )  # fmt: skip
 def test_figures_carry_the_template(figures: dict[str, go.Figure], name: str) -> None:
     layout = figures[name].layout

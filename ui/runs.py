@@ -11,6 +11,7 @@ import json
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -19,11 +20,17 @@ import streamlit as st
 
 import forecasting as fc
 from forecasting import features as fc_features
-from forecasting.budget import check_budget, estimate_experiment, estimate_fits, progress_shares
+from forecasting.budget import (
+    CostEstimate,
+    check_budget,
+    estimate_experiment,
+    estimate_fits,
+    progress_shares,
+)
 from forecasting.evaluation import BacktestSettings
 from forecasting.experiment import DEFAULT_MODELS, ExperimentSettings, data_hash, run_experiment
 from forecasting.models import make_model
-from ui import budget, text
+from ui import budget, state, text
 from ui.settings import picker, setting
 from ui.state import Dataset, chart
 
@@ -71,10 +78,18 @@ def feature_picker() -> tuple[fc_features.FeatureSpec, ...]:
 
 
 def feature_specs() -> str:
-    """The chosen features as a spec string (``"rsi:14,macd:12:26:9"``), from any page."""
+    """The chosen features as a spec string (``"rsi:14,macd:12:26:9"``), from any page.
+
+    Market mood kinds the page's data could not be given (offline, no perpetual future:
+    :func:`ui.state.unavailable_mood`) are left out, so the models run without them; the
+    page says so where the data is loaded (:func:`ui.state.mood_unavailable_notes`).
+    """
     kinds = setting("features.kinds", [s.kind for s in fc_features.DEFAULT_FEATURES])
+    missing = state.unavailable_mood()
     parts = []
     for kind in kinds:
+        if kind in missing:
+            continue
         info = fc_features.FEATURE_KINDS[kind]
         values = [
             setting(f"features.{kind}.{name}", default)
@@ -82,6 +97,19 @@ def feature_specs() -> str:
         ]
         parts.append(":".join([kind, *(str(v) for v in values)]))
     return ",".join(parts)
+
+
+def usable_specs(specs: str) -> tuple[str, list[str]]:
+    """``specs`` without the market mood kinds the page's data could not be given, and the
+    titles of those left out."""
+    missing = state.unavailable_mood()
+    kept, dropped = [], []
+    for spec in fc_features.parse_features(specs) if specs else ():
+        if spec.kind in missing:
+            dropped.append(fc_features.FEATURE_KINDS[spec.kind].title)
+        else:
+            kept.append(str(spec))
+    return ",".join(kept), dropped
 
 
 @st.cache_data(max_entries=16, show_spinner="Computing features…")
@@ -94,6 +122,31 @@ def features_for(candles: pd.DataFrame, specs: str) -> pd.DataFrame:
 def audit_for(candles: pd.DataFrame, specs: str) -> pd.DataFrame:
     """The look-ahead audit of the features on these candles."""
     return fc_features.lookahead_audit(candles, fc_features.parse_features(specs))
+
+
+def mood_audit(dataset: Dataset) -> pd.DataFrame:
+    """The look-ahead audit of the mood columns' join (one row per joined kind, the
+    columns of :func:`audit_for`), or an empty frame when none was joined here."""
+    mood = dataset.mood
+    if mood is None or not mood.sources:
+        return pd.DataFrame()
+    return _mood_audit(mood, fingerprint(dataset.candles), tuple(mood.sources), dataset.timeframe)
+
+
+def full_audit(dataset: Dataset, specs: str) -> pd.DataFrame:
+    """The features' look-ahead audit (:func:`audit_for`) followed by the mood columns'
+    join audit (:func:`mood_audit`), whose rows name the column "<kind> (as-of join)"."""
+    audit = audit_for(dataset.candles, specs)
+    joins = mood_audit(dataset)
+    if joins.empty:
+        return audit
+    joins = joins.assign(column=joins["column"] + " (as-of join)")
+    return pd.concat([audit, joins], ignore_index=True)
+
+
+@st.cache_data(max_entries=16, show_spinner="Auditing the market mood's join…")
+def _mood_audit(_mood: Any, data: str, kinds: tuple[str, ...], timeframe: str) -> pd.DataFrame:
+    return _mood.audit(timeframe)
 
 
 # --- models ----------------------------------------------------------------------------------
@@ -422,6 +475,152 @@ def run_comparison(dataset: Dataset, settings: ExperimentSettings) -> Any:
             EXPERIMENTS.put(key, result)
     bar.empty()
     return result
+
+
+# --- do these features help? ------------------------------------------------------------
+
+#: The models an ablation can test: those that read features.
+ABLATION_MODELS = {"lstm": "LSTM", "prophet": "Prophet"}
+
+
+def ablation_settings(model: str) -> ExperimentSettings:
+    """The Compare page's backtest, seeds and loss with ``model``'s settings from the
+    Models page (its features or regressors as chosen there), for
+    :func:`forecasting.ablation.feature_ablation`."""
+    experiment = compare_settings()
+    per_model = model_settings()["models"]
+    return replace(
+        experiment,
+        models=(model,),
+        model_settings={model: per_model.get(model, {})},
+    )
+
+
+def ablation_specs(kinds: Sequence[str]) -> str:
+    """The features ``kinds`` as a spec string, with the parameters chosen on the Features
+    page (a kind not chosen there takes its defaults)."""
+    chosen = {spec.kind: spec for spec in fc_features.parse_features(feature_specs() or None)}
+    specs = [
+        chosen.get(kind) or fc_features.FeatureSpec(kind, fc_features.FEATURE_KINDS[kind].defaults)
+        for kind in kinds
+    ]
+    return ",".join(str(spec) for spec in specs)
+
+
+def _ablation_key(dataset: Dataset, settings: ExperimentSettings, added: str, model: str) -> tuple:
+    return ("ablation", model, added, *experiment_key(dataset.candles, settings, dataset.filled))
+
+
+def stored_ablation(dataset: Dataset, settings: ExperimentSettings, added: str, model: str) -> Any:
+    """A finished ablation with these data, settings, features and model, or ``None``."""
+    return EXPERIMENTS.get(_ablation_key(dataset, settings, added, model))
+
+
+def run_ablation(dataset: Dataset, settings: ExperimentSettings, added: str, model: str) -> Any:
+    """Run (or fetch from the store) ``model`` with and without ``added`` on the Compare
+    page's folds, with a progress bar while it runs (:func:`run_comparison`'s rules: the
+    server's budget and queue, Cancel stops it).
+
+    Raises
+    ------
+    ForecastingError
+        Over the budget, cancelled, or settings the backtest refuses, with the message.
+    """
+    from forecasting.ablation import feature_ablation
+
+    key = _ablation_key(dataset, settings, added, model)
+    result = EXPERIMENTS.get(key)
+    if result is not None:
+        return result
+    # Two variants of the model: twice its cost, beside naive's.
+    estimate = estimate_experiment(settings, dataset.candles)
+    doubled = CostEstimate(
+        estimate.parts
+        + tuple(
+            replace(part, model=f"{part.model} with")
+            for part in estimate.parts
+            if part.model == model
+        ),
+        cores=estimate.cores,
+    )
+    check_budget(doubled, budget.limits()[0])
+    bar = st.progress(0.0, text="Starting the backtest with and without the features…")
+
+    def progress(stage: str, fraction: float, details: Mapping[str, Any]) -> None:
+        bar.progress(fraction, text=text.markup("{message}", message=details.get("message", stage)))
+
+    should_stop = budget.stop_check()
+    with budget.queued(bar, should_stop, "this feature test"):
+        result = EXPERIMENTS.get(key)
+        if result is None:
+            result = feature_ablation(
+                dataset.candles,
+                settings,
+                added,
+                model=model,
+                progress=progress,
+                should_stop=should_stop,
+                filled=dataset.filled,
+            )
+            EXPERIMENTS.put(key, result)
+    bar.empty()
+    return result
+
+
+def ablation_defaults() -> list[str]:
+    """The features an ablation adds unless chosen otherwise: the chosen market mood kinds
+    that are available for the page's data."""
+    missing = state.unavailable_mood()
+    return [kind for kind in state.chosen_mood_kinds() if kind not in missing]
+
+
+def ablation_for(dataset: Dataset, model: str, kinds: Sequence[str], *, run: bool) -> Any:
+    """The ablation of ``model`` with and without the feature ``kinds`` on the Compare
+    page's folds: run now if ``run``, else the stored one (``None`` when there is none).
+
+    Market mood kinds among ``kinds`` are joined to the candles first
+    (:func:`ui.state.with_mood`); one that cannot be joined is left out, saying why.
+
+    Raises
+    ------
+    ForecastingError
+        No feature to add, none available, or what :func:`run_ablation` raises.
+    """
+    if not kinds:
+        if not run:
+            return None
+        raise fc.ConfigurationError("Choose at least one feature to add.")
+    moods = fc_features.mood_kinds(list(kinds))
+    if moods:
+        dataset = state.with_mood(dataset, moods)
+    missing = dict(dataset.mood.unavailable) if dataset.mood is not None else {}
+    for kind in kinds:
+        if kind in missing:
+            text.warning(
+                "{title} is left out of the test: {reason}",
+                title=fc_features.FEATURE_KINDS[kind].title,
+                reason=missing[kind],
+            )
+    kept = [kind for kind in kinds if kind not in missing]
+    if not kept:
+        raise fc.ConfigurationError(
+            "None of the features to add is available for this data: choose others."
+        )
+    added = ablation_specs(kept)
+    settings = ablation_settings(model)
+    if run:
+        return run_ablation(dataset, settings, added, model)
+    return stored_ablation(dataset, settings, added, model)
+
+
+def ablation_table(result: Any) -> Any:
+    """The ablation's metrics, key columns first, read against naive by its verdicts."""
+    return metrics_view(result.metrics, result.against_naive, columns=KEY_METRICS)
+
+
+def ablation_lines(result: Any) -> list[text.Markup]:
+    """The verdicts in plain lines: with against without, then each against naive."""
+    return verdict_lines({"helps": result.helps, **result.against_naive})
 
 
 def cost_caption(dataset: Dataset, settings: ExperimentSettings) -> str:

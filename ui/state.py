@@ -16,6 +16,8 @@ Test and deployment hooks (environment variables, all optional):
     ``[exchanges.<id>]`` tables of ``.streamlit/secrets.toml`` (secrets win).
 ``CFL_CACHE_DIR``
     The candle cache folder.
+``CFL_FEAR_GREED_URL``
+    The Crypto Fear & Greed Index's address (see :mod:`forecasting.data.mood`).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import io
 import json
 import os
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -37,8 +39,11 @@ import forecasting as fc
 from forecasting import bundle as fc_bundle
 from forecasting.data.csvfile import MAX_CSV_BYTES
 from forecasting.data.duplicates import duplicate_conflicts
+from forecasting.data.mood import MoodJoin, attach_mood, fear_greed_url
 from forecasting.data.quality import dropped_nonpositive, notices
 from forecasting.data.sample import SAMPLE_CALENDAR, SAMPLE_TIMEFRAME
+from forecasting.experiment import data_hash
+from forecasting.features import FEATURE_KINDS, mood_kinds
 from forecasting.ohlcv import timeframe_seconds
 from ui import budget, text
 
@@ -95,6 +100,9 @@ class Dataset:
     """The uploaded file's name (CSV data)."""
     file_format: str = ""
     """The layout the file was read as (CSV data)."""
+    mood: MoodJoin | None = None
+    """The market mood joined to ``candles`` (:func:`with_mood`): its notes, the kinds
+    that could not be joined and why, and the sources for the join's audit."""
 
     @property
     def traded(self) -> pd.DataFrame:
@@ -641,7 +649,20 @@ def current_dataset(selection: Selection) -> Dataset:
 
     On an error the message is shown and the last dataset that loaded stays on screen;
     on first open, with nothing loaded yet, the offline sample stands in, labelled.
+    When the chosen features name a market mood kind (:func:`chosen_mood_kinds`), its
+    column is joined to the candles (:func:`with_mood`); a kind that cannot be joined is
+    shown as a note and left out of the models' features.
     """
+    dataset = _loaded_dataset(selection)
+    kinds = chosen_mood_kinds()
+    if kinds:
+        dataset = with_mood(dataset, kinds)
+    st.session_state[MOOD_UNAVAILABLE] = dict(dataset.mood.unavailable) if dataset.mood else {}
+    mood_unavailable_notes(dataset)
+    return dataset
+
+
+def _loaded_dataset(selection: Selection) -> Dataset:
     bar = st.empty()
 
     def progress(stage: str, fraction: float, details: Mapping[str, Any]) -> None:
@@ -669,6 +690,126 @@ def current_dataset(selection: Selection) -> Dataset:
     st.session_state["_last_dataset"] = dataset
     hidden_notice(dataset)
     return dataset
+
+
+# --- market mood ------------------------------------------------------------------------
+
+#: Session key: the mood kinds the page's data could not be given, with why (kind -> why);
+#: :func:`ui.runs.feature_specs` leaves them out of the models' features.
+MOOD_UNAVAILABLE = "_mood_unavailable"
+MOOD_TITLES = {kind: FEATURE_KINDS[kind].title for kind in ("fear_greed", "funding_rate")}
+
+
+def chosen_mood_kinds() -> tuple[str, ...]:
+    """The market mood kinds among the chosen features (the Features page's indicators)."""
+    from ui.settings import setting  # ui.settings imports this module
+
+    return mood_kinds(setting("features.kinds", []) or [])
+
+
+def unavailable_mood() -> dict[str, str]:
+    """The mood kinds the page's data could not be given, with why (kind -> why)."""
+    return dict(st.session_state.get(MOOD_UNAVAILABLE) or {})
+
+
+@st.cache_data(ttl=600, max_entries=16, show_spinner="Reading the market mood…")
+def mood_join(
+    _candles: pd.DataFrame,
+    fingerprint: str,
+    timeframe: str,
+    kinds: tuple[str, ...],
+    exchange_id: str,
+    symbol: str,
+    url: str,
+) -> MoodJoin:
+    """:func:`forecasting.data.mood.attach_mood` of ``kinds``, cached for ten minutes per
+    data (``fingerprint``: its :func:`~forecasting.experiment.data_hash`), timeframe,
+    kinds, exchange, symbol and index address. Funding rates come from ``exchange_id``
+    with the candles' exchange settings (:func:`exchange_config`); with no exchange
+    (a CSV file, the sample) they are unavailable, saying which exchanges serve them.
+
+    The ten minutes bound how long an offline answer is kept; the sources keep their
+    answers in the candle cache, so asking again costs no request while they are fresh.
+    """
+    exchange = None
+    if exchange_id and "funding_rate" in kinds:
+        exchange = fc.create_exchange(exchange_id, exchange_config(exchange_id))
+    return attach_mood(
+        _candles,
+        timeframe,
+        kinds,
+        exchange=exchange,
+        symbol=symbol or None,
+        cache=fc.CandleCache(max_candles_per_series=budget.limits()[0].cache_max_candles),
+        url=url,
+    )
+
+
+def with_mood(dataset: Dataset, kinds: Iterable[str]) -> Dataset:
+    """``dataset`` with the market mood ``kinds`` joined to its candles as of each close.
+
+    Kinds already among the candles' columns (joined before, or restored from a bundle)
+    are kept as they are. A kind that cannot be joined (offline, geo-blocked, no
+    perpetual future, data with no exchange) is recorded in ``dataset.mood.unavailable``
+    with why; the candles are then as before for it.
+    """
+    wanted = tuple(k for k in dict.fromkeys(kinds) if k not in dataset.candles.columns)
+    if not wanted:
+        return dataset
+    chosen = dataset.selection
+    on_exchange = (
+        dataset.source == "exchange" and chosen is not None and chosen.source == "exchange"
+    )
+    try:
+        joined = mood_join(
+            dataset.candles,
+            data_hash(dataset.candles),
+            dataset.timeframe,
+            wanted,
+            chosen.exchange if on_exchange else "",
+            chosen.symbol if on_exchange else "",
+            fear_greed_url(),
+        )
+    except fc.ForecastingError as exc:
+        joined = MoodJoin(
+            dataset.candles,
+            notes=tuple(f"The {MOOD_TITLES[k]} feature is unavailable: {exc}" for k in wanted),
+            unavailable=dict.fromkeys(wanted, str(exc)),
+        )
+    before = dataset.mood
+    if before is not None:
+        joined = MoodJoin(
+            joined.candles,
+            tuple(dict.fromkeys([*before.notes, *joined.notes])),
+            {**before.unavailable, **joined.unavailable},
+            {**before.sources, **joined.sources},
+            {**before.labels, **joined.labels},
+        )
+    return replace(dataset, candles=joined.candles, mood=joined)
+
+
+def mood_unavailable_notes(dataset: Dataset) -> None:
+    """Say which chosen mood kinds could not be joined, why, and that the models go
+    without them."""
+    if dataset.mood is None:
+        return
+    for kind, reason in dataset.mood.unavailable.items():
+        text.warning(
+            "The {title} feature is unavailable: {reason} It is left out of the features "
+            "the models are given; the other features are not affected.",
+            title=MOOD_TITLES.get(kind, kind),
+            reason=reason,
+            icon=":material/cloud_off:",
+        )
+
+
+def mood_notes(dataset: Dataset) -> list[str]:
+    """What the reader should know about the joined mood values (missing, late or stale
+    days, values not yet published), without the unavailable kinds' own notes."""
+    if dataset.mood is None:
+        return []
+    reasons = list(dataset.mood.unavailable.values())
+    return [note for note in dataset.mood.notes if not any(r in note for r in reasons)]
 
 
 def not_the_selection(dataset: Dataset, selection: Selection) -> bool:
