@@ -301,20 +301,26 @@ def app_settings(
     if backtest.test_start is not None:
         values["compare.test_start"] = pd.Timestamp(backtest.test_start).date()
     models = settings.build_models()
-    values["lstm.enabled"] = "lstm" in models
+    from forecasting.models import NETWORKS
+
+    networks = [alias for alias in NETWORKS if alias in models]
+    values["lstm.enabled"] = bool(networks)
+    if networks:
+        values["lstm.networks"] = networks
     values["prophet.enabled"] = "prophet" in models
     features: list[str] = []
     values["level"] = models["naive"].get_params().get("level")  # one level in the app
     for alias, model in models.items():
         params = model.get_params()
-        named = _APP_NAMES.get(alias, {})
+        network = alias in NETWORKS  # every network shares the LSTM's pickers
+        named = _APP_NAMES.get("lstm" if network else alias, {})
         defaults = _defaults(alias)
         for param, value in params.items():
             if param in ("seed", "horizon") or (param == "level" and value == values["level"]):
                 continue
             if param in named:
                 values[named[param]] = value
-            elif alias == "lstm" and param == "features":
+            elif network and param == "features":
                 values["lstm.use_features"] = bool(value)
                 features.append(value)
             elif alias == "prophet" and param == "regressors":

@@ -3,6 +3,7 @@
 import streamlit as st
 
 from forecasting.charts import forecast_chart, loss_chart
+from forecasting.models import MODELS, NETWORKS
 from ui import runs, settings, state, text
 
 dataset = state.current_dataset(state.page_setup())
@@ -26,6 +27,16 @@ with st.form(FORM):
     with lstm_column:
         st.subheader("LSTM")
         pick(st.toggle, "Train the LSTM", "lstm.enabled", form=FORM)
+        pick(
+            st.multiselect,
+            "Networks",
+            "lstm.networks",
+            form=FORM,
+            format_func=lambda alias: MODELS[alias].title,
+            help="The LSTM, a GRU, convolutions before the LSTM (causal: a step never reads a "
+            "later candle), or an LSTM with attention over its outputs: each trained with the "
+            "settings below.",
+        )
         a, b = st.columns(2)
         pick(a.number_input, "Lookback (candles)", "lstm.lookback", form=FORM)
         pick(b.number_input, "Layers", "lstm.layers", form=FORM)
@@ -133,10 +144,14 @@ if forecasts:
 for forecast in forecasts:
     for note in forecast.notes:
         text.info("**{model}**: {note}", model=forecast.model, note=note, icon=":material/info:")
-if "lstm" in models and models["lstm"].epochs_trained_:  # no network on flat closes
-    state.chart(loss_chart(models["lstm"].loss_history_), key="loss_chart")
+for alias in [a for a in NETWORKS if a in models and models[a].epochs_trained_]:
+    # No loss curve for a network that never trained (flat closes).
+    key = "loss_chart" if alias == "lstm" else f"loss_chart_{alias}"
+    state.chart(loss_chart(models[alias].loss_history_), key=key)
     text.caption(
-        "LSTM trained for {epochs} epochs (early stopping).", epochs=models["lstm"].epochs_trained_
+        "{title} trained for {epochs} epochs (early stopping).",
+        title=MODELS[alias].title,
+        epochs=models[alias].epochs_trained_,
     )
 if "prophet" in models and models["prophet"].train_candles_ < len(dataset.candles):
     text.caption(

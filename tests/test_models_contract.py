@@ -40,6 +40,16 @@ CASES = [
         40,
         id="lstm",
     ),
+    # the LSTM's other network families, as tiny (same warm-up and windows)
+    *(
+        pytest.param(
+            alias,
+            {"lookback": 10, "horizon": 5, "units": 8, "epochs": 3, "batch_size": 32},
+            40,
+            id=alias,
+        )
+        for alias in ("gru", "conv_lstm", "lstm_attention")
+    ),
 ]
 
 HORIZON = 5  # the tiny LSTM forecasts at most 5 candles
@@ -351,7 +361,12 @@ def test_every_model_declares_what_it_can_do() -> None:
     # Only Prophet cannot condition on new candles without refitting, and it warm-starts.
     assert [a for a, c in MODELS.items() if not c.capabilities.conditions_on_history] == ["prophet"]
     assert MODELS["prophet"].capabilities.warm_starts
-    assert [a for a, c in MODELS.items() if c.capabilities.seed_changes_forecast] == ["lstm"]
+    assert [a for a, c in MODELS.items() if c.capabilities.seed_changes_forecast] == [
+        "lstm",
+        "gru",
+        "conv_lstm",
+        "lstm_attention",
+    ]
 
 
 @pytest.mark.parametrize(("alias", "settings", "too_few"), CASES)

@@ -29,7 +29,10 @@ pytestmark = pytest.mark.filterwarnings("ignore:The inplace keyword in DataFrame
 def _models() -> dict[str, Forecaster]:
     """Every registered model, plus Prophet with a regressor; small and seeded."""
     settings = {
-        "lstm": {"lookback": 10, "units": 8, "epochs": 2, "horizon": HORIZON, "seed": 3},
+        **{
+            alias: {"lookback": 10, "units": 8, "epochs": 2, "horizon": HORIZON, "seed": 3}
+            for alias in ("lstm", "gru", "conv_lstm", "lstm_attention")
+        },
         "prophet": {"seed": 3},
     }
     models = {alias: make_model(alias, **settings.get(alias, {})) for alias in MODELS}

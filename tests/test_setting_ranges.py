@@ -25,7 +25,11 @@ from forecasting.ranges import HORIZON, LEVEL, SEED, Range
 
 # Settings checked against their annotation only: free text parsed by its own parser
 # (feature lists) and plain switches.
-UNRANGED = {("lstm", "features"), ("prophet", "regressors"), ("prophet", "log_transform")}
+UNRANGED = {
+    *((alias, "features") for alias in ("lstm", "gru", "conv_lstm", "lstm_attention")),
+    ("prophet", "regressors"),
+    ("prophet", "log_transform"),
+}
 
 # (alias, name, range) for every declared setting of every model.
 DECLARED = [
@@ -268,7 +272,9 @@ SPEC_RANGES = {
     "prophet.denoise_window": ProphetModel.parameter_ranges["denoise_window"],
 }
 # Switches of the pages, not model settings.
-SWITCHES = {"lstm.enabled", "lstm.use_features", "prophet.enabled", "prophet.regressors"}
+SWITCHES = {
+    "lstm.enabled", "lstm.networks", "lstm.use_features", "prophet.enabled", "prophet.regressors"
+}  # fmt: skip
 
 
 def test_every_bound_of_the_app_lies_within_the_library_range() -> None:

@@ -29,7 +29,7 @@ from forecasting.budget import (
 )
 from forecasting.evaluation import BacktestSettings
 from forecasting.experiment import DEFAULT_MODELS, ExperimentSettings, data_hash, run_experiment
-from forecasting.models import make_model
+from forecasting.models import NETWORKS, make_model
 from ui import budget, state, text
 from ui.settings import picker, setting
 from ui.state import Dataset, chart
@@ -256,25 +256,32 @@ def model_settings() -> dict[str, Any]:
             "seed": seed,
         }
     if setting("lstm.enabled", True):
-        models["lstm"] = {
-            "lookback": int(setting("lstm.lookback", 30)),
-            "horizon": horizon,
-            "layers": int(setting("lstm.layers", 1)),
-            "units": int(setting("lstm.units", 32)),
-            "dropout": float(setting("lstm.dropout", 0.1)),
-            "epochs": int(setting("lstm.epochs", 30)),
-            "batch_size": int(setting("lstm.batch_size", 64)),
-            "learning_rate": float(setting("lstm.learning_rate", 1e-3)),
-            "patience": int(setting("lstm.patience", 5)),
-            "target": setting("lstm.target", "log_return"),
-            "interval": setting("lstm.interval", "conformal"),
-            "features": features if setting("lstm.use_features", True) else "",
-            "denoise": setting("lstm.denoise", "none"),
-            "denoise_window": int(setting("lstm.denoise_window", 7)),
-            "level": level,
-            "seed": seed,
-        }
+        for alias in setting("lstm.networks", ["lstm"]):
+            models[alias] = network_settings()
     return {"horizon": horizon, "seed": seed, "level": level, "models": models}
+
+
+def network_settings() -> dict[str, Any]:
+    """The settings every network (LSTM, GRU, Conv-LSTM, LSTM + attention) shares, from the
+    Models form; each network's alias fixes its own family."""
+    return {
+        "lookback": int(setting("lstm.lookback", 30)),
+        "horizon": int(setting("horizon", 7)),
+        "layers": int(setting("lstm.layers", 1)),
+        "units": int(setting("lstm.units", 32)),
+        "dropout": float(setting("lstm.dropout", 0.1)),
+        "epochs": int(setting("lstm.epochs", 30)),
+        "batch_size": int(setting("lstm.batch_size", 64)),
+        "learning_rate": float(setting("lstm.learning_rate", 1e-3)),
+        "patience": int(setting("lstm.patience", 5)),
+        "target": setting("lstm.target", "log_return"),
+        "interval": setting("lstm.interval", "conformal"),
+        "features": feature_specs() if setting("lstm.use_features", True) else "",
+        "denoise": setting("lstm.denoise", "none"),
+        "denoise_window": int(setting("lstm.denoise_window", 7)),
+        "level": setting("level", 0.9),
+        "seed": int(setting("seed", 42)),
+    }
 
 
 def model_aliases(settings: Mapping[str, Any]) -> list[str]:
@@ -410,7 +417,11 @@ def compare_settings() -> ExperimentSettings:
     test_start = setting("compare.test_start", None)
     return ExperimentSettings(
         models=tuple(chosen),
-        model_settings={alias: per_model.get(alias, {}) for alias in chosen},
+        model_settings={
+            # A network not trained on the Models page still takes the networks' settings.
+            alias: per_model.get(alias) or (network_settings() if alias in NETWORKS else {})
+            for alias in chosen
+        },
         backtest=BacktestSettings(
             horizon=int(setting("horizon", 7)),
             folds=int(setting("compare.folds", 3)),

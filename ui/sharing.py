@@ -28,7 +28,7 @@ from forecasting.experiment import (
     MAX_SEEDS,
 )
 from forecasting.features import DEFAULT_FEATURES, FEATURE_KINDS
-from forecasting.models import LSTM, ProphetModel
+from forecasting.models import LSTM, MODELS, NETWORKS, ProphetModel
 from forecasting.ohlcv import timeframe_seconds
 from forecasting.ranges import HORIZON, LEVEL, SEED, Range
 from forecasting.strategy import StrategySettings
@@ -103,6 +103,7 @@ SPECS: dict[str, Spec] = {
     "seed": _bounded(42, SEED),
     "level": _chosen(0.9, LEVEL, (0.5, 0.8, 0.9, 0.95)),
     "lstm.enabled": Spec(True),
+    "lstm.networks": Spec(["lstm"], choices=NETWORKS, many=True),
     "lstm.lookback": _bounded(30, _LSTM["lookback"]),
     "lstm.layers": _bounded(1, _LSTM["layers"]),
     "lstm.units": _bounded(32, _LSTM["units"]),
@@ -127,7 +128,7 @@ SPECS: dict[str, Spec] = {
     "prophet.regressors": Spec(False),
     "prophet.denoise": _chosen("none", _PROPHET["denoise"]),
     "prophet.denoise_window": _bounded(7, _PROPHET["denoise_window"], hi=100),
-    "compare.models": Spec(list(DEFAULT_MODELS), choices=DEFAULT_MODELS, many=True),
+    "compare.models": Spec(list(DEFAULT_MODELS), choices=tuple(MODELS), many=True),
     "compare.folds": Spec(3, lo=1, hi=10),
     "compare.test_size": Spec(120, lo=10, hi=5000),
     "compare.stride": Spec(DEFAULT_STRIDE, lo=1, hi=100),

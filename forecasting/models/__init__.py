@@ -1,7 +1,8 @@
 """Forecasting models behind one interface (see :mod:`forecasting.models.base`).
 
-Importing this package imports neither TensorFlow nor Prophet: the LSTM and Prophet
-import them inside ``fit``.
+Importing this package imports neither TensorFlow nor Prophet: the LSTM (and its other
+network families: GRU, Conv-LSTM, LSTM + attention) and Prophet import them inside
+``fit``.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import Any
 from forecasting.errors import ConfigurationError
 from forecasting.models.base import Forecast, Forecaster, NotFittedError
 from forecasting.models.drift import Drift
+from forecasting.models.families import GRU, ConvLSTM, LSTMAttention
 from forecasting.models.lstm import LSTM
 from forecasting.models.moving_average import MovingAverage
 from forecasting.models.naive import Naive
@@ -19,11 +21,15 @@ from forecasting.models.seasonal_naive import SeasonalNaive
 
 __all__ = [
     "BASELINES",
+    "GRU",
     "LSTM",
     "MODELS",
+    "NETWORKS",
+    "ConvLSTM",
     "Drift",
     "Forecast",
     "Forecaster",
+    "LSTMAttention",
     "MovingAverage",
     "Naive",
     "NotFittedError",
@@ -33,9 +39,22 @@ __all__ = [
 ]
 
 MODELS: dict[str, type[Forecaster]] = {
-    cls.alias: cls for cls in (Naive, Drift, SeasonalNaive, MovingAverage, ProphetModel, LSTM)
+    cls.alias: cls
+    for cls in (
+        Naive,
+        Drift,
+        SeasonalNaive,
+        MovingAverage,
+        ProphetModel,
+        LSTM,
+        GRU,
+        ConvLSTM,
+        LSTMAttention,
+    )
 }
 BASELINES: tuple[str, ...] = ("naive", "drift", "seasonal_naive", "moving_average")
+#: The neural networks: the LSTM and its other families, one alias each (same settings).
+NETWORKS: tuple[str, ...] = ("lstm", "gru", "conv_lstm", "lstm_attention")
 
 
 def make_model(alias: str, **settings: Any) -> Forecaster:

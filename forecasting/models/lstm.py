@@ -76,17 +76,44 @@ errors to calibrate on, and a zero-width interval would claim a certainty the mo
 cannot back. An input column that is constant in training keeps a scale of 1 (it is
 centred to 0), so no division by a zero or rounding-noise scale happens anywhere.
 
+Network families
+----------------
+``family`` chooses the network between the input window and the dense head; the
+targets, scalers, validation tail, intervals and the rest above are the same for all:
+
+* ``"lstm"`` (default): stacked LSTM layers, the last one's final state to the head.
+* ``"gru"``: the same stack of ``keras.layers.GRU`` layers (Cho et al., "Learning phrase
+  representations using RNN encoder-decoder", 2014): two gates instead of three.
+* ``"conv_lstm"``: :data:`CONV_LAYERS` ``keras.layers.Conv1D`` layers (``units``
+  filters, kernel :data:`CONV_KERNEL`, ReLU) before the LSTM stack, with
+  ``padding="causal"``: each step's convolution reads that candle and the ones before
+  it, never a later one, so every step of the sequence the LSTM reads is a function of
+  the past only (the CNN-LSTM of Livieris, Pintelas & Pintelas, "A CNN-LSTM model for
+  gold price time-series forecasting", Neural Computing and Applications, 2020).
+* ``"attention"``: the LSTM stack returns every step's output; the last step's output
+  queries all of them through ``keras.layers.MultiHeadAttention`` (one head, ``units``
+  wide: Luong, Pham & Manning, "Effective approaches to attention-based neural machine
+  translation", 2015), and the attention context beside the last output goes to the head.
+  The keys and values end at the last candle of the window, so no mask is needed.
+
 Engineering
 -----------
-* The recurrent layer is :class:`~forecasting.models.fused_lstm.FusedLSTM`, Keras' LSTM
-  (same gates, initialisers and weights layout, outputs and gradients equal to float32
-  rounding) over TensorFlow's fused CPU op ``BlockLSTM``, and training runs its batch
-  loop inside one traced graph (:class:`~forecasting.models._graph_training.GraphTrainer`:
+* The recurrent layer of the ``"lstm"`` family is
+  :class:`~forecasting.models.fused_lstm.FusedLSTM`, Keras' LSTM (same gates,
+  initialisers and weights layout, outputs and gradients equal to float32 rounding)
+  over TensorFlow's fused CPU op ``BlockLSTM``, and training runs its batch loop
+  inside one traced graph (:class:`~forecasting.models._graph_training.GraphTrainer`:
   the same loss, optimizer, shuffling per epoch and early-stopping rule as
   ``keras.Model.fit``). Keras on TensorFlow runs an LSTM as a loop of small ops per time
   step, and ``fit`` adds its own per-batch machinery: together about three times the
   time of the arithmetic (``bench/lstm_kernel_bench.py``). ``jit_compile=True`` keeps
-  Keras' own layer and ``fit``, with a note.
+  Keras' own layer and ``fit``, with a note. The other families run Keras' own layers
+  (the fused kernel is an LSTM only) under the same in-graph loop, or under ``fit`` with
+  ``jit_compile=True``.
+* Every trainable and non-trainable weight of every family gets the seed's initial value
+  from Keras' own initializers for its layer (:meth:`_Network.initial_weights`), so one
+  seed gives bit-identical forecasts, and a network with a weight no rule covers is
+  refused when it is built.
 * TensorFlow is imported inside the methods that need it, never by ``import forecasting``.
 * Keras leaks about 11 MB per freshly built model, so compiled networks are kept in a
   small pool keyed by architecture (not seed) and reset (the seed's initial weights,
@@ -134,6 +161,11 @@ KERAS_KERNEL_NOTE = (
 # (13/14) ** 600 is about 5e-20 for RSI(14), and slower EMAs are far inside that too.
 TAIL_EXTRA = 600
 INTERVALS = ("conformal", "mc_dropout")
+FAMILIES = ("lstm", "gru", "conv_lstm", "attention")
+# The conv_lstm family's convolutions before the LSTM: layers, and candles per kernel
+# (two layers of 3 see 5 candles per step; the smallest lookback is 5).
+CONV_LAYERS = 2
+CONV_KERNEL = 3
 # Rows per forward pass when drawing MC-dropout samples for the calibration windows.
 MC_CHUNK = 4096
 # A spread of at most this many times the level (a few rounding errors) is no movement:
@@ -169,20 +201,30 @@ class _Network:
     """
 
     def __init__(self, keras: Any, spec: tuple) -> None:
-        from forecasting.models.fused_lstm import FusedLSTM
-
-        lookback, n_inputs, horizon, layers, units, dropout, learning_rate, jit = spec
+        lookback, n_inputs, horizon, layers, units, dropout, learning_rate, jit, family = spec
         self.keras = keras
-        # The fused kernel has no XLA form: jit_compile=True asks for Keras' own layer.
-        self.fused = jit is not True
-        recurrent = FusedLSTM if self.fused else keras.layers.LSTM
-        stack: list[Any] = [keras.Input((lookback, n_inputs))]
-        for layer in range(layers):
-            stack.append(recurrent(units, return_sequences=layer < layers - 1))
-            if dropout > 0:
-                stack.append(keras.layers.Dropout(dropout))
-        stack.append(keras.layers.Dense(horizon))
-        self.model = keras.Sequential(stack)
+        self.family = family
+        # The fused kernel is an LSTM with no XLA form: the plain LSTM family uses it
+        # unless jit_compile=True asks for Keras' own layer.
+        self.fused = family == "lstm" and jit is not True
+        # The in-graph training loop serves every family; jit_compile=True keeps fit.
+        self.graph_trained = jit is not True
+        if family == "attention":
+            # Two inputs to one layer (query and values): the functional API.
+            inputs = keras.Input((lookback, n_inputs))
+            hidden = self._attention(inputs, layers, units, dropout)
+            self.model = keras.Model(inputs, keras.layers.Dense(horizon)(hidden))
+        else:
+            stack: list[Any] = [keras.Input((lookback, n_inputs))]
+            if family == "conv_lstm":
+                # Causal padding: step t's convolution reads candles up to t only.
+                stack += [
+                    keras.layers.Conv1D(units, CONV_KERNEL, padding="causal", activation="relu")
+                    for _ in range(CONV_LAYERS)
+                ]
+            stack += self._stack(layers, units, dropout, sequences=False)
+            stack.append(keras.layers.Dense(horizon))
+            self.model = keras.Sequential(stack)
         self.learning_rate = learning_rate
         self.model.compile(
             optimizer=keras.optimizers.Adam(learning_rate), loss="mse", jit_compile=jit
@@ -190,9 +232,41 @@ class _Network:
         weights = {id(w) for w in self.model.weights}
         # The variables that are not weights are the random-generator states of dropout.
         self.rng_variables = [v for v in self.model.variables if id(v) not in weights]
+        # Every weight must have a rule in initial_weights, or a seed would not fix it.
+        self.initial_weights(0)
         self.lock = threading.Lock()
         self._sampler: Any = None
         self._trainer: Any = None
+
+    def _stack(self, layers: int, units: int, dropout: float, *, sequences: bool) -> list:
+        """``layers`` recurrent layers of the family, each followed by dropout; the last
+        returns every step's output when ``sequences``, else its final output."""
+        keras = self.keras
+        if self.family == "gru":
+            recurrent = keras.layers.GRU
+        elif self.fused:
+            from forecasting.models.fused_lstm import FusedLSTM
+
+            recurrent = FusedLSTM
+        else:
+            recurrent = keras.layers.LSTM
+        stack: list[Any] = []
+        for layer in range(layers):
+            stack.append(recurrent(units, return_sequences=sequences or layer < layers - 1))
+            if dropout > 0:
+                stack.append(keras.layers.Dropout(dropout))
+        return stack
+
+    def _attention(self, x: Any, layers: int, units: int, dropout: float) -> Any:
+        """The LSTM stack's every output, attended to by the last one; the context and
+        the last output side by side, shape ``(batch, 2 units)``."""
+        keras = self.keras
+        for layer in self._stack(layers, units, dropout, sequences=True):
+            x = layer(x)
+        # The last step's output (the origin's) queries every step's output.
+        last = keras.layers.Cropping1D((int(x.shape[1]) - 1, 0))(x)
+        context = keras.layers.MultiHeadAttention(num_heads=1, key_dim=units)(last, x)
+        return keras.layers.Flatten()(keras.layers.Concatenate()([context, last]))
 
     @property
     def trainer(self) -> Any:
@@ -219,8 +293,16 @@ class _Network:
 
     def initial_weights(self, seed: int) -> dict[int, np.ndarray]:
         """Each weight's starting value for ``seed``, drawn with Keras' own initializers
-        for these layers (Glorot kernels, orthogonal recurrent kernels, zero biases with
-        the LSTM's forget-gate bias at one)."""
+        for these layers: Glorot-uniform kernels (dense, convolution, attention
+        projections), orthogonal recurrent kernels, zero biases with the LSTM's
+        forget-gate bias at one.
+
+        Raises
+        ------
+        RuntimeError
+            When the network holds a weight none of these rules covers (a layer added
+            without one): its start would not be fixed by the seed.
+        """
         keras = self.keras
         draws = iter(range(seed * 7919 + 1, seed * 7919 + 7919))
         values: dict[int, np.ndarray] = {}
@@ -230,21 +312,41 @@ class _Network:
                 keras.ops.convert_to_numpy(initializer(variable.shape)), dtype=variable.dtype
             )
 
+        def zeros(variable: Any) -> None:
+            values[id(variable)] = np.zeros(variable.shape, dtype=variable.dtype)
+
+        def kernel_and_bias(layer: Any) -> None:
+            draw(keras.initializers.GlorotUniform(seed=next(draws)), layer.kernel)
+            if layer.bias is not None:
+                zeros(layer.bias)
+
         from forecasting.models.fused_lstm import FusedLSTM
 
+        recurrent = keras.layers.LSTM | keras.layers.GRU | FusedLSTM
+        # Layers in the order they were built (the plain LSTM's draws are unchanged).
         for layer in self.model.layers:
-            if isinstance(layer, keras.layers.LSTM | FusedLSTM):
-                # Keras' LSTM keeps its weights on its cell; FusedLSTM on itself.
-                cell = layer.cell if isinstance(layer, keras.layers.LSTM) else layer
+            if isinstance(layer, recurrent):
+                # Keras' layers keep their weights on their cell; FusedLSTM on itself.
+                cell = layer if isinstance(layer, FusedLSTM) else layer.cell
                 draw(keras.initializers.GlorotUniform(seed=next(draws)), cell.kernel)
                 draw(keras.initializers.Orthogonal(seed=next(draws)), cell.recurrent_kernel)
                 bias = np.zeros(cell.bias.shape, dtype=cell.bias.dtype)
-                if cell.unit_forget_bias:
+                if getattr(cell, "unit_forget_bias", False):
                     bias[cell.units : 2 * cell.units] = 1.0
                 values[id(cell.bias)] = bias
-            elif isinstance(layer, keras.layers.Dense):
-                draw(keras.initializers.GlorotUniform(seed=next(draws)), layer.kernel)
-                values[id(layer.bias)] = np.zeros(layer.bias.shape, dtype=layer.bias.dtype)
+            elif isinstance(layer, keras.layers.Dense | keras.layers.Conv1D):
+                kernel_and_bias(layer)
+            elif isinstance(layer, keras.layers.MultiHeadAttention):
+                for projection in (
+                    layer.query_dense,
+                    layer.key_dense,
+                    layer.value_dense,
+                    layer.output_dense,
+                ):
+                    kernel_and_bias(projection)
+        missing = [w.path for w in self.model.weights if id(w) not in values]
+        if missing:
+            raise RuntimeError(f"No initial-weight rule for {', '.join(missing)}.")
         return values
 
     def reset(self, seed: int) -> None:
@@ -297,7 +399,8 @@ class LSTM(Forecaster):
     horizon
         Steps the network forecasts at once; ``predict`` may ask for fewer.
     layers, units, dropout
-        Architecture: LSTM layers, units per layer, dropout after each.
+        Architecture: recurrent layers (LSTM, or GRU for that family), units per layer
+        (also the filters of the conv_lstm family's convolutions), dropout after each.
     epochs, batch_size, learning_rate, patience
         Training: most epochs, batch size, Adam's learning rate, early-stopping patience
         (epochs without a better validation loss).
@@ -326,7 +429,14 @@ class LSTM(Forecaster):
         (:class:`~forecasting.models.fused_lstm.FusedLSTM`) trained by the in-graph loop
         (:mod:`forecasting.models._graph_training`). ``True``: Keras' own LSTM layer under
         ``keras.Model.fit`` with XLA where Keras can (the fused kernel has no XLA form);
-        the forecasts then say so in a note.
+        the forecasts then say so in a note. Other families than ``"lstm"`` run Keras'
+        own layers either way.
+    family
+        The network: ``"lstm"`` (default), ``"gru"``, ``"conv_lstm"`` (causal
+        convolutions before the LSTM) or ``"attention"`` (attention over the LSTM's
+        outputs); see *Network families* in the module docs. Any other value raises
+        :class:`~forecasting.errors.ConfigurationError` when the model is fitted or its
+        settings are checked.
 
     Attributes
     ----------
@@ -336,7 +446,8 @@ class LSTM(Forecaster):
         it would be zero.
     kernel_
         The recurrent layer trained: ``"fused"`` (TensorFlow's ``BlockLSTM`` op) or
-        ``"keras"`` (``keras.layers.LSTM``, with ``jit_compile=True``).
+        ``"keras"`` (Keras' own layers: ``jit_compile=True``, or a family other than
+        ``"lstm"``).
     no_change_
         ``None`` for a trained network; otherwise the note saying why no network was
         trained (the training closes never change) and the model forecasts no change.
@@ -376,6 +487,7 @@ class LSTM(Forecaster):
         "jit_compile": Range(choices=("auto", True, False)),
         "denoise": Range(choices=DENOISERS),
         "denoise_window": Range(2, 1000, integer=True),
+        "family": Range(choices=FAMILIES),
     }
 
     def __init__(
@@ -399,6 +511,7 @@ class LSTM(Forecaster):
         jit_compile: bool | str = "auto",
         denoise: str = "none",
         denoise_window: int = 7,
+        family: str = "lstm",
     ) -> None:
         self.lookback = lookback
         self.horizon = horizon
@@ -419,6 +532,7 @@ class LSTM(Forecaster):
         self.jit_compile = jit_compile
         self.denoise = denoise
         self.denoise_window = denoise_window
+        self.family = family
 
     # --- data -------------------------------------------------------------------------
 
@@ -566,7 +680,7 @@ class LSTM(Forecaster):
         with network.lock:
             network.reset(int(self.seed))
             keras.utils.set_random_seed(int(self.seed))
-            if network.fused:
+            if network.graph_trained:
                 losses, cancelled = network.trainer.fit(
                     X_train,
                     y_train,
@@ -708,6 +822,7 @@ class LSTM(Forecaster):
             float(self.dropout),
             float(self.learning_rate),
             self.jit_compile,
+            self.family,
         )
 
     def input_window(self, history: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -823,7 +938,11 @@ class LSTM(Forecaster):
                 f"The LSTM (price target) forecast a price or bound below zero {below} time(s) "
                 f"in {horizon} steps; floored at 0."
             )
-        if getattr(self, "kernel_", "fused") != "fused" and self.jit_compile is True:
+        if (
+            getattr(self, "kernel_", "fused") != "fused"
+            and self.jit_compile is True
+            and self.family == "lstm"
+        ):
             notes.append(KERAS_KERNEL_NOTE)
         return mean[:horizon], lower[:horizon], upper[:horizon], tuple(notes)
 
@@ -872,6 +991,7 @@ class LSTM(Forecaster):
         scale_mean = getattr(self, "scale_mean_", None)
         scale_std = getattr(self, "scale_std_", None)
         state = {
+            "model": self.alias,
             "params": self.get_params(),
             "timeframe": self.timeframe_,
             "calendar": self.calendar_,
@@ -902,6 +1022,13 @@ class LSTM(Forecaster):
         keras = _keras()
         path = Path(path)
         state = json.loads(Path(f"{path}.json").read_text(encoding="utf-8"))
+        # Files written before the network families hold an LSTM without the setting.
+        family = state["params"].get("family", "lstm")
+        if not cls.parameter_ranges["family"].contains(family):
+            raise DataFormatError(
+                f"{path.name} holds a {state.get('model', 'lstm')} model (network family "
+                f"{family}), not a {cls.alias} one: load it with that model's load()."
+            )
         model = cls(**state["params"])
         model.check_settings()
         model.no_change_ = state.get("no_change")
