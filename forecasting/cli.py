@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from forecasting.errors import ForecastingError
-from forecasting.ranges import HORIZON, SEED, Range, shown
+from forecasting.ranges import HORIZON, SEED, TRIALS, Range, shown
 
 __all__ = ["main"]
 
@@ -138,6 +138,33 @@ def build_parser() -> argparse.ArgumentParser:
     )
     compare.add_argument("--quiet", action="store_true", help="no progress on stderr")
     compare.set_defaults(handler=_compare)
+
+    tune = commands.add_parser(
+        "tune",
+        help="nested tuning: each outer fold's settings chosen on inner folds of its own past",
+    )
+    _experiment_flags(tune, bundle_help="tune on the candles of a bundle")
+    tune.add_argument(
+        "--model", required=True, help="the model to tune: lstm, gru, conv_lstm, ..., prophet"
+    )
+    tune.add_argument(
+        "--trials", type=_ranged(TRIALS), default=20, help="trials per outer fold (default 20)"
+    )
+    tune.add_argument(
+        "--timeout", type=float, metavar="S", help="seconds for the whole search (default none)"
+    )
+    tune.add_argument(
+        "--study",
+        type=Path,
+        metavar="FILE",
+        help="keep the studies in FILE (a journal; SQLite for .db), so a rerun resumes",
+    )
+    tune.add_argument(
+        "--inner-folds", type=int, default=2, help="inner folds per training window (default 2)"
+    )
+    tune.add_argument("--json", action="store_true", help="print the JSON report")
+    tune.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    tune.set_defaults(handler=_tune)
 
     ablate = commands.add_parser(
         "ablate",
@@ -454,7 +481,13 @@ def _experiment_flags(
     _mood_flags(parser)
 
 
-_MODEL_NAMES = ("naive", "drift", "seasonal_naive", "moving_average", "prophet", "lstm")
+def _model_names() -> tuple[str, ...]:
+    from forecasting.models import MODELS  # no TensorFlow or Prophet until a model is fitted
+
+    return tuple(MODELS)
+
+
+_MODEL_NAMES = _model_names()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -670,6 +703,48 @@ def _experiment(args: argparse.Namespace, *, future: bool) -> tuple[Any, dict, l
     )
     args.progress.finish()
     return result, selection, read_notes
+
+
+def _tune(args: argparse.Namespace) -> int:
+    from forecasting.experiment import dumps
+    from forecasting.tuning import tune
+
+    if "models" in _given_flags(args.argv):
+        raise _UsageError("tune takes one --model, not --models")
+    if args.timeout is not None and not (math.isfinite(args.timeout) and args.timeout > 0):
+        raise _UsageError("--timeout must be a positive number of seconds")
+    if args.from_bundle is not None:
+        candles, filled, _, _, read_notes, settings = _from_bundle(args)
+    else:
+        if args.data is None and args.exchange is None:
+            raise _UsageError("one of the arguments --data --exchange is required")
+        filled = None
+        settings = _compare_settings(args)
+        candles, source, _, read_notes = _compare_data(args)
+        candles, mood_notes = _with_mood(args, candles, source, _settings_mood(settings))
+        read_notes = [*read_notes, *mood_notes]
+    progress = args.progress if args.progress.enabled else None
+    result = tune(
+        candles,
+        args.model,
+        settings,
+        trials=args.trials,
+        timeout=args.timeout,
+        study=args.study,
+        inner_folds=args.inner_folds,
+        filled=filled,
+        progress=progress,
+    )
+    args.progress.finish()
+    if args.json:
+        print(dumps(_finite({**result.to_json(), "notes": read_notes})))
+    else:
+        for note in read_notes:
+            _note(note)
+        for sentence in result.sentences():
+            _note(sentence)
+        sys.stdout.write(result.table().to_csv(index=False, lineterminator="\n"))
+    return EXIT_OK
 
 
 def _ablate(args: argparse.Namespace) -> int:

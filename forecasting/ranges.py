@@ -22,7 +22,7 @@ import numpy as np
 
 from forecasting.errors import ConfigurationError
 
-__all__ = ["HORIZON", "LEVEL", "SEED", "Range", "shown"]
+__all__ = ["HORIZON", "LEVEL", "SEED", "TRIALS", "Range", "shown"]
 
 
 @dataclass(frozen=True)
@@ -106,6 +106,8 @@ HORIZON = Range(1, 365, integer=True)
 LEVEL = Range(0.0, 1.0, lo_open=True, hi_open=True)
 # Seeds: what every random generator involved (numpy, TensorFlow, Stan) accepts.
 SEED = Range(0, 2**31 - 1, integer=True)
+# Trials per outer fold of a tuning run (forecasting.tuning).
+TRIALS = Range(1, 10_000, integer=True)
 
 
 def _same_choice(value: Any, choice: Any) -> bool:

@@ -101,6 +101,7 @@ def test_entry_point_and_pages_exist():
         "models",
         "compare",
         "strategy",
+        "tuning",
         "live",
     ]
     for page in pages:

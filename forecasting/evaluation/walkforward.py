@@ -40,7 +40,16 @@ from forecasting.models.base import Forecaster
 from forecasting.ohlcv import grid_positions, infer_calendar, infer_timeframe
 from forecasting.progress import ProgressCallback, StopCheck, report
 
-__all__ = ["Backtest", "BacktestSettings", "Fold", "Pairs", "make_folds", "walk_forward"]
+__all__ = [
+    "Backtest",
+    "BacktestSettings",
+    "Fold",
+    "Pairs",
+    "forecast_fold",
+    "make_folds",
+    "pair_layout",
+    "walk_forward",
+]
 
 FORECAST_COLUMNS = [
     "fold",
@@ -257,13 +266,17 @@ def make_folds(index: pd.DatetimeIndex, settings: BacktestSettings) -> list[Fold
     return out
 
 
-def _layout(
+def pair_layout(
     index: pd.DatetimeIndex,
     folds: list[Fold],
     horizon: int,
     excluded: pd.DatetimeIndex,
 ) -> tuple[dict[int, list[tuple[int, int]]], Pairs]:
-    """Per origin position, its ``(step, target position)`` pairs; and the counts."""
+    """Per origin position, its ``(step, target position)`` pairs; and the counts.
+
+    The pairs every model of a backtest is scored on: a target missing from the data, or
+    a filled (``excluded``) origin or target, is left out and counted in :class:`Pairs`.
+    """
     timeframe = infer_timeframe(index)
     positions = grid_positions(index, timeframe, infer_calendar(index, timeframe))
     excluded_mask = index.isin(excluded) if len(excluded) else np.zeros(len(index), bool)
@@ -357,7 +370,7 @@ def walk_forward(
     folds = make_folds(candles.index, settings)
     excluded = pd.DatetimeIndex([]) if excluded is None else pd.DatetimeIndex(excluded)
     horizon = int(settings.horizon)
-    layout, pairs = _layout(candles.index, folds, horizon, excluded)
+    layout, pairs = pair_layout(candles.index, folds, horizon, excluded)
     naive_scale = {
         fold.number: _naive_scale(candles.iloc[fold.train_start : fold.cutoff + 1], excluded)
         for fold in folds
@@ -418,7 +431,7 @@ def walk_forward(
         rows: list[dict] = []
         notes: list[str] = []
         for fold in job_folds:
-            fold_rows, fold_notes = _run_fold(
+            fold_rows, fold_notes = forecast_fold(
                 name, seed, template, fold, candles, layout, settings, stop, advance
             )
             rows.extend(fold_rows)
@@ -501,7 +514,7 @@ def _in_order(frame: pd.DataFrame, order: Mapping[str, int]) -> pd.DataFrame:
     return frame.drop(columns="_order").reset_index(drop=True)
 
 
-def _run_fold(
+def forecast_fold(
     name: str,
     seed: int | None,
     template: Forecaster,
@@ -514,7 +527,11 @@ def _run_fold(
 ) -> tuple[list[dict], list[str]]:
     """One model on one fold: a cold fit at the cutoff, a forecast from every origin (a
     model that cannot condition on new candles refitted there, warm-started from the
-    previous origin's fit). Returns the rows and the notes."""
+    previous origin's fit). Returns the rows (:data:`FORECAST_COLUMNS`) and the notes.
+
+    ``layout`` is :func:`pair_layout`'s; ``advance(fraction, fold, name, seed)`` is called
+    as the fold progresses.
+    """
     if should_stop is not None and should_stop():
         raise Cancelled("The backtest was cancelled.")
     close = candles["close"].to_numpy(dtype="float64")
