@@ -12,7 +12,7 @@ the horizon steps, which must hold for every seed. Both are also judged against 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
@@ -20,7 +20,7 @@ import pandas as pd
 from forecasting.errors import ConfigurationError
 from forecasting.evaluation import Backtest, Verdict, score, verdicts, walk_forward
 from forecasting.experiment import ExperimentSettings, data_hash, json_record
-from forecasting.features import parse_features
+from forecasting.features import compute_features, parse_features
 from forecasting.progress import ProgressCallback, StopCheck
 
 __all__ = ["AblationResult", "feature_ablation", "feature_setting"]
@@ -78,6 +78,7 @@ class AblationResult:
     against_naive: dict[str, Verdict]
     settings: dict[str, Any]
     data: dict[str, Any]
+    notes: list[str] = field(default_factory=list)
 
     @property
     def sentence(self) -> str:
@@ -105,6 +106,7 @@ class AblationResult:
                 **{f"{name}_vs_naive": v.to_dict() for name, v in self.against_naive.items()},
             },
             "answer": self.sentence,
+            "notes": list(self.notes),
         }
 
 
@@ -142,9 +144,11 @@ def feature_ablation(
     ConfigurationError
         For a model without features, or nothing to add.
     """
-    added_specs = parse_features(added) if added else ()
-    if not added or not added_specs:
+    items = added.split(",") if isinstance(added, str) else list(added)
+    if not [item for item in items if item and item.strip()]:
+        # parse_features would read "nothing" as the default features: never here.
         raise ConfigurationError("Name the features to test, e.g. fear_greed,funding_rate.")
+    added_specs = parse_features(items)
     built = ExperimentSettings(
         models=(model,),
         model_settings=settings.model_settings,
@@ -167,6 +171,21 @@ def feature_ablation(
     }
     for variant in models.values():
         variant.check_settings()
+    # Both variants train on the same candles: where an added feature starts later than
+    # the data (the index begins in February 2018), the candles before it are left out
+    # for both, or the variant without it would train on more history.
+    notes: list[str] = []
+    defined = compute_features(candles, added_specs, drop_warmup=False).notna().all(axis=1)
+    start = int(defined.to_numpy().argmax()) if defined.any() else len(candles)
+    warmup = max(s.warmup for s in added_specs)
+    if start > warmup:
+        notes.append(
+            f"The first {start:,} candles come before {', '.join(map(str, added_specs))} has "
+            "a value: both variants leave them out, so both train on the same candles."
+        )
+        candles = candles.iloc[start:]
+        if filled is not None:
+            filled = pd.DatetimeIndex(filled)[pd.DatetimeIndex(filled) >= candles.index[0]]
     backtest = walk_forward(
         models,
         candles,
@@ -202,4 +221,5 @@ def feature_ablation(
             "sha256": data_hash(candles),
             "columns": [str(c) for c in candles.columns],
         },
+        notes=notes,
     )

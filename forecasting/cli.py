@@ -113,6 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     forecast.add_argument(
         "--settings", metavar="JSON", help="model settings as JSON, e.g. '{\"epochs\": 20}'"
     )
+    forecast.add_argument("--cache-dir", type=Path, help="cache folder of the mood sources")
+    _mood_flags(forecast)
     forecast.add_argument("--json", action="store_true", help="print JSON instead of CSV")
     forecast.set_defaults(handler=_forecast)
 
@@ -621,6 +623,7 @@ def _features(args: argparse.Namespace) -> int:
 
 def _forecast(args: argparse.Namespace) -> int:
     from forecasting.data import read_ohlcv_csv
+    from forecasting.features import mood_kinds
     from forecasting.models import MODELS, make_model
 
     settings = _json_object(args.settings, "--settings") or {}
@@ -634,8 +637,12 @@ def _forecast(args: argparse.Namespace) -> int:
     model = make_model(args.model, **settings)
     model.check_settings()  # before the data is read
     data = read_ohlcv_csv(args.data)
-    forecast = model.fit(data.candles).predict(args.horizon)
-    notes = [*_data_notes(data), *forecast.notes]
+    texts = [v for k, v in model.get_params().items() if k in ("features", "regressors")]
+    candles, mood_notes = _with_mood(
+        args, data.candles, {"timeframe": data.timeframe}, mood_kinds(*texts)
+    )
+    forecast = model.fit(candles).predict(args.horizon)
+    notes = [*_data_notes(data), *mood_notes, *forecast.notes]
     if args.json:
         document = {
             "model": args.model,
@@ -709,8 +716,11 @@ def _tune(args: argparse.Namespace) -> int:
     from forecasting.experiment import dumps
     from forecasting.tuning import tune
 
-    if "models" in _given_flags(args.argv):
+    given = _given_flags(args.argv)
+    if "models" in given:
         raise _UsageError("tune takes one --model, not --models")
+    if "seeds" in given:
+        raise _UsageError("tune runs one seed (--seed); --seeds is for compare")
     if args.timeout is not None and not (math.isfinite(args.timeout) and args.timeout > 0):
         raise _UsageError("--timeout must be a positive number of seconds")
     if args.from_bundle is not None:
@@ -752,6 +762,8 @@ def _ablate(args: argparse.Namespace) -> int:
     from forecasting.experiment import dumps
     from forecasting.features import mood_kinds
 
+    if "models" in _given_flags(args.argv):
+        raise _UsageError("ablate tests one --model, not --models")
     if args.from_bundle is not None:
         candles, filled, _, _, read_notes, settings = _from_bundle(args)
     else:
@@ -769,9 +781,10 @@ def _ablate(args: argparse.Namespace) -> int:
     )
     args.progress.finish()
     if args.json:
-        print(dumps(_finite({**result.to_json(), "notes": read_notes})))
+        document = result.to_json()
+        print(dumps(_finite({**document, "notes": [*read_notes, *document["notes"]]})))
     else:
-        for note in read_notes:
+        for note in [*read_notes, *result.notes]:
             _note(note)
         _note(result.sentence)
         sys.stdout.write(result.metrics.rename_axis("model").to_csv(lineterminator="\n"))
@@ -1003,23 +1016,30 @@ def _with_mood(
     kinds = [kind for kind in kinds if kind not in candles.columns]
     if not kinds:
         return candles, []
-    exchange_id = args.funding_exchange or args.exchange
-    client, symbol = None, args.funding_symbol or args.symbol
-    if "funding_rate" in kinds and exchange_id:
-        text = args.funding_config
-        if text is None and exchange_id == args.exchange:
-            text = args.exchange_config
-        config = _exchange_config(text) if text is not None else None
-        client = create_exchange(exchange_id, config)
-    if "funding_rate" in kinds and not symbol:
+
+    def given(name: str) -> Any:
+        return getattr(args, name, None)  # not every command has the exchange flags
+
+    exchange_id = given("funding_exchange") or given("exchange")
+    client, symbol = None, given("funding_symbol") or given("symbol")
+    if "funding_rate" in kinds and not (exchange_id and symbol):
         raise _UsageError("funding_rate with --data needs --funding-exchange and --funding-symbol")
+    if "funding_rate" in kinds:
+        if given("funding_config") is not None:
+            config = _exchange_config(given("funding_config"), "--funding-config")
+        elif exchange_id == given("exchange"):
+            config = _exchange_config(given("exchange_config"))
+        else:
+            config = None
+        client = create_exchange(exchange_id, config)
+    cache_dir = given("cache_dir")
     joined = attach_mood(
         candles,
-        source.get("timeframe") or args.timeframe,
+        source.get("timeframe") or given("timeframe"),
         kinds,
         exchange=client,
         symbol=symbol,
-        cache=CandleCache(args.cache_dir) if args.cache_dir else None,
+        cache=CandleCache(cache_dir) if cache_dir else None,
     )
     if joined.unavailable:
         kind, reason = next(iter(joined.unavailable.items()))
@@ -1033,6 +1053,13 @@ def _compare_settings(args: argparse.Namespace) -> Any:
     from forecasting.ohlcv import parse_time
 
     model_settings = _json_object(args.settings, "--settings") or {}
+    unknown = [str(key) for key in model_settings if key not in _MODEL_NAMES]
+    if unknown:
+        raise _UsageError(
+            f"--settings is keyed by model name ({', '.join(_MODEL_NAMES)}); got "
+            f"{', '.join(unknown)[:80]}. Nest a model's settings under its name, e.g. "
+            '\'{"lstm": {"epochs": 10}}\''
+        )
     settings = ExperimentSettings(
         models=parse_models(args.models),
         model_settings=model_settings,
@@ -1366,7 +1393,7 @@ def _json_object(text: str | None, flag: str) -> dict[str, Any] | None:
     return value
 
 
-def _exchange_config(text: str | None) -> dict[str, Any] | None:
+def _exchange_config(text: str | None, flag: str = "--exchange-config") -> dict[str, Any] | None:
     if not text:
         return None
     if text.startswith("@"):
@@ -1375,10 +1402,10 @@ def _exchange_config(text: str | None) -> dict[str, Any] | None:
             text = source.read_text(encoding="utf-8")
         except UnicodeDecodeError as exc:
             # Not an OSError, so main() would not catch it: a traceback instead of a line.
-            raise _UsageError(f"--exchange-config file {source} is not UTF-8 text") from exc
-    config = _json_loads(text, "--exchange-config")
+            raise _UsageError(f"{flag} file {source} is not UTF-8 text") from exc
+    config = _json_loads(text, flag)
     if not isinstance(config, dict):
-        raise _UsageError('--exchange-config must be a JSON object, e.g. \'{"apiKey": "..."}\'')
+        raise _UsageError(f'{flag} must be a JSON object, e.g. \'{{"apiKey": "..."}}\'')
     return config
 
 

@@ -65,6 +65,7 @@ import pandas as pd
 from forecasting.errors import (
     Cancelled,
     ConfigurationError,
+    DataFormatError,
     ForecastingError,
     InsufficientHistory,
 )
@@ -509,16 +510,35 @@ class _OutOfTime(Exception):
 
 
 def _storage(study: str | os.PathLike | None) -> Any:
+    """Optuna's storage for a study file (journal; SQLite for ``.db``/``.sqlite``).
+
+    Raises
+    ------
+    DataFormatError
+        The file is not a study this module can read (damaged, or another program's).
+    """
     import optuna
 
     if study is None:
         return optuna.storages.InMemoryStorage()
     path = os.fspath(study)
-    if path.lower().endswith((".db", ".sqlite", ".sqlite3")):
-        return optuna.storages.RDBStorage(f"sqlite:///{os.path.abspath(path)}")
-    from optuna.storages.journal import JournalFileBackend, JournalStorage
+    try:
+        if path.lower().endswith((".db", ".sqlite", ".sqlite3")):
+            return optuna.storages.RDBStorage(f"sqlite:///{os.path.abspath(path)}")
+        from optuna.storages.journal import JournalFileBackend, JournalStorage
 
-    return JournalStorage(JournalFileBackend(path))
+        return JournalStorage(JournalFileBackend(path))
+    except Exception as exc:  # noqa: BLE001 - Optuna's, SQLAlchemy's and JSON's errors alike
+        raise _unreadable_study(path, exc) from exc
+
+
+def _unreadable_study(where: Any, exc: BaseException) -> DataFormatError:
+    path = where if isinstance(where, str) else "the study file"
+    problem = " ".join(str(exc).split())[:120] or type(exc).__name__
+    return DataFormatError(
+        f"{path} is not an Optuna study file this command can read ({problem}). Give "
+        "--study a new file, or the one an earlier tuning run wrote."
+    )
 
 
 def _trial_seed(seed: int, finished: int) -> int:
@@ -834,15 +854,18 @@ def _search_fold(
     }
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
     name = f"{space.model}-fold{fold.number}-{digest[:16]}"
-    study = optuna.create_study(
-        study_name=name,
-        storage=storage,
-        direction="minimize",
-        pruner=optuna.pruners.MedianPruner(
-            n_startup_trials=PRUNER_STARTUP_TRIALS, n_warmup_steps=0
-        ),
-        load_if_exists=True,
-    )
+    try:
+        study = optuna.create_study(
+            study_name=name,
+            storage=storage,
+            direction="minimize",
+            pruner=optuna.pruners.MedianPruner(
+                n_startup_trials=PRUNER_STARTUP_TRIALS, n_warmup_steps=0
+            ),
+            load_if_exists=True,
+        )
+    except Exception as exc:  # noqa: BLE001 - a foreign or damaged file: Optuna's and its DB's errors
+        raise _unreadable_study(storage, exc) from exc
     states = optuna.trial.TrialState
 
     def counted() -> list[Any]:

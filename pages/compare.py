@@ -150,6 +150,8 @@ with st.expander("Do these features help?", expanded=bool(runs.ablation_defaults
         ablation = None
     if ablation is not None:
         text.markdown("**{answer}**", answer=ablation.sentence)
+        for note in ablation.notes:
+            text.info("{note}", note=note, icon=":material/info:")
         st.table(runs.ablation_table(ablation))
         for line in runs.ablation_lines(ablation):
             text.markdown("- {line}", line=line)

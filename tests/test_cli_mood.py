@@ -164,3 +164,42 @@ def test_compare_feeds_the_index_to_prophet_and_ablate_answers(mood_servers, tmp
         document["metrics"]["prophet"]["mae"], rel=0, abs=0
     )
     assert "fear_greed" in report["data"]["columns"]
+
+
+def test_forecast_joins_the_index_for_a_model_that_reads_it(mood_servers):
+    result = run_cli(
+        "forecast", "--data", str(mood_servers["csv"]), "--model", "prophet", "--horizon", "3",
+        "--settings", json.dumps({"regressors": "log_return,fear_greed"}), "--json",
+        env=mood_servers["env"],
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    assert document["settings"]["regressors"] == "log_return,fear_greed"
+    assert len(document["forecast"]) == 3
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "code", "message"),
+    [
+        # Settings not keyed by a model name are refused, not silently dropped.
+        (["compare", "--models", "naive", "--settings", '{"window": 30}'], {}, 2,
+         "keyed by model name"),
+        (["ablate", "--model", "prophet", "--add", ","], {}, 1, "Name the features"),
+        (["ablate", "--model", "prophet", "--add", "fear_greed", "--models", "naive"], {}, 2,
+         "one --model"),
+        (["features", "--features", "fear_greed", "--out", "OUT"],
+         {"CFL_FEAR_GREED_URL": "notaurl"}, 1, "$CFL_FEAR_GREED_URL"),
+        (["features", "--features", "funding_rate", "--funding-symbol", "BTC/USDT",
+          "--out", "OUT"], {}, 2, "--funding-exchange"),
+        (["features", "--features", "funding_rate", "--funding-exchange", "binance",
+          "--funding-symbol", "BTC/USDT", "--funding-config", "{bad", "--out", "OUT"], {}, 2,
+         "--funding-config is not valid JSON"),
+    ],
+)  # fmt: skip
+def test_bad_mood_requests_are_one_line(mood_servers, tmp_path, args, env, code, message):
+    args = [str(tmp_path / "out.csv") if a == "OUT" else a for a in args]
+    result = run_cli(*args[:1], "--data", str(mood_servers["csv"]), *args[1:],
+                     env={**mood_servers["env"], **env})  # fmt: skip
+    assert result.returncode == code, result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert message in result.stderr

@@ -76,3 +76,14 @@ def test_bad_tuning_requests_are_one_line(candles_csv, extra, message):
     assert result.returncode in (1, 2)
     assert result.stderr.count("\n") == 1, result.stderr
     assert message in result.stderr
+
+
+@pytest.mark.parametrize("name", ["x.journal", "x.db"])
+def test_a_damaged_study_file_is_one_line(candles_csv, tmp_path, name):
+    study = tmp_path / name
+    study.write_text("garbage\n")
+    result = run_cli("tune", "--data", str(candles_csv), *FLAGS, "--model", "moving_average",
+                     "--trials", "1", "--study", str(study), "--quiet")  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert "not an Optuna study file" in result.stderr

@@ -371,3 +371,34 @@ def test_a_bundle_carries_the_mood_columns_and_restores_them_bit_for_bit():
     assert restored is not None
     pd.testing.assert_frame_equal(restored.candles, data, check_freq=False)
     assert data_hash(restored.candles) == result.data["sha256"]
+
+
+def test_notes_speak_only_of_days_the_candles_use(fake_feargreed, tmp_cache, no_sleep_retry):
+    # A day missing long after the candles end is no concern of theirs.
+    serve_index(fake_feargreed, "2023-12-25", 60, skip=("2024-02-10",))
+    candles = candles_from(START, 20, "1D")
+    joined = attach_mood(
+        candles, "1d", ["fear_greed"], cache=tmp_cache, url=fake_feargreed.url,
+        retry=no_sleep_retry,
+    )  # fmt: skip
+    assert not any("2024-02-10" in note for note in joined.notes), joined.notes
+    assert not any("not published yet" in note for note in joined.notes), joined.notes
+
+
+def test_ablation_trains_both_variants_on_the_same_candles():
+    candles = candles_from(START, 260, "1D", seed=2)
+    # The index starts 40 days into the data.
+    days = pd.date_range(START + 40 * DAY, periods=400, freq="D", tz="UTC")
+    values = pd.Series(np.random.default_rng(8).integers(5, 95, 400), index=days, dtype="float64")
+    data = joined_candles(values, candles)
+    first = int(data["fear_greed"].notna().to_numpy().argmax())
+    assert first > 40
+    settings = ExperimentSettings(
+        model_settings={"prophet": {"regressors": "log_return"}},
+        backtest=BacktestSettings(horizon=3, folds=2, test_size=24, stride=12),
+    )
+    result = feature_ablation(data, settings, "fear_greed", model="prophet")
+    assert result.data["candles"] == len(data) - first
+    assert result.data["first"] == data.index[first].isoformat()
+    assert any(f"The first {first:,} candles" in note for note in result.notes), result.notes
+    assert result.to_json()["notes"] == result.notes

@@ -258,9 +258,16 @@ def _request_index(url: str, retry: RetryPolicy) -> list[dict[str, Any]]:
 
 
 def _get(url: str) -> bytes:
-    request = urllib.request.Request(
-        url, headers={"Accept": "application/json", "User-Agent": "crypto-forecast-lab"}
-    )
+    try:
+        request = urllib.request.Request(
+            url, headers={"Accept": "application/json", "User-Agent": "crypto-forecast-lab"}
+        )
+    except ValueError as exc:  # "notaurl": no scheme, so no request at all
+        raise ConfigurationError(
+            f"The Fear & Greed Index's address {url[:80]!r} is not a URL: set "
+            f"${FEAR_GREED_URL_VARIABLE} to an http(s) address such as {DEFAULT_FEAR_GREED_URL}, "
+            "or unset it."
+        ) from exc
     with urllib.request.urlopen(request, timeout=_TIMEOUT_SECONDS) as answer:
         return answer.read()
 
@@ -845,7 +852,7 @@ def attach_mood(
                 )
                 values = frame["value"].astype("float64")
                 published = fear_greed_published(pd.DatetimeIndex(values.index))
-                notes.extend(notices(frame))
+                notes.extend(_index_notes(frame, first, last))
                 labels[kind] = FEAR_GREED_ATTRIBUTION
             else:
                 if exchange is None or not symbol:
@@ -870,7 +877,7 @@ def attach_mood(
                 labels[kind] = f"{frame.attrs.get('source', exchange.id)} " + str(
                     frame.attrs.get("symbol", symbol)
                 )
-        except (DataUnavailable, DataFormatError) as exc:
+        except (DataUnavailable, DataFormatError, ConfigurationError) as exc:
             unavailable[kind] = str(exc)
             notes.append(f"The {_TITLES[kind]} feature is unavailable: {exc}")
             continue
@@ -882,6 +889,32 @@ def attach_mood(
 
 
 _TITLES = {"fear_greed": "Fear & Greed", "funding_rate": "funding rate"}
+
+
+def _index_notes(frame: pd.DataFrame, first: pd.Timestamp, end: pd.Timestamp) -> list[str]:
+    """What the index did not deliver for the days these candles can see: a day missing
+    or not yet published matters only if a candle from ``first`` to ``end`` would use it
+    (the day before a candle opens through the day before the last one closes)."""
+    lo, hi = first.normalize() - _DAY, end.normalize()
+    missing = pd.to_datetime(list(frame.attrs.get(MISSING_DAYS_ATTR, ())), unit="ms", utc=True)
+    seen = missing[(missing >= lo) & (missing < hi)]
+    out = []
+    if len(seen):
+        shown = ", ".join(f"{day:%Y-%m-%d}" for day in seen[:5])
+        more = f" and {len(seen) - 5} more" if len(seen) > 5 else ""
+        out.append(
+            f"alternative.me published no Fear & Greed value for {len(seen)} day(s) these "
+            f"candles would use: {shown}{more}; the previous value is used, counted as stale."
+        )
+    late = frame.attrs.get(LATE_DAY_ATTR)
+    if late is not None:
+        due = pd.Timestamp(int(late), unit="ms", tz="UTC")
+        if lo <= due < hi:
+            out.append(
+                f"The Fear & Greed value for {due:%Y-%m-%d} is not published yet: the candles "
+                "after that day carry the day before's until it is."
+            )
+    return out
 
 
 def _join_notes(kind: str, column: pd.Series, total: int) -> list[str]:
