@@ -141,6 +141,53 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--quiet", action="store_true", help="no progress on stderr")
     compare.set_defaults(handler=_compare)
 
+    sweep = commands.add_parser(
+        "sweep",
+        help="one experiment per series (files, or symbols x timeframes), as Ray tasks",
+    )
+    sweep_source = sweep.add_mutually_exclusive_group()
+    sweep_source.add_argument("--data", metavar="A.csv,B.csv", help="comma-separated CSV files")
+    sweep_source.add_argument("--exchange", help="ccxt exchange id (with --symbols, --timeframes)")
+    sweep.add_argument("--symbols", metavar="S1,S2", help="comma-separated unified symbols")
+    sweep.add_argument("--timeframes", metavar="TF1,TF2", help="comma-separated, e.g. 1h,1d")
+    sweep.add_argument("--since", help="first candle, ISO-8601 UTC (exchange data)")
+    sweep.add_argument("--until", help="end, exclusive, ISO-8601 UTC (exchange data)")
+    sweep.add_argument("--exchange-config", metavar="JSON", help="as for fetch")
+    sweep.add_argument("--cache-dir", type=Path, help="candle cache folder")
+    _model_flags(sweep)
+    sweep.add_argument(
+        "--tune", action="store_true", help="also run nested tuning on each series (see tune)"
+    )
+    sweep.add_argument(
+        "--tune-models", metavar="LIST", help="the models tuned (default: the tunable ones run)"
+    )
+    sweep.add_argument(
+        "--trials", type=_ranged(TRIALS), default=20, help="with --tune: trials per outer fold"
+    )
+    sweep.add_argument("--timeout", type=float, metavar="S", help="with --tune: seconds per series")
+    sweep.add_argument("--study", type=Path, metavar="FILE", help="with --tune: a study file")
+    sweep.add_argument(
+        "--inner-folds", type=int, default=2, help="with --tune: inner folds (default 2)"
+    )
+    sweep.add_argument(
+        "--address",
+        help="an existing Ray cluster: auto (on a node of it) or ray://HEAD:10001; default: a "
+        "Ray started on this machine for the sweep",
+    )
+    sweep.add_argument(
+        "--workers", type=int, help="experiments at once (default: every CPU of this machine)"
+    )
+    sweep.add_argument(
+        "--cpus-per-task", type=int, default=1, help="CPUs (and TensorFlow threads) per task"
+    )
+    sweep.add_argument(
+        "--local", action="store_true", help="run the series one after another here, no Ray"
+    )
+    sweep.add_argument("--out", required=True, type=Path, help="folder for bundles and results")
+    sweep.add_argument("--json", action="store_true", help="print {label: compare --json}")
+    sweep.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    sweep.set_defaults(handler=_sweep)
+
     tune = commands.add_parser(
         "tune",
         help="nested tuning: each outer fold's settings chosen on inner folds of its own past",
@@ -443,6 +490,11 @@ def _experiment_flags(
         "settings and data flags are refused",
     )
     _exchange_data_flags(parser)
+    _model_flags(parser)
+
+
+def _model_flags(parser: argparse.ArgumentParser) -> None:
+    """The model, walk-forward and settings flags of ``compare`` (without the data's)."""
     parser.add_argument("--models", help=f"comma-separated, default all: {','.join(_MODEL_NAMES)}")
     parser.add_argument(
         "--horizon",
@@ -710,6 +762,77 @@ def _experiment(args: argparse.Namespace, *, future: bool) -> tuple[Any, dict, l
     )
     args.progress.finish()
     return result, selection, read_notes
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    import subprocess
+
+    from forecasting.experiment import dumps
+    from forecasting.ohlcv import parse_time
+    from forecasting.sweeps import (
+        exchange_series,
+        file_series,
+        ray_importable,
+        ray_python,
+        run_sweep,
+    )
+
+    if args.data is None and args.exchange is None:
+        raise _UsageError("one of the arguments --data --exchange is required")
+    if args.exchange is not None and not (args.symbols and args.timeframes):
+        raise _UsageError("--exchange needs --symbols and --timeframes")
+    if args.timeout is not None and not (math.isfinite(args.timeout) and args.timeout > 0):
+        raise _UsageError("--timeout must be a positive number of seconds")
+    for name in ("workers", "cpus_per_task", "inner_folds"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise _UsageError(f"--{name.replace('_', '-')} must be at least 1")
+    settings = _compare_settings(args)  # bad flags fail here, before Ray starts
+    if not args.local and not ray_importable():
+        # Ray lives in the engines venv (about 0.8 GB of processes): run there.
+        python = ray_python()
+        if python is not None:
+            root = Path(__file__).resolve().parent.parent
+            return subprocess.call([str(python), "-m", "forecasting", *args.argv], cwd=root)
+    if args.data is not None:
+        series = file_series(args.data)
+    else:
+        series = exchange_series(
+            args.exchange,
+            args.symbols,
+            args.timeframes,
+            since=parse_time(args.since, name="--since"),
+            until=parse_time(args.until, name="--until"),
+            config=_exchange_config(args.exchange_config),
+            cache_dir=args.cache_dir,
+        )
+    tune = None
+    if args.tune:
+        tune = {"trials": args.trials, "inner_folds": args.inner_folds}
+        for key in ("timeout", "study"):
+            if getattr(args, key) is not None:
+                tune[key] = getattr(args, key)
+        if args.tune_models:
+            tune["models"] = args.tune_models
+    result = run_sweep(
+        series,
+        settings,
+        args.out,
+        address=args.address,
+        workers=args.workers,
+        local=args.local,
+        tune=tune,
+        cpus_per_task=args.cpus_per_task,
+        progress=args.progress if args.progress.enabled else None,
+    )
+    args.progress.finish()
+    for label, why in result.errors.items():
+        _note(f"{label}: {why}")
+    if args.json:
+        print(dumps(_finite(result.to_json())))
+    else:
+        sys.stdout.write(result.table.to_csv(index=False, lineterminator="\n"))
+    return EXIT_OK
 
 
 def _tune(args: argparse.Namespace) -> int:
