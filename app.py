@@ -29,6 +29,7 @@ page = st.navigation(
         st.Page("pages/compare.py", title="Compare", icon=":material/leaderboard:"),
         st.Page("pages/strategy.py", title="Strategy", icon=":material/account_balance:"),
         st.Page("pages/tuning.py", title="Tuning", icon=":material/tune:"),
+        st.Page("pages/sweeps.py", title="Sweeps", icon=":material/grid_view:"),
         st.Page("pages/live.py", title="Live", icon=":material/sensors:"),
     ]
 )

@@ -102,6 +102,7 @@ def test_entry_point_and_pages_exist():
         "compare",
         "strategy",
         "tuning",
+        "sweeps",
         "live",
     ]
     for page in pages:

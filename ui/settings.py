@@ -203,9 +203,13 @@ def restore_uploaded_bundle() -> None:
     st.session_state["_bundle_message"] = ("success", message)
 
 
+#: Session key of the message a restored bundle leaves for the Compare page.
+BUNDLE_MESSAGE = "_bundle_message"
+
+
 def bundle_notice() -> None:
     """Show the outcome of the last bundle upload, once."""
-    outcome = st.session_state.pop("_bundle_message", None)
+    outcome = st.session_state.pop(BUNDLE_MESSAGE, None)
     if outcome is not None:
         kind, message = outcome
         (text.error if kind == "error" else text.success)("{message}", message=message)
