@@ -168,7 +168,9 @@ def test_the_lstm_searches_its_families_where_it_has_them():
     assert ("family" in names) == ("family" in MODELS["lstm"]().get_params())
     assert {"lookback", "units", "layers", "dropout", "learning_rate", "feature_set"} <= set(names)
     prophet = [d.name for d in search_space("prophet").dimensions]
-    assert {"changepoint_prior_scale", "seasonality_mode"} <= set(prophet)
+    assert set(prophet) == {
+        "changepoint_prior_scale", "seasonality_prior_scale", "seasonality_mode"
+    }  # fmt: skip
 
 
 @pytest.mark.parametrize(

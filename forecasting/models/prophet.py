@@ -446,6 +446,9 @@ class ProphetModel(Forecaster):
     ----------
     changepoint_prior_scale
         Trend flexibility (Prophet's default 0.05); above 0.
+    seasonality_prior_scale
+        Seasonality flexibility (Prophet's default 10); above 0. Smaller values damp the
+        weekly and yearly terms.
     weekly_seasonality, yearly_seasonality, daily_seasonality
         ``"auto"``, ``True`` or ``False`` as in Prophet.
     seasonality_mode
@@ -533,6 +536,8 @@ class ProphetModel(Forecaster):
     parameter_ranges = {
         # Prophet's own docs tune it within 0.001 .. 0.5; above 10 the trend is all noise.
         "changepoint_prior_scale": Range(0.0, 10.0, lo_open=True),
+        # Prophet's docs tune it within 0.01 .. 10 (its default); above 100 it is unbounded.
+        "seasonality_prior_scale": Range(0.0, 100.0, lo_open=True),
         "weekly_seasonality": Range(choices=SEASONALITY),
         "yearly_seasonality": Range(choices=SEASONALITY),
         "daily_seasonality": Range(choices=SEASONALITY),
@@ -557,6 +562,7 @@ class ProphetModel(Forecaster):
         yearly_seasonality: bool | str = "auto",
         daily_seasonality: bool | str = "auto",
         seasonality_mode: str = "additive",
+        seasonality_prior_scale: float = 10.0,
         log_transform: bool = True,
         level: float = 0.9,
         interval: str = "conformal",
@@ -574,6 +580,7 @@ class ProphetModel(Forecaster):
         self.yearly_seasonality = yearly_seasonality
         self.daily_seasonality = daily_seasonality
         self.seasonality_mode = seasonality_mode
+        self.seasonality_prior_scale = seasonality_prior_scale
         self.log_transform = log_transform
         self.level = level
         self.interval = interval
@@ -675,6 +682,7 @@ class ProphetModel(Forecaster):
                 yearly_seasonality=_seasonality(self.yearly_seasonality),
                 daily_seasonality=_seasonality(self.daily_seasonality),
                 seasonality_mode=self.seasonality_mode,
+                seasonality_prior_scale=float(self.seasonality_prior_scale),
                 interval_width=float(self.level),
                 uncertainty_samples=int(self.uncertainty_samples),
             )
