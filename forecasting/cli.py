@@ -17,13 +17,14 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
 from forecasting.errors import ForecastingError
-from forecasting.ranges import HORIZON, SEED, TRIALS, Range, shown
+from forecasting.ranges import HORIZON, INNER_FOLDS, SEED, TRIALS, Range, shown
 
 __all__ = ["main"]
 
@@ -167,7 +168,10 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--timeout", type=float, metavar="S", help="with --tune: seconds per series")
     sweep.add_argument("--study", type=Path, metavar="FILE", help="with --tune: a study file")
     sweep.add_argument(
-        "--inner-folds", type=int, default=2, help="with --tune: inner folds (default 2)"
+        "--inner-folds",
+        type=_ranged(INNER_FOLDS),
+        default=2,
+        help="with --tune: inner folds (default 2)",
     )
     sweep.add_argument(
         "--address",
@@ -209,7 +213,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="keep the studies in FILE (a journal; SQLite for .db), so a rerun resumes",
     )
     tune.add_argument(
-        "--inner-folds", type=int, default=2, help="inner folds per training window (default 2)"
+        "--inner-folds",
+        type=_ranged(INNER_FOLDS),
+        default=2,
+        help="inner folds per training window, 1 to 10 (default 2)",
     )
     tune.add_argument("--json", action="store_true", help="print the JSON report")
     tune.add_argument("--quiet", action="store_true", help="no progress on stderr")
@@ -779,21 +786,28 @@ def _sweep(args: argparse.Namespace) -> int:
 
     if args.data is None and args.exchange is None:
         raise _UsageError("one of the arguments --data --exchange is required")
+    if args.local and args.address:
+        raise _UsageError("--local runs without Ray: leave out --address, or --local")
     if args.exchange is not None and not (args.symbols and args.timeframes):
         raise _UsageError("--exchange needs --symbols and --timeframes")
     if args.timeout is not None and not (math.isfinite(args.timeout) and args.timeout > 0):
         raise _UsageError("--timeout must be a positive number of seconds")
-    for name in ("workers", "cpus_per_task", "inner_folds"):
+    for name in ("workers", "cpus_per_task"):
         value = getattr(args, name)
         if value is not None and value < 1:
             raise _UsageError(f"--{name.replace('_', '-')} must be at least 1")
     settings = _compare_settings(args)  # bad flags fail here, before Ray starts
     if not args.local and not ray_importable():
-        # Ray lives in the engines venv (about 0.8 GB of processes): run there.
+        # Ray lives in the engines venv (about 0.8 GB of processes): run there, in the
+        # caller's folder (relative paths keep their meaning), importing this checkout.
         python = ray_python()
         if python is not None:
-            root = Path(__file__).resolve().parent.parent
-            return subprocess.call([str(python), "-m", "forecasting", *args.argv], cwd=root)
+            root = str(Path(__file__).resolve().parent.parent)
+            path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
+            return subprocess.call(
+                [str(python), "-m", "forecasting", *args.argv],
+                env={**os.environ, "PYTHONPATH": path},
+            )
     if args.data is not None:
         series = file_series(args.data)
     else:
@@ -832,6 +846,9 @@ def _sweep(args: argparse.Namespace) -> int:
         print(dumps(_finite(result.to_json())))
     else:
         sys.stdout.write(result.table.to_csv(index=False, lineterminator="\n"))
+    if result.errors and len(result.errors) == len(result.labels):
+        _fail(args.progress, f"no series of the sweep succeeded; the reasons are in {args.out}")
+        return EXIT_ERROR
     return EXIT_OK
 
 
@@ -870,9 +887,9 @@ def _tune(args: argparse.Namespace) -> int:
     )
     args.progress.finish()
     if args.json:
-        print(dumps(_finite({**result.to_json(), "notes": read_notes})))
+        print(dumps(_finite({**result.to_json(), "notes": [*read_notes, *result.notes]})))
     else:
-        for note in read_notes:
+        for note in [*read_notes, *result.notes]:
             _note(note)
         for sentence in result.sentences():
             _note(sentence)

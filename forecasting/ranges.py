@@ -22,7 +22,7 @@ import numpy as np
 
 from forecasting.errors import ConfigurationError
 
-__all__ = ["HORIZON", "LEVEL", "SEED", "TRIALS", "Range", "shown"]
+__all__ = ["HORIZON", "INNER_FOLDS", "LEVEL", "SEED", "TRIALS", "Range", "shown"]
 
 
 @dataclass(frozen=True)
@@ -108,6 +108,8 @@ LEVEL = Range(0.0, 1.0, lo_open=True, hi_open=True)
 SEED = Range(0, 2**31 - 1, integer=True)
 # Trials per outer fold of a tuning run (forecasting.tuning).
 TRIALS = Range(1, 10_000, integer=True)
+# Inner walk-forward folds inside each outer fold's training window.
+INNER_FOLDS = Range(1, 10, integer=True)
 
 
 def _same_choice(value: Any, choice: Any) -> bool:

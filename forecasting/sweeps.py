@@ -728,12 +728,9 @@ _TUNE_ARGUMENTS = ("trials", "timeout", "study", "seed", "loss", "inner_folds")
 
 
 def _check_tune(tune: Mapping[str, Any], settings: ExperimentSettings) -> None:
-    """Refuse tuning arguments that cannot run, before any series starts."""
-    if importlib.util.find_spec("forecasting.tuning") is None:
-        raise ConfigurationError(
-            "--tune needs nested tuning (forecasting.tuning), which this version does not "
-            "have: run the sweep without --tune."
-        )
+    """Refuse tuning arguments that cannot run, before any series starts; create the
+    study file's storage once, here, so that tasks running at once never race to create
+    its tables (SQLite)."""
     if not isinstance(tune, Mapping):
         raise ConfigurationError(f"tune is an object of tuning arguments, got {tune!r}.")
     unknown = [key for key in tune if key not in (*_TUNE_ARGUMENTS, "models")]
@@ -755,6 +752,10 @@ def _check_tune(tune: Mapping[str, Any], settings: ExperimentSettings) -> None:
         raise ConfigurationError(
             f"{untunable[0]} cannot be tuned: tune one of {', '.join(tunable_models())}."
         )
+    if tune.get("study") is not None:
+        from forecasting.tuning import study_storage
+
+        study_storage(tune["study"])  # a damaged file fails here, in one line
 
 
 def _bundle_names(series: list[Series]) -> dict[str, str]:
@@ -875,7 +876,7 @@ def _start_ray(
             return False
         total = (workers or os.cpu_count() or 1) * cpus
         ray.init(num_cpus=total, include_dashboard=False, runtime_env=dict(env), **quiet)
-    except ConnectionError as exc:
+    except (ConnectionError, ValueError) as exc:  # ValueError: "Invalid address format"
         raise ConfigurationError(
             f"Could not connect to the Ray cluster at {address or os.environ['RAY_ADDRESS']}: "
             f"{_one_line(str(exc))} Check the address (ray status on the head node prints it)."

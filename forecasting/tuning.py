@@ -82,10 +82,11 @@ from forecasting.experiment import ExperimentSettings, data_hash
 from forecasting.models import MODELS, NETWORKS
 from forecasting.models.base import Forecaster
 from forecasting.progress import ProgressCallback, StopCheck, report, scaled
-from forecasting.ranges import TRIALS
+from forecasting.ranges import INNER_FOLDS, TRIALS
 
 __all__ = [
     "MAX_TRIALS",
+    "study_storage",
     "Dimension",
     "FoldResult",
     "SearchSpace",
@@ -351,6 +352,13 @@ class FoldResult:
         """The outer score over naive's on the outer pairs."""
         return self.outer_score / self.naive_score if self.naive_score > 0 else math.nan
 
+    @property
+    def relative_gap(self) -> float:
+        """The optimism gap on comparable numbers: outer minus inner, each relative to
+        naive's score on the same pairs. The raw :attr:`gap` also moves with the price
+        level and volatility between the two periods; this one does not."""
+        return self.outer_relative - self.inner_relative
+
     def to_dict(self) -> dict[str, Any]:
         """The fold's object in :meth:`TuningResult.to_json`."""
         return _finite(
@@ -366,6 +374,7 @@ class FoldResult:
                 "inner_naive": self.inner_naive,
                 "inner_relative": self.inner_relative,
                 "outer_relative": self.outer_relative,
+                "relative_gap": self.relative_gap,
                 "trials": self.trials,
                 "pruned": self.pruned,
                 "failed": self.failed,
@@ -420,6 +429,28 @@ class TuningResult:
         correction (``settings_tried`` of :func:`forecasting.strategy.run_strategy`)."""
         return sum(f.trials for f in self.folds)
 
+    @property
+    def notes(self) -> list[str]:
+        """What the reader must know: folds the time limit cut short, and folds whose
+        resumed study held more trials than asked for (the best of all is chosen)."""
+        asked = int(self.settings.get("trials", 0) or 0)
+        out = []
+        short = [f for f in self.folds if asked and f.trials < asked]
+        if short:
+            ran = ", ".join(f"fold {f.fold} ran {f.trials}" for f in short)
+            out.append(
+                f"The time limit ended the search before {asked} trials per fold: {ran}. "
+                "Fewer trials search less; the verdicts are of what was chosen."
+            )
+        more = [f for f in self.folds if asked and f.trials > asked]
+        if more:
+            held = ", ".join(f"fold {f.fold} holds {f.trials}" for f in more)
+            out.append(
+                f"The resumed study held more than the {asked} trials asked for ({held}): "
+                "the best of all of them was chosen, and all count as tried."
+            )
+        return out
+
     def scores(self) -> dict[str, float]:
         """Mean loss over every outer pair: tuned, untuned and naive."""
         loss = LOSSES[self.settings.get("loss", "absolute")]
@@ -454,6 +485,7 @@ class TuningResult:
                     "gap ratio": f.gap_ratio,
                     "inner vs naive": f.inner_relative,
                     "outer vs naive": f.outer_relative,
+                    "relative gap": f.relative_gap,
                     "untuned": f.untuned_score,
                     "trials": f.trials,
                     "pruned": f.pruned,
@@ -475,6 +507,8 @@ class TuningResult:
                     "failed": sum(f.failed for f in self.folds),
                     "scores": self.scores(),
                     "mean_gap": float(np.mean([f.gap for f in self.folds])),
+                    "mean_relative_gap": float(np.mean([f.relative_gap for f in self.folds])),
+                    "notes": self.notes,
                     "verdict": {name: v.to_dict() for name, v in self.verdict.items()},
                     "sentences": self.sentences(),
                     "pairs": self.backtest.pairs.to_dict() if self.backtest.pairs else None,
@@ -509,7 +543,7 @@ class _OutOfTime(Exception):
     """The time limit passed during a trial (the trial is dropped, not counted)."""
 
 
-def _storage(study: str | os.PathLike | None) -> Any:
+def study_storage(study: str | os.PathLike | None) -> Any:
     """Optuna's storage for a study file (journal; SQLite for ``.db``/``.sqlite``).
 
     Raises
@@ -522,6 +556,12 @@ def _storage(study: str | os.PathLike | None) -> Any:
     if study is None:
         return optuna.storages.InMemoryStorage()
     path = os.fspath(study)
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise ConfigurationError(
+            f"The folder of the study file {path} does not exist: create it, or give --study "
+            "a file in a folder that does."
+        )
     try:
         if path.lower().endswith((".db", ".sqlite", ".sqlite3")):
             return optuna.storages.RDBStorage(f"sqlite:///{os.path.abspath(path)}")
@@ -686,7 +726,7 @@ def tune(
     folds = make_folds(candles.index, outer)
     excluded = pd.DatetimeIndex([]) if filled is None else pd.DatetimeIndex(filled)
     layout, _ = pair_layout(candles.index, folds, int(outer.horizon), excluded)
-    storage = _storage(study)
+    storage = study_storage(study)
     tuned_name, untuned_name = f"tuned {model}", f"untuned {model}"
     started = time.monotonic()
     deadline = None if timeout is None else started + float(timeout)
@@ -795,8 +835,10 @@ def _check_bounds(trials: Any, timeout: Any, inner_folds: Any) -> None:
         )
     if isinstance(inner_folds, bool) or not isinstance(inner_folds, int | np.integer):
         raise ConfigurationError(f"inner_folds must be a whole number, got {inner_folds!r}.")
-    if not 1 <= int(inner_folds) <= 10:
-        raise ConfigurationError(f"inner_folds must be from 1 to 10, got {inner_folds}.")
+    if not INNER_FOLDS.contains(int(inner_folds)):
+        raise ConfigurationError(
+            f"inner_folds must be {INNER_FOLDS.describe()}, got {inner_folds}."
+        )
 
 
 def _search_fold(

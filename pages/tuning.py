@@ -89,6 +89,8 @@ text.caption(
 )
 for line in tuner.verdict_lines(result):
     text.markdown("- {line}", line=line)
+for note in result.notes:
+    text.info("{note}", note=note, icon=":material/info:")
 text.caption(
     "{trials:,} trials in all ({pruned:,} stopped early, {failed:,} could not run): count them "
     "as the settings tried when correcting a strategy's significance for the search.",
@@ -100,8 +102,9 @@ text.caption(
 st.subheader("Folds")
 st.caption(
     "Inner: the chosen settings' score on the inner folds, which chose them. Outer: their score "
-    "on the fold itself, never seen by the search. The gap is the search's optimism; prices "
-    "move between the two periods, so compare the outer score with the untuned model's too."
+    "on the fold itself, never seen by the search. Each is also shown over naive's on the same "
+    "pairs, and the optimism is the difference of those two ratios: prices and volatility "
+    "move between the two periods, which the raw gap mixes in."
 )
 st.dataframe(tuner.fold_table(result), column_config=tuner.fold_columns(experiment.loss))
 st.download_button(

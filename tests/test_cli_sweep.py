@@ -81,3 +81,56 @@ def test_bad_sweep_requests_are_one_line(tmp_path, extra, message):
     assert result.returncode == 2, result.stderr
     assert result.stderr.count("\n") == 1, result.stderr
     assert message in result.stderr
+
+
+def test_a_sweep_where_every_series_fails_exits_1(tmp_path):
+    result = run_cli("sweep", "--data", str(tmp_path / "nothing.csv"), *FLAGS, "--local",
+                     "--out", str(tmp_path / "o"))  # fmt: skip
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith("error: no series of the sweep")
+    assert "error" in json.loads(result.stdout)["nothing.csv"]
+
+
+def test_contradictory_or_bad_ray_flags_are_one_line(two_files, tmp_path):
+    local = run_cli("sweep", "--data", two_files, *FLAGS, "--local", "--address", "auto",
+                    "--out", str(tmp_path / "o"))  # fmt: skip
+    assert local.returncode == 2
+    assert "--local runs without Ray" in local.stderr
+    if ray_python() is None:
+        return
+    bogus = run_cli("sweep", "--data", two_files, *FLAGS, "--address", "bogus",
+                    "--out", str(tmp_path / "o"))  # fmt: skip
+    assert bogus.returncode == 1, bogus.stderr
+    assert "Could not connect to the Ray cluster at bogus" in bogus.stderr.strip().splitlines()[-1]
+
+
+def test_the_engines_rerun_keeps_the_callers_folder(two_files, tmp_path):
+    if ray_python() is None:
+        pytest.skip("no Python with Ray here (make engines installs it in .venv-engines)")
+    import os
+
+    first = two_files.split(",")[0]
+    result = subprocess.run(
+        [sys.executable, "-m", "forecasting", "sweep", "--data", Path(first).name, *FLAGS,
+         "--workers", "1", "--out", "relative-out"],
+        cwd=Path(first).parent, capture_output=True, text=True, timeout=600,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert (Path(first).parent / "relative-out" / RESULTS_FILE).is_file()
+    assert "a.csv" in json.loads(result.stdout)
+
+
+def test_tuned_sweeps_on_ray_share_one_sqlite_study(two_files, tmp_path):
+    if ray_python() is None:
+        pytest.skip("no Python with Ray here (make engines installs it in .venv-engines)")
+    study = tmp_path / "study.db"
+    result = run_cli("sweep", "--data", two_files, "--models", "naive,moving_average",
+                     "--horizon", "3", "--folds", "2", "--test-size", "24", "--tune",
+                     "--trials", "2", "--workers", "2", "--study", str(study),
+                     "--out", str(tmp_path / "o"), "--quiet", "--json")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    for label in ("a.csv", "b.csv"):
+        assert "error" not in document[label], document[label]
+        assert document[label]["tuning"]["moving_average"]["summary"]["trials"] == 4

@@ -87,3 +87,18 @@ def test_a_damaged_study_file_is_one_line(candles_csv, tmp_path, name):
     assert result.returncode == 1, result.stderr
     assert result.stderr.count("\n") == 1, result.stderr
     assert "not an Optuna study file" in result.stderr
+
+
+def test_a_time_limit_that_cuts_the_search_says_so(candles_csv):
+    result = run_cli("tune", "--data", str(candles_csv), *FLAGS, "--model", "moving_average",
+                     "--trials", "500", "--timeout", "0.01", "--quiet", "--json")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    ran = [fold["trials"] for fold in document["folds"]]
+    assert all(1 <= n < 500 for n in ran)
+    assert any("time limit ended the search before 500 trials" in n for n in document["notes"])
+    assert document["summary"]["notes"] == [n for n in document["notes"] if "time limit" in n]
+    for fold in document["folds"]:
+        assert fold["relative_gap"] == pytest.approx(
+            fold["outer_relative"] - fold["inner_relative"], rel=1e-12
+        )

@@ -179,7 +179,7 @@ def test_the_lstm_searches_its_families_where_it_has_them():
         ("naive", {}, "Cannot tune 'naive'"),  # nothing to search
         ("moving_average", {"trials": 0}, "trials must be from 1"),
         ("moving_average", {"timeout": -1.0}, "time limit must be a positive"),
-        ("moving_average", {"inner_folds": 0}, "inner_folds must be from 1 to 10"),
+        ("moving_average", {"inner_folds": 0}, "inner_folds must be a whole number from 1 to 10"),
     ],
 )
 def test_bad_requests_are_refused_in_one_line(model, kwargs, message):

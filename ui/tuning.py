@@ -124,7 +124,10 @@ def run(dataset: Dataset, model: str, trials: int, timeout: float) -> TuningResu
 
 def fold_table(result: TuningResult) -> pd.DataFrame:
     """One row per outer fold: the settings chosen, inner and outer scores, the gap."""
-    columns = ["params", "inner", "outer", "gap", "gap ratio", "untuned", "trials", "pruned"]
+    columns = [
+        "params", "inner", "outer", "inner vs naive", "outer vs naive", "relative gap", "gap",
+        "untuned", "trials", "pruned", "failed",
+    ]  # fmt: skip
     return result.table()[columns]
 
 
@@ -144,8 +147,28 @@ def fold_columns(loss: str) -> dict[str, Any]:
             help=f"Their {unit} on the outer fold, scored once after the search.",
             format="%.4g",
         ),
-        "gap": number("gap", help="Outer minus inner: the search's optimism.", format="%.4g"),
-        "gap ratio": number("gap ratio", help="Outer over inner.", format="%.3f"),
+        "inner vs naive": number(
+            "inner ÷ naive",
+            help="The inner score over naive's on the inner pairs.",
+            format="%.3f",
+        ),
+        "outer vs naive": number(
+            "outer ÷ naive",
+            help="The outer score over naive's on the outer pairs.",
+            format="%.3f",
+        ),
+        "relative gap": number(
+            "optimism",
+            help="Outer ÷ naive minus inner ÷ naive: the search's optimism on comparable "
+            "numbers (the raw gap also moves with the price level between the periods).",
+            format="%+.3f",
+        ),
+        "gap": number(
+            "raw gap",
+            help="Outer minus inner, in price units: mixes the search's optimism with the "
+            "change of price level and volatility between the two periods.",
+            format="%.4g",
+        ),
         "untuned": number(
             "untuned outer",
             help=f"The untuned model's {unit} on the same outer pairs.",
@@ -153,6 +176,7 @@ def fold_columns(loss: str) -> dict[str, Any]:
         ),
         "trials": number("trials", format="%d"),
         "pruned": number("pruned", help="Trials stopped after an inner fold.", format="%d"),
+        "failed": number("failed", help="Trials whose settings could not run.", format="%d"),
     }
 
 
