@@ -698,7 +698,7 @@ def _forecast(args: argparse.Namespace) -> int:
     data = read_ohlcv_csv(args.data)
     texts = [v for k, v in model.get_params().items() if k in ("features", "regressors")]
     candles, mood_notes = _with_mood(
-        args, data.candles, {"timeframe": data.timeframe}, mood_kinds(*texts)
+        args, data.candles, {"timeframe": getattr(data, "timeframe", None)}, mood_kinds(*texts)
     )
     forecast = model.fit(candles).predict(args.horizon)
     notes = [*_data_notes(data), *mood_notes, *forecast.notes]
