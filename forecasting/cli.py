@@ -162,17 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument(
         "--tune-models", metavar="LIST", help="the models tuned (default: the tunable ones run)"
     )
-    sweep.add_argument(
-        "--trials", type=_ranged(TRIALS), default=20, help="with --tune: trials per outer fold"
-    )
-    sweep.add_argument("--timeout", type=float, metavar="S", help="with --tune: seconds per series")
-    sweep.add_argument("--study", type=Path, metavar="FILE", help="with --tune: a study file")
-    sweep.add_argument(
-        "--inner-folds",
-        type=_ranged(INNER_FOLDS),
-        default=2,
-        help="with --tune: inner folds (default 2)",
-    )
+    _search_flags(sweep, "with --tune: ")
     sweep.add_argument(
         "--address",
         help="an existing Ray cluster: auto (on a node of it) or ray://HEAD:10001; default: a "
@@ -200,24 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument(
         "--model", required=True, help="the model to tune: lstm, gru, conv_lstm, ..., prophet"
     )
-    tune.add_argument(
-        "--trials", type=_ranged(TRIALS), default=20, help="trials per outer fold (default 20)"
-    )
-    tune.add_argument(
-        "--timeout", type=float, metavar="S", help="seconds for the whole search (default none)"
-    )
-    tune.add_argument(
-        "--study",
-        type=Path,
-        metavar="FILE",
-        help="keep the studies in FILE (a journal; SQLite for .db), so a rerun resumes",
-    )
-    tune.add_argument(
-        "--inner-folds",
-        type=_ranged(INNER_FOLDS),
-        default=2,
-        help="inner folds per training window, 1 to 10 (default 2)",
-    )
+    _search_flags(tune)
     tune.add_argument("--json", action="store_true", help="print the JSON report")
     tune.add_argument("--quiet", action="store_true", help="no progress on stderr")
     tune.set_defaults(handler=_tune)
@@ -452,6 +425,31 @@ def _exchange_data_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--until", help="end, exclusive, ISO-8601 UTC (exchange data)")
     parser.add_argument("--exchange-config", metavar="JSON", help="as for fetch")
     parser.add_argument("--cache-dir", type=Path, help="candle cache folder")
+
+
+def _search_flags(parser: argparse.ArgumentParser, when: str = "") -> None:
+    """The nested search's flags of ``tune`` (and of ``sweep --tune``)."""
+    parser.add_argument(
+        "--trials",
+        type=_ranged(TRIALS),
+        default=20,
+        help=f"{when}trials per outer fold (default 20)",
+    )
+    parser.add_argument(
+        "--timeout", type=float, metavar="S", help=f"{when}seconds for the search (default none)"
+    )
+    parser.add_argument(
+        "--study",
+        type=Path,
+        metavar="FILE",
+        help=f"{when}keep the studies in FILE (a journal; SQLite for .db), so a rerun resumes",
+    )
+    parser.add_argument(
+        "--inner-folds",
+        type=_ranged(INNER_FOLDS),
+        default=2,
+        help=f"{when}inner folds per training window, 1 to 10 (default 2)",
+    )
 
 
 def _mood_flags(parser: argparse.ArgumentParser) -> None:
