@@ -1078,45 +1078,22 @@ def _default_fee(args: argparse.Namespace) -> tuple[float, str]:
 
 def _compare_data(args: argparse.Namespace) -> tuple[Any, dict, dict, list[str]]:
     """The candles of ``--data`` or ``--exchange``, their source, the selection that
-    chose them and the notes on how they were read."""
-    from forecasting.data import CandleCache, load_exchange_candles, read_ohlcv_csv
-    from forecasting.ohlcv import parse_time
+    chose them and the notes on how they were read
+    (:func:`forecasting.experiment.load_series`)."""
+    from forecasting.experiment import load_series
 
-    read_notes: list[str] = []
-    if args.data is not None:
-        data = read_ohlcv_csv(args.data)
-        read_notes = _data_notes(data)
-        candles = data.candles
-        source = {
-            "source": "csv",
-            "file": args.data.name,
-            "format": getattr(data, "format", "CSV"),
-            "timeframe": getattr(data, "timeframe", None),
-        }
-        selection = {**source, "calendar": getattr(data, "calendar", "24/7")}
-    else:
-        if not args.symbol or not args.timeframe:
-            raise _UsageError("--exchange needs --symbol and --timeframe")
-        candles = load_exchange_candles(
-            args.exchange,
-            args.symbol,
-            args.timeframe,
-            parse_time(args.since, name="--since"),
-            parse_time(args.until, name="--until"),
-            config=_exchange_config(args.exchange_config),
-            cache=CandleCache(args.cache_dir) if args.cache_dir else None,
-        )
-        source = {
-            "source": "exchange",
-            "exchange": args.exchange,
-            "symbol": args.symbol,
-            "timeframe": args.timeframe,
-        }
-        selection = {**source, "since": args.since, "until": args.until}
-    if len(candles):
-        selection.update(start=candles.index[0].date(), end=candles.index[-1].date())
-    selection["fill_gaps"] = False
-    return candles, source, selection, read_notes
+    if args.data is None and not (args.symbol and args.timeframe):
+        raise _UsageError("--exchange needs --symbol and --timeframe")
+    return load_series(
+        file=args.data,
+        exchange=args.exchange,
+        symbol=args.symbol,
+        timeframe=args.timeframe,
+        since=args.since,
+        until=args.until,
+        config=None if args.data is not None else _exchange_config(args.exchange_config),
+        cache_dir=args.cache_dir,
+    )
 
 
 def _settings_texts(settings: Any) -> list[str]:
@@ -1280,53 +1257,15 @@ def _given_flags(argv: Sequence[str]) -> set[str]:
 
 
 def _finite(document: dict[str, Any]) -> dict[str, Any]:
-    """``document`` with every number that is not finite replaced by null, and a note.
+    from forecasting.experiment import finite_document
 
-    The documents null what they know to be undefined themselves, with its reason; this
-    is the last guard, so that what is printed is always valid JSON (``Infinity`` and
-    ``NaN`` are not), and the note says where numbers were too large to compute with.
-    """
-    where: list[str] = []
-
-    def clean(value: Any, path: str) -> Any:
-        if isinstance(value, Mapping):
-            return {key: clean(item, f"{path}.{key}" if path else str(key))
-                    for key, item in value.items()}  # fmt: skip
-        if isinstance(value, list | tuple):
-            return [clean(item, f"{path}[{i}]") for i, item in enumerate(value)]
-        if hasattr(value, "item") and not isinstance(value, str | bytes):
-            value = value.item()  # a numpy scalar
-        if isinstance(value, float) and not math.isfinite(value):
-            where.append(path)
-            return None
-        return value
-
-    cleaned = clean(document, "")
-    if where and isinstance(cleaned.get("notes"), list):
-        listed = ", ".join(where[:5]) + (f" and {len(where) - 5} more" if len(where) > 5 else "")
-        cleaned["notes"].append(
-            f"{len(where)} numbers are not finite (too large to compute with) and are shown "
-            f"as null: {listed}."
-        )
-    return cleaned
+    return finite_document(document)
 
 
 def _data_notes(data: Any) -> list[str]:
-    """What a reader must know about how a CSV was read: its layout (the volume column
-    used, rows reordered, epoch units mixed, the day/month rule, conflicting duplicates)
-    and the rows it lost."""
-    return [note for note in (*getattr(data, "notes", ()), _dropped_note(data)) if note]
+    from forecasting.experiment import read_notes
 
-
-def _dropped_note(data: Any) -> str:
-    """The rows a CSV lost at load, in one sentence ("" when none)."""
-    if not len(data.nonpositive):
-        return ""
-    first = data.nonpositive[0].strftime("%Y-%m-%dT%H:%M:%SZ")
-    return (
-        f"{len(data.nonpositive)} candles with zero or negative prices were dropped when the "
-        f"data were read (the first at {first}); they are treated as missing."
-    )
+    return read_notes(data)
 
 
 def _note(text: str) -> None:

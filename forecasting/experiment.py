@@ -9,10 +9,12 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import threading
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -47,8 +49,11 @@ __all__ = [
     "ExperimentSettings",
     "data_hash",
     "dumps",
+    "finite_document",
     "json_record",
+    "load_series",
     "parse_models",
+    "read_notes",
     "run_experiment",
     "scores_json",
 ]
@@ -348,6 +353,81 @@ def data_hash(candles: pd.DataFrame) -> str:
     return hashlib.sha256(hashed.tobytes()).hexdigest()
 
 
+def read_notes(data: Any) -> list[str]:
+    """What a reader must know about how a CSV was read: its layout (the volume column
+    used, rows reordered, epoch units mixed, the day/month rule, conflicting duplicates)
+    and the rows it lost (zero or negative prices), one sentence each."""
+    notes = list(getattr(data, "notes", ()))
+    dropped = getattr(data, "nonpositive", ())
+    if len(dropped):
+        first = dropped[0].strftime("%Y-%m-%dT%H:%M:%SZ")
+        notes.append(
+            f"{len(dropped)} candles with zero or negative prices were dropped when the "
+            f"data were read (the first at {first}); they are treated as missing."
+        )
+    return [note for note in notes if note]
+
+
+def load_series(
+    *,
+    file: str | os.PathLike[str] | None = None,
+    exchange: str | None = None,
+    symbol: str | None = None,
+    timeframe: str | None = None,
+    since: str | None = None,
+    until: str | None = None,
+    config: Mapping[str, Any] | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> tuple[pd.DataFrame, dict[str, Any], dict[str, Any], list[str]]:
+    """The candles of a CSV ``file`` or of an exchange series, as an experiment records them.
+
+    Returns
+    -------
+    tuple
+        The candles; their ``source`` (what :func:`run_experiment` records: ``csv`` with the
+        file's name, format and timeframe, or ``exchange`` with exchange, symbol and
+        timeframe); the ``selection`` that chose them (a bundle's ``data.json``: the source
+        plus dates and ``fill_gaps``); the notes on how they were read (:func:`read_notes`).
+
+    Raises
+    ------
+    ForecastingError
+        Whatever the reader or the exchange raised (a bad file, an unknown symbol, ...).
+    """
+    from forecasting.data import CandleCache, load_exchange_candles, read_ohlcv_csv
+    from forecasting.ohlcv import parse_time
+
+    notes: list[str] = []
+    if file is not None:
+        data = read_ohlcv_csv(file)
+        notes = read_notes(data)
+        candles = data.candles
+        source: dict[str, Any] = {
+            "source": "csv",
+            "file": Path(file).name,
+            "format": getattr(data, "format", "CSV"),
+            "timeframe": getattr(data, "timeframe", None),
+        }
+        selection = {**source, "calendar": getattr(data, "calendar", "24/7")}
+    else:
+        candles = load_exchange_candles(
+            str(exchange),
+            str(symbol),
+            str(timeframe),
+            parse_time(since, name="--since"),
+            parse_time(until, name="--until"),
+            config=config,
+            cache=CandleCache(cache_dir) if cache_dir else None,
+        )
+        source = {"source": "exchange", "exchange": exchange, "symbol": symbol,
+                  "timeframe": timeframe}  # fmt: skip
+        selection = {**source, "since": since, "until": until}
+    if len(candles):
+        selection.update(start=candles.index[0].date(), end=candles.index[-1].date())
+    selection["fill_gaps"] = False
+    return candles, source, selection, notes
+
+
 def run_experiment(
     candles: pd.DataFrame,
     settings: ExperimentSettings,
@@ -497,6 +577,38 @@ def json_record(record: Mapping[str, Any]) -> dict[str, Any]:
             value = None
         out[key] = value
     return out
+
+
+def finite_document(document: dict[str, Any]) -> dict[str, Any]:
+    """``document`` with every number that is not finite replaced by null, and a note.
+
+    The documents null what they know to be undefined themselves, with its reason; this
+    is the last guard, so that what is printed is always valid JSON (``Infinity`` and
+    ``NaN`` are not), and the note says where numbers were too large to compute with.
+    """
+    where: list[str] = []
+
+    def clean(value: Any, path: str) -> Any:
+        if isinstance(value, Mapping):
+            return {key: clean(item, f"{path}.{key}" if path else str(key))
+                    for key, item in value.items()}  # fmt: skip
+        if isinstance(value, list | tuple):
+            return [clean(item, f"{path}[{i}]") for i, item in enumerate(value)]
+        if hasattr(value, "item") and not isinstance(value, str | bytes):
+            value = value.item()  # a numpy scalar
+        if isinstance(value, float) and not math.isfinite(value):
+            where.append(path)
+            return None
+        return value
+
+    cleaned = clean(document, "")
+    if where and isinstance(cleaned.get("notes"), list):
+        listed = ", ".join(where[:5]) + (f" and {len(where) - 5} more" if len(where) > 5 else "")
+        cleaned["notes"].append(
+            f"{len(where)} numbers are not finite (too large to compute with) and are shown "
+            f"as null: {listed}."
+        )
+    return cleaned
 
 
 def dumps(document: Any) -> str:

@@ -423,8 +423,7 @@ def _experiment(
     """The series' candles read, its experiment run (and its models tuned): the compare
     document (with a ``tuning`` object when tuned) and the bundle."""
     from forecasting.bundle import experiment_bundle
-    from forecasting.cli import _finite
-    from forecasting.experiment import run_experiment
+    from forecasting.experiment import finite_document, run_experiment
 
     candles, source, selection, read_notes = _load(series)
     candles, mood_notes = _with_mood(series, candles, source, settings)
@@ -463,7 +462,7 @@ def _experiment(
                 **arguments,
             )
             document["tuning"][model] = found.to_json()
-    document = _finite(document)
+    document = finite_document(document)
     return document, experiment_bundle(result, selection=selection, read_notes=read_notes)
 
 
@@ -482,47 +481,21 @@ def _tuned_models(settings: ExperimentSettings, tune: Mapping[str, Any] | None) 
 
 def _load(series: Series) -> tuple[pd.DataFrame, dict, dict, list[str]]:
     """The candles of a series, their source and selection as ``compare`` records them,
-    and the notes on how they were read."""
-    from forecasting.cli import _data_notes
-    from forecasting.data import CandleCache, load_exchange_candles, read_ohlcv_csv
-    from forecasting.ohlcv import parse_time
+    and the notes on how they were read (:func:`forecasting.experiment.load_series`)."""
+    from forecasting.experiment import load_series
 
-    read_notes: list[str] = []
-    if series.file is not None:
-        path = Path(series.file)
-        if not path.is_file():
-            raise DataFormatError(f"{series.file} was not found: check the path given in --data.")
-        data = read_ohlcv_csv(path)
-        read_notes = _data_notes(data)
-        candles = data.candles
-        source = {
-            "source": "csv",
-            "file": path.name,
-            "format": getattr(data, "format", "CSV"),
-            "timeframe": getattr(data, "timeframe", None),
-        }
-        selection = {**source, "calendar": getattr(data, "calendar", "24/7")}
-    else:
-        candles = load_exchange_candles(
-            str(series.exchange),
-            str(series.symbol),
-            str(series.timeframe),
-            parse_time(series.since, name="--since"),
-            parse_time(series.until, name="--until"),
-            config=series.config,
-            cache=CandleCache(series.cache_dir) if series.cache_dir else None,
-        )
-        source = {
-            "source": "exchange",
-            "exchange": series.exchange,
-            "symbol": series.symbol,
-            "timeframe": series.timeframe,
-        }
-        selection = {**source, "since": series.since, "until": series.until}
-    if len(candles):
-        selection.update(start=candles.index[0].date(), end=candles.index[-1].date())
-    selection["fill_gaps"] = False
-    return candles, source, selection, read_notes
+    if series.file is not None and not Path(series.file).is_file():
+        raise DataFormatError(f"{series.file} was not found: check the path given in --data.")
+    return load_series(
+        file=series.file,
+        exchange=series.exchange,
+        symbol=series.symbol,
+        timeframe=series.timeframe,
+        since=series.since,
+        until=series.until,
+        config=series.config,
+        cache_dir=series.cache_dir,
+    )
 
 
 def _with_mood(
