@@ -76,6 +76,21 @@ def test_every_family_is_registered_with_the_lstms_capabilities() -> None:
     assert [MODELS[a]().family for a in NETWORKS] == ["lstm", "gru", "conv_lstm", "attention"]
 
 
+def test_an_lstm_given_a_family_is_named_as_that_familys_model() -> None:
+    # LSTM(family="gru") built in the library is the GRU model: the same alias (tables,
+    # colours, files) and title as make_model("gru"), and its clone keeps them.
+    from forecasting.charts import model_color
+
+    for alias in NETWORKS:
+        made = make_model(alias)
+        built = LSTM(family=made.family)
+        assert (built.alias, built.title) == (made.alias, made.title) == (alias, made.title)
+        assert (built.clone().alias, built.clone().title) == (alias, made.title)
+        assert model_color(built.alias) == model_color(alias)
+    assert LSTM.alias == "lstm"
+    assert LSTM().alias == "lstm"
+
+
 @pytest.mark.parametrize(("alias", "family", "layer"), FAMILIES)
 def test_each_family_fits_and_forecasts_with_finite_intervals(
     fitted: dict[str, LSTM], candles: pd.DataFrame, alias: str, family: str, layer: str

@@ -162,6 +162,15 @@ KERAS_KERNEL_NOTE = (
 TAIL_EXTRA = 600
 INTERVALS = ("conformal", "mc_dropout")
 FAMILIES = ("lstm", "gru", "conv_lstm", "attention")
+#: Each family's model alias and title (the classes of :mod:`forecasting.models.families`
+#: carry them; an ``LSTM(family=...)`` built in the library takes the same ones, so both
+#: are named and coloured alike in tables, charts and files).
+FAMILY_NAMES = {
+    "lstm": ("lstm", "LSTM"),
+    "gru": ("gru", "GRU"),
+    "conv_lstm": ("conv_lstm", "Conv-LSTM"),
+    "attention": ("lstm_attention", "LSTM + attention"),
+}
 # The conv_lstm family's convolutions before the LSTM: layers, and candles per kernel
 # (two layers of 3 see 5 candles per step; the smallest lookback is 5).
 CONV_LAYERS = 2
@@ -533,6 +542,8 @@ class LSTM(Forecaster):
         self.denoise = denoise
         self.denoise_window = denoise_window
         self.family = family
+        if type(self) is LSTM and family in FAMILY_NAMES:
+            self.alias, self.title = FAMILY_NAMES[family]
 
     # --- data -------------------------------------------------------------------------
 
