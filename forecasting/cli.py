@@ -1021,8 +1021,27 @@ def _nautilus(args: argparse.Namespace) -> int:
         theirs = document["nautilus"]
         print(f"nautilus:     final equity {theirs['final_equity']:.6f}, {theirs['trades']} trades")
         print(f"reports:      {out / 'reports'} (account.csv, positions.csv, fills.csv)")
+        _print_account(out / "reports" / "account.csv")
         _print_positions(out / "reports" / "positions.csv")
     return EXIT_OK
+
+
+def _print_account(path: Path, last: int = 6) -> None:
+    """NautilusTrader's account report under ours: its final balance per currency and
+    its last balance changes (the whole report is in the CSV)."""
+    import pandas as pd
+
+    if not path.is_file():
+        return
+    report = pd.read_csv(path, index_col=0)
+    if report.empty or not {"total", "currency"} <= set(report.columns):
+        print("account (NautilusTrader): no balance")
+        return
+    final = report.groupby("currency", sort=False)["total"].last()
+    balances = ", ".join(f"{total:.8f} {currency}" for currency, total in final.items())
+    print(f"account (NautilusTrader): {len(report)} balance changes; final {balances}")
+    shown_rows = report[["currency", "total", "free", "locked"]].tail(last)
+    print(shown_rows.rename_axis("time").to_string())
 
 
 def _print_positions(path: Path) -> None:

@@ -699,15 +699,24 @@ class Signals(Strategy):
         if target is None or target == self.target:
             return
         self.target = target
-        units = float(self.units_held() + self.units_pending())
+        held = self.units_held() + self.units_pending()
+        units = float(held)
         wanted = target * self.equity(price) / price
+        if target == 0:
+            # Flat means every unit held, to the last increment: the held Decimal as it
+            # is, never a float rounded down (which would leave one increment long).
+            if held <= 0:
+                return
+            quantity = self.instrument.make_qty(held)
+            self.submit_order(
+                self.order_factory.market(self.config.instrument_id, OrderSide.SELL, quantity)
+            )
+            return
         if wanted > units:
             # A buy's fee is paid from the cash, so buy a little less than the target.
             fee = float(self.instrument.taker_fee)
             change = (wanted - units) * (1 - BUY_HEADROOM) / (1 + fee)
             side = OrderSide.BUY
-        elif target == 0:
-            change, side = units, OrderSide.SELL  # flat means every unit, not a remainder
         else:
             change, side = units - wanted, OrderSide.SELL
         if change < self.instrument.size_increment.as_double():

@@ -132,10 +132,12 @@ __all__ = [
     "strategy_metrics",
     "taker_fee_bps",
     "target_position",
+    "with_baselines",
 ]
 
 BUY_AND_HOLD = "buy_and_hold"
-# Models whose strategies are the floor any forecast must clear, scored whenever present.
+# Models whose strategies are the floor any forecast must clear, always scored beside the
+# models (forecast on the backtest's own folds when the comparison did not include them).
 BASELINES: tuple[str, ...] = ("naive", "drift")
 POSITION_COLUMNS = ["timestamp", "model", "signal_origin", "position", "fee", "return", "equity"]
 METRICS = [
@@ -348,7 +350,8 @@ class StrategyResult:
 
     def to_json(self) -> dict[str, Any]:
         """``{"settings", "horizon", "periods_per_year", "trials", "strategies": {name:
-        {metric: value}}, "verdict", "notes"}``; NaN and infinities as ``None``."""
+        {metric: value}}, "verdict", "notes"}``; NaN and infinities as ``None`` (a note
+        names each strategy whose break-even fee is unbounded)."""
         strategies = {
             name: {key: _json_number(value) for key, value in row.items()}
             for name, row in self.metrics.to_dict(orient="index").items()
@@ -360,8 +363,23 @@ class StrategyResult:
             "trials": self.trials,
             "strategies": strategies,
             "verdict": self.verdict.to_dict(),
-            "notes": list(self.notes),
+            "notes": [*self.notes, *self._unbounded_notes()],
         }
+
+    def _unbounded_notes(self) -> list[str]:
+        """JSON has no infinity: say which ``null`` break-even fees are unbounded (the
+        others are undefined, as buy-and-hold's against itself)."""
+        if "breakeven_fee_bps" not in self.metrics:
+            return []
+        column = self.metrics["breakeven_fee_bps"]
+        unbounded = [str(name) for name, value in column.items() if value == math.inf]
+        if not unbounded:
+            return []
+        return [
+            f"breakeven_fee_bps is null for {', '.join(unbounded)} because it is unbounded: "
+            "the strategy stays ahead of buy-and-hold at any cost up to 100 % per side "
+            "(a strategy that never trades pays no fee)."
+        ]
 
 
 def _json_number(value: Any) -> Any:
@@ -710,6 +728,52 @@ def _gross(
     return gross
 
 
+def with_baselines(backtest: Backtest, candles: pd.DataFrame) -> tuple[Backtest, list[str]]:
+    """The backtest with naive's and drift's forecasts, made where it lacks them.
+
+    The missing baselines are run by :func:`~forecasting.evaluation.walk_forward` on the
+    backtest's layout (``backtest.settings``: the same folds) and kept on the backtest's
+    own (origin, target) pairs only, so every strategy trades the same origins.
+
+    Returns
+    -------
+    (backtest, added)
+        A new :class:`Backtest` (the given one when nothing was missing) and the names
+        of the baselines added, in :data:`BASELINES` order.
+
+    Raises
+    ------
+    ConfigurationError
+        When the candles do not hold the backtest's pairs (not the candles it ran on).
+    """
+    from dataclasses import replace
+
+    from forecasting.evaluation.walkforward import walk_forward
+    from forecasting.models import make_model
+
+    missing = [name for name in BASELINES if name not in backtest.models]
+    if not missing:
+        return backtest, []
+    made = walk_forward({name: make_model(name) for name in missing}, candles, backtest.settings)
+    keys = ["origin", "timestamp"]
+    pairs = backtest.forecasts[keys].drop_duplicates()
+    rows = made.forecasts.merge(pairs, on=keys, how="inner")
+    for name in missing:
+        if len(rows[rows["model"] == name]) != len(pairs):
+            raise ConfigurationError(
+                "The candles do not hold every origin and target of the backtest: pass "
+                "the candles the backtest ran on."
+            )
+    forecasts = pd.concat([backtest.forecasts, rows[backtest.forecasts.columns]], ignore_index=True)
+    levels = {**backtest.levels, **{name: None for name in missing}}
+    notes = {**backtest.notes, **{n: made.notes[n] for n in missing if n in made.notes}}
+    seeds = {**backtest.model_seeds, **{name: None for name in missing}}
+    return (
+        replace(backtest, forecasts=forecasts, levels=levels, notes=notes, model_seeds=seeds),
+        missing,
+    )
+
+
 def run_strategy(
     backtest: Backtest,
     candles: pd.DataFrame,
@@ -730,8 +794,9 @@ def run_strategy(
     settings
         The rule and costs.
     models
-        Models to trade (default: every model in the backtest); naive and drift are added
-        whenever the backtest has them.
+        Models to trade (default: every model in the backtest). Naive and drift are
+        always added: when the backtest lacks one, its forecasts are made on the
+        backtest's own folds and (origin, target) pairs (:func:`with_baselines`).
     settings_tried
         How many strategy settings were tried before these (the page and the command line
         count the distinct settings run on these forecasts): ``N`` of the deflated Sharpe
@@ -748,9 +813,10 @@ def run_strategy(
         When the backtest has no forecasts to trade.
     """
     settings = settings or StrategySettings()
-    forecasts = backtest.forecasts
-    if forecasts.empty:
+    if backtest.forecasts.empty:
         raise InsufficientHistory("The backtest has no forecasts to trade on.")
+    backtest, added = with_baselines(backtest, candles)
+    forecasts = backtest.forecasts
     if isinstance(settings_tried, bool) or not isinstance(settings_tried, int | np.integer):
         raise ConfigurationError(
             f"settings_tried must be a whole number, got {shown(settings_tried)}."
@@ -855,6 +921,12 @@ def run_strategy(
     positions = pd.concat(frames, ignore_index=True)[POSITION_COLUMNS]
     verdict = _verdict(metrics, chosen, trials, alpha)
     notes = _notes(backtest, chosen, horizon, settings)
+    if added:
+        notes.append(
+            f"{' and '.join(added)} {'was' if len(added) == 1 else 'were'} not in the "
+            "comparison: forecast for the strategy on the same folds and (origin, target) "
+            "pairs, so every model is traded beside the naive and drift strategies."
+        )
     return StrategyResult(
         settings=settings,
         horizon=horizon,

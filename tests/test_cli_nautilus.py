@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from factories import random_walk_candles
 
@@ -66,3 +67,17 @@ def test_run_prints_nautilus_beside_ours_with_the_same_trades(data_file, tmp_pat
     assert theirs["trades"] == ours["trades"]
     # Fees paid out of cash and the order headroom (see tests/test_nautilus.py).
     assert theirs["final_equity"] == pytest.approx(ours["final_equity"], rel=1e-3)
+
+    # Without --json: ours, then NautilusTrader's account and position reports.
+    again = tmp_path / "again"
+    argv = ["nautilus", "--data", str(data_file), *FLAGS, "--model", "drift", "--out", str(again)]
+    assert main([*argv, "--run"]) == 0
+    text = capsys.readouterr().out
+    assert text.index("ours:") < text.index("nautilus:") < text.index("account (NautilusTrader)")
+    assert "positions (NautilusTrader)" in text
+    account = pd.read_csv(again / "reports" / "account.csv", index_col=0)
+    final = account.groupby("currency", sort=False)["total"].last()
+    line = next(t for t in text.splitlines() if t.startswith("account (NautilusTrader)"))
+    assert f"{len(account)} balance changes" in line
+    for currency, total in final.items():
+        assert f"{total:.8f} {currency}" in line

@@ -8,16 +8,19 @@ same forecasts and costs.
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import sys
 from dataclasses import replace
+from decimal import Decimal
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 from factories import random_walk_candles
+from fake_exchange import SHARED_DATA, load_shared_csv
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -221,9 +224,42 @@ def test_nautilus_matches_our_backtest(model, layout, tmp_path) -> None:
     reports = out / "reports"
     fills = (reports / "fills.csv").read_text().splitlines()
     assert len(fills[1:]) == expected_trades  # one row per order, header first
+    # Long or flat at fixed fraction: every sell goes flat, to the last unit (a float
+    # rounded down once left one increment, 1e-8 of the asset, held for ever).
+    net = Decimal(0)
+    for fill in csv.DictReader(fills):
+        net += Decimal(fill["filled_qty"]) * (1 if fill["side"] == "BUY" else -1)
+        if fill["side"] == "SELL":
+            assert net == 0, fill["ts_last"]
+    last_position = float(held["position"].iloc[-1])
+    assert (got["units"] == 0) == (last_position == 0)
     assert (reports / "account.csv").is_file()
     assert (reports / "positions.csv").is_file()
     assert math.isfinite(got["final_value"])
+
+
+@needs_engines
+@pytest.mark.skipif(SHARED_DATA is None, reason="no shared real data (../shared/data)")
+def test_going_flat_sells_every_unit_on_real_bitcoin_prices(tmp_path) -> None:
+    # Drift on BTC/USDT daily, 2024-12-03 to 2026-01-05: the buy of 8.98887808 BTC was
+    # sold as 8.98887807 (the held Decimal turned into a float and rounded down), so the
+    # account stayed long 1e-8 BTC for ever.
+    candles = load_shared_csv("binance_BTC-USDT_1d.csv").loc["2024-12-03":"2026-01-05"]
+    layout = BacktestSettings(horizon=3, folds=3, test_size=120, stride=3)
+    experiment = ExperimentSettings(models=("naive", "drift"), backtest=layout)
+    result = run_experiment(candles, experiment, future=False, source=SOURCE)
+    costs = StrategySettings(fee_bps=10.0, threshold=0.0, threshold_unit="bps")
+    out = write_project(result, costs, "drift", tmp_path / "project")
+    got = run_project(out, python=ENGINES)
+    ours = run_strategy(result.backtest, result.candles, costs, models=["drift"])
+    held = ours.positions[ours.positions["model"] == "drift"]
+    assert got["trades"] == int(ours.metrics.loc["drift", "trades"]) > 0
+    net = Decimal(0)
+    for fill in csv.DictReader((out / "reports" / "fills.csv").read_text().splitlines()):
+        net += Decimal(fill["filled_qty"]) * (1 if fill["side"] == "BUY" else -1)
+        if fill["side"] == "SELL":
+            assert net == 0, fill["ts_last"]
+    assert (got["units"] == 0) == (float(held["position"].iloc[-1]) == 0)
 
 
 def test_engines_python_prefers_the_argument_then_the_variable(tmp_path, monkeypatch) -> None:

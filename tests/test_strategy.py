@@ -31,6 +31,7 @@ from forecasting.strategy import (
     run_strategy,
     strategy_metrics,
     taker_fee_bps,
+    with_baselines,
 )
 
 FREE = {"fee_bps": 0.0, "slippage_bps": 0.0, "threshold_unit": "bps", "threshold": 0.0}
@@ -205,11 +206,11 @@ def test_returns_and_equity_recomputed_from_the_positions_csv(entry) -> None:
     stamps = list(closes)
     cost = (7.5 + 2.5) / 10_000
     threshold = 0.5 * 2 * cost
-    forecasts = backtest.forecasts
+    forecasts = with_baselines(backtest, candles)[0].forecasts  # naive and drift join a, b
     seen = {}
     for row in rows:
         seen.setdefault(row["model"], []).append(row)
-    assert set(seen) == {"a", "b", BUY_AND_HOLD}
+    assert set(seen) == {"a", "b", "naive", "drift", BUY_AND_HOLD}
     for model, held in seen.items():
         equity, previous = 1.0, 0.0
         for row in held:
@@ -486,14 +487,16 @@ def test_json_and_verdict_words() -> None:
     )  # fmt: skip
     result = run_strategy(backtest, candles, StrategySettings(fee_bps=10.0))
     document = result.to_json()
-    assert set(document["strategies"]) == {"naive", "oracle", BUY_AND_HOLD}
-    assert document["trials"] == 2
+    assert set(document["strategies"]) == {"naive", "drift", "oracle", BUY_AND_HOLD}
+    assert document["trials"] == 3
     assert document["strategies"]["naive"]["sharpe"] is None  # flat: undefined, not NaN
     assert result.verdict.significant == ("oracle",)
     assert result.verdict.sentence.startswith("oracle's strategy beat buy-and-hold after costs")
-    assert "On the naive forecasts the same rule returned +0.0%." in result.verdict.sentence
+    assert "On the naive and drift forecasts the same rule returned +0.0% and" in (
+        result.verdict.sentence
+    )
     curves = result.equity_curves()
-    assert curves.iloc[0].tolist() == [1.0, 1.0, 1.0]
+    assert curves.iloc[0].tolist() == [1.0, 1.0, 1.0, 1.0]  # naive, oracle, drift, b&h
     assert curves.index[0] == candles.index[20]
 
 
@@ -527,3 +530,45 @@ def test_naive_and_drift_are_always_traded_beside_the_models_chosen() -> None:
     naive = result.positions[result.positions["model"] == "naive"]
     assert (naive["position"] == 0).all()  # naive forecasts no change: never trades
     assert result.verdict.best == "lstm"
+
+
+def test_drift_missing_from_the_comparison_is_forecast_on_its_folds_and_traded() -> None:
+    # backtest --models seasonal_naive: the comparison holds naive and seasonal naive
+    # only; drift is still traded, on the same pairs, exactly as if it had been run.
+    from forecasting.evaluation import walk_forward
+    from forecasting.models import make_model
+
+    candles = random_walk(160, seed=11)
+    layout = BacktestSettings(horizon=3, folds=2, test_size=60, stride=1)
+    names = ("naive", "seasonal_naive", "drift")
+    full = walk_forward({n: make_model(n) for n in names}, candles, layout)
+    partial = walk_forward({n: make_model(n) for n in names[:2]}, candles, layout)
+    chosen = StrategySettings(fee_bps=5.0, threshold=0.1)
+    expected = run_strategy(full, candles, chosen)
+    got = run_strategy(partial, candles, chosen)
+    assert got.strategies == ["naive", "seasonal_naive", "drift", BUY_AND_HOLD]
+    pd.testing.assert_frame_equal(got.metrics.loc[list(names)], expected.metrics.loc[list(names)])
+    assert any("drift was not in the comparison" in note for note in got.notes)
+    made, added = with_baselines(partial, candles)
+    assert added == ["drift"]
+    assert set(made.forecasts["model"]) == set(names)
+    assert with_baselines(full, candles)[0] is full
+
+
+def test_an_unbounded_breakeven_fee_is_told_apart_from_an_undefined_one() -> None:
+    # A falling market: naive never trades, so it stays ahead of buy-and-hold at any cost
+    # (break-even infinite); buy-and-hold's own is undefined. Both are null in JSON, and a
+    # note names the unbounded one.
+    candles = candles_from_close(100 * np.exp(-0.01 * np.arange(80)), seed=3)
+    close = candles["close"].to_numpy()
+    backtest = make_backtest(candles, lambda m, o, _s: close[o], models=("naive",), first=20)
+    result = run_strategy(backtest, candles, StrategySettings(fee_bps=10.0))
+    assert result.metrics.loc["naive", "breakeven_fee_bps"] == math.inf
+    assert math.isnan(result.metrics.loc[BUY_AND_HOLD, "breakeven_fee_bps"])
+    document = result.to_json()
+    assert document["strategies"]["naive"]["breakeven_fee_bps"] is None
+    assert document["strategies"][BUY_AND_HOLD]["breakeven_fee_bps"] is None
+    notes = [n for n in document["notes"] if n.startswith("breakeven_fee_bps is null")]
+    assert len(notes) == 1
+    assert "for naive, drift because it is unbounded" in notes[0]  # drift: flat too
+    assert BUY_AND_HOLD not in notes[0]
