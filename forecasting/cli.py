@@ -629,7 +629,7 @@ def _fetch(args: argparse.Namespace) -> int:
 def _fetch_notes(candles: Any) -> list[str]:
     """What the exchange did not deliver, and what was dropped or chosen, one line each."""
     from forecasting.data.duplicates import duplicate_conflicts
-    from forecasting.data.quality import dropped_nonpositive, notices
+    from forecasting.data.quality import dropped_nonpositive, nonpositive_note, notices
 
     notes = list(notices(candles))
     conflicts = duplicate_conflicts(candles)
@@ -642,10 +642,7 @@ def _fetch_notes(candles: Any) -> list[str]:
         )
     dropped = dropped_nonpositive(candles)
     if len(dropped):
-        notes.append(
-            f"{len(dropped)} candles with zero or negative prices were dropped (the first at "
-            f"{dropped[0]:%Y-%m-%dT%H:%M:%SZ}); they are treated as missing."
-        )
+        notes.append(nonpositive_note(dropped))
     return notes
 
 
@@ -885,9 +882,10 @@ def _tune(args: argparse.Namespace) -> int:
     )
     args.progress.finish()
     if args.json:
-        print(dumps(_finite({**result.to_json(), "notes": [*read_notes, *result.notes]})))
+        notes = list(dict.fromkeys([*read_notes, *result.notes]))
+        print(dumps(_finite({**result.to_json(), "notes": notes})))
     else:
-        for note in [*read_notes, *result.notes]:
+        for note in dict.fromkeys([*read_notes, *result.notes]):
             _note(note)
         for sentence in result.sentences():
             _note(sentence)
@@ -920,9 +918,10 @@ def _ablate(args: argparse.Namespace) -> int:
     args.progress.finish()
     if args.json:
         document = result.to_json()
-        print(dumps(_finite({**document, "notes": [*read_notes, *document["notes"]]})))
+        notes = list(dict.fromkeys([*read_notes, *document["notes"]]))
+        print(dumps(_finite({**document, "notes": notes})))
     else:
-        for note in [*read_notes, *result.notes]:
+        for note in dict.fromkeys([*read_notes, *result.notes]):
             _note(note)
         _note(result.sentence)
         sys.stdout.write(result.metrics.rename_axis("model").to_csv(lineterminator="\n"))

@@ -19,7 +19,7 @@ from typing import Any
 
 import pandas as pd
 
-from forecasting.data.quality import dropped_nonpositive
+from forecasting.data.quality import dropped_nonpositive, nonpositive_note
 from forecasting.errors import Cancelled, ConfigurationError
 from forecasting.evaluation import (
     Backtest,
@@ -253,11 +253,9 @@ class ExperimentResult:
                 f"{len(self.settings.seed_list())} seeds were asked for, but no model run "
                 "depends on its seed (only the LSTM does): each ran once."
             )
-        if self.data.get("nonpositive"):
-            out.append(
-                f"{self.data['nonpositive']} candles with zero or negative prices were dropped "
-                "when the data were read (the data quality report lists them)."
-            )
+        dropped = dropped_nonpositive(self.candles) if self.candles is not None else ()
+        if len(dropped):
+            out.append(nonpositive_note(dropped))
         # A note several models share is said once, naming them all.
         by_note: dict[str, list[str]] = {}
         for model, found in self.backtest.notes.items():
@@ -360,11 +358,7 @@ def read_notes(data: Any) -> list[str]:
     notes = list(getattr(data, "notes", ()))
     dropped = getattr(data, "nonpositive", ())
     if len(dropped):
-        first = dropped[0].strftime("%Y-%m-%dT%H:%M:%SZ")
-        notes.append(
-            f"{len(dropped)} candles with zero or negative prices were dropped when the "
-            f"data were read (the first at {first}); they are treated as missing."
-        )
+        notes.append(nonpositive_note(pd.DatetimeIndex(dropped)))
     return [note for note in notes if note]
 
 

@@ -8,6 +8,7 @@ to treat them as missing and say so: never a traceback, never silent.
 from __future__ import annotations
 
 import io
+import json
 import subprocess
 import sys
 import tempfile
@@ -109,6 +110,26 @@ def test_features_command_on_the_field_case_is_clean(tmp_path: Path) -> None:
     assert len(table) > 0
     assert not table.index.isin(["2024-04-10T00:00:00Z", "2024-05-20T00:00:00Z"]).any()
     assert (table[["open", "high", "low", "close"]] > 0).all().all()
+
+
+@pytest.mark.parametrize("command", ["compare", "forecast", "backtest"])
+def test_the_dropped_days_are_said_once_by_every_command(command: str, capsys) -> None:
+    # compare said it twice in two wordings: how the file was read, then the experiment.
+    from forecasting.cli import main
+
+    flags = {
+        "compare": ["--models", "naive,drift", "--folds", "1", "--test-size", "10"],
+        "forecast": ["--model", "naive"],
+        "backtest": ["--models", "naive,drift", "--folds", "1", "--test-size", "10"],
+    }[command]
+    for json_flag in ([], ["--json"]):
+        argv = [command, "--data", str(_field_case()), "--horizon", "2", *flags, *json_flag]
+        assert main(argv) == 0
+        captured = capsys.readouterr()
+        said = captured.err if not json_flag else " ".join(json.loads(captured.out)["notes"])
+        assert said.count("zero or negative prices were dropped") == 1, said
+        assert "2 candles with zero or negative prices" in said
+        assert "the first at 2024-04-10T00:00:00Z" in said
 
 
 def test_file_of_placeholders_only_is_one_line_error() -> None:

@@ -41,6 +41,7 @@ __all__ = [
     "QualityReport",
     "drop_nonpositive",
     "dropped_nonpositive",
+    "nonpositive_note",
     "expected_candles",
     "fill_gaps",
     "nonpositive_mask",
@@ -300,6 +301,16 @@ def drop_nonpositive(candles: pd.DataFrame) -> pd.DataFrame:
 def dropped_nonpositive(candles: pd.DataFrame) -> pd.DatetimeIndex:
     """Open times a loader dropped from ``candles`` for a zero or negative price."""
     return open_times(candles.attrs.get(NONPOSITIVE_ATTR, ()))
+
+
+def nonpositive_note(dropped: pd.DatetimeIndex) -> str:
+    """The one sentence said wherever candles were dropped for a zero or negative price
+    (``dropped``: their open times, as :func:`dropped_nonpositive` gives; not empty)."""
+    return (
+        f"{len(dropped)} candles with zero or negative prices were dropped when the data "
+        f"were read (the first at {dropped[0]:%Y-%m-%dT%H:%M:%SZ}); they are treated as "
+        "missing."
+    )
 
 
 def with_nonpositive(candles: pd.DataFrame, dropped: Iterable[pd.Timestamp]) -> pd.DataFrame:
