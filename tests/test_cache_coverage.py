@@ -308,8 +308,8 @@ def test_zero_price_field_case_through_the_exchange_is_reported_and_kept_out(
     )
     assert code == 0
     assert capsys.readouterr().err.splitlines() == [
-        "note: 2 candles with zero or negative prices were dropped (the first at "
-        "2024-04-10T00:00:00Z); they are treated as missing."
+        "note: 2 candles with zero or negative prices were dropped when the data were read "
+        "(the first at 2024-04-10T00:00:00Z); they are treated as missing."
     ]
     written = pd.read_csv(out)
     assert len(written) == 88
