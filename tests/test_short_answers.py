@@ -26,10 +26,12 @@ from forecasting.data.exchange import (
     UNANSWERED_ATTR,
     UNANSWERED_TAIL_ATTR,
     RetryPolicy,
+    empty_notice,
     history_notice,
     served_from,
     tail_notice,
     unanswered,
+    unanswered_range,
     unanswered_tail,
 )
 from forecasting.data.quality import NOTICES_ATTR, notices
@@ -418,21 +420,28 @@ def test_property_answers_short_late_duplicated_or_out_of_order(
     first = served_from(frame)
     windows = unanswered(frame)
     tail = unanswered_tail(frame)
+    whole = unanswered_range(frame)  # every answer empty: the whole range is told
     told = notices(frame)
     for stamp in missing:
         before_first = first is not None and stamp < first
         in_window = any(start <= stamp < end for start, end in windows)
         in_tail = tail is not None and tail[0] <= stamp < tail[1]
-        assert before_first or in_window or in_tail, f"{stamp} lost silently"
+        in_whole = whole is not None and whole[0] <= stamp < whole[1]
+        assert before_first or in_window or in_tail or in_whole, f"{stamp} lost silently"
     if first is not None:
         assert history_notice("binance", "1h", first) in told
+    if whole is not None:
+        assert frame.empty
+        assert empty_notice("binance", "1h", *whole) in told
     if tail is not None:
         assert tail_notice("binance", "1h", tail[0]) in told
         # The tail starts at the first candle not received, and holds none received.
         assert tail[0] == frame.index[-1] + HOUR
-    elif not ended_just_now:
+    elif not ended_just_now and whole is None:
         raise AssertionError("a series that stopped long before now is told")
-    assert len(told) == (first is not None) + len(windows) + (tail is not None)
+    assert len(told) == (
+        (first is not None) + len(windows) + (tail is not None) + (whole is not None)
+    )
     assert frame.attrs.get(UNANSWERED_ATTR, ()) == tuple(
         (int(a.value // 1_000_000), int(b.value // 1_000_000)) for a, b in windows
     )

@@ -28,6 +28,10 @@ and their open times are kept in its metadata, so every later read still reports
 conflicting duplicates resolved while fetching and the rows dropped as duplicates (see
 :mod:`forecasting.data.duplicates`), and the first candle the exchange serves when it
 answered less history than asked (``served_from``), so every later read reports them too.
+
+Windows inside the covered range that the exchange answered with nothing (``holes``) are
+kept with how often and when they were last asked, so a load asks for them again, with a
+backoff, instead of taking an answer lost once for "no candles there" for good.
 """
 
 from __future__ import annotations
@@ -157,6 +161,11 @@ class CachedSeries:
     unanswered
         Windows ``(start_ms, end_ms)`` the exchange left empty though it served later
         candles (see :data:`~forecasting.data.exchange.UNANSWERED_ATTR`).
+    holes
+        Every window ``(start_ms, end_ms, asks, asked_ms)`` inside the covered range that
+        the exchange answered with nothing (between candles, before the first, after the
+        last, or the whole range), with how many loads asked for it and when it was last
+        asked (epoch ms), so it can be asked again with a backoff.
     """
 
     candles: pd.DataFrame
@@ -168,6 +177,7 @@ class CachedSeries:
     checked_end: pd.Timestamp | None = None
     served_from: pd.Timestamp | None = None
     unanswered: tuple[tuple[int, int], ...] = ()
+    holes: tuple[tuple[int, int, int, int], ...] = ()
 
     def __post_init__(self) -> None:
         checked = self.covered_end if self.checked_end is None else self.checked_end
@@ -258,11 +268,15 @@ class CandleCache:
             served = meta.get("served_from")
             served = None if served is None else _stamp(served)
             windows = tuple((int(a), int(b)) for a, b in meta.get("unanswered", []))
+            if "holes" in meta:
+                holes = tuple(tuple(int(v) for v in hole) for hole in meta["holes"])
+            else:  # written before holes were kept: ask its empty windows again at once
+                holes = tuple((a, b, 1, 0) for a, b in windows)
         except Exception as exc:  # noqa: BLE001 - any unreadable file is set aside, never a crash
             self._set_aside(path, exc)
             return None
         return CachedSeries(
-            candles, start, end, dropped_nonpositive(candles), checked, served, windows
+            candles, start, end, dropped_nonpositive(candles), checked, served, windows, holes
         )
 
     def write(
@@ -278,6 +292,7 @@ class CandleCache:
         checked_end: pd.Timestamp | None = None,
         served_from: pd.Timestamp | None = None,
         unanswered: Iterable[tuple[int, int]] = (),
+        holes: Iterable[tuple[int, int, int, int]] = (),
     ) -> Path:
         """Replace the series atomically. Call it while holding :meth:`lock`.
 
@@ -307,6 +322,9 @@ class CandleCache:
         unanswered
             Windows ``(start_ms, end_ms)`` the exchange left empty (see
             :class:`CachedSeries`).
+        holes
+            Windows ``(start_ms, end_ms, asks, asked_ms)`` answered with nothing (see
+            :class:`CachedSeries`); those ending before the coverage are forgotten.
         """
         path = self.path(source, symbol, timeframe)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -344,6 +362,9 @@ class CandleCache:
             "duplicate_rows_ms": duplicate_times(kept),
             "unanswered": [
                 [int(a), int(b)] for a, b in unanswered if int(b) > _as_ms(covered_start)
+            ],
+            "holes": [
+                [int(v) for v in hole] for hole in holes if int(hole[1]) > _as_ms(covered_start)
             ],
         }
         table = table.replace_schema_metadata(

@@ -65,6 +65,7 @@ __all__ = [
     "PUBLISH_GRACE",
     "SERVED_FROM_ATTR",
     "UNANSWERED_ATTR",
+    "UNANSWERED_RANGE_ATTR",
     "UNANSWERED_TAIL_ATTR",
     "RetryPolicy",
     "checked_config",
@@ -78,11 +79,14 @@ __all__ = [
     "load_markets",
     "longest_candle",
     "page_limit",
+    "empty_notice",
+    "fetch_window",
     "served_from",
     "source_key",
     "suggest_symbols",
     "tail_notice",
     "unanswered",
+    "unanswered_range",
     "unanswered_tail",
     "with_retry",
 ]
@@ -148,6 +152,12 @@ PUBLISH_GRACE = pd.Timedelta(minutes=2)
 # closed (and been published) by the time of the fetch: a pair no longer traded, a stretch
 # without trades, or an answer lost. Not kept in the cache: the next load asks again.
 UNANSWERED_TAIL_ATTR = "unanswered_tail_ms"
+
+# ``DataFrame.attrs`` key: the window ``(start_ms, end_ms)`` of a range an exchange answered
+# with no candle at all, asked three times (twice unbounded, once bounded), although
+# candles in it would have closed and been published: a pair listed later, or answers
+# lost. Never silent: a notice says so (see :func:`empty_notice`).
+UNANSWERED_RANGE_ATTR = "unanswered_range_ms"
 
 # Used when an exchange does not declare its page size: small enough for every exchange.
 FALLBACK_PAGE_LIMIT = 200
@@ -578,6 +588,10 @@ def fetch_ohlcv(
         frame.attrs[UNANSWERED_ATTR] = tuple(windows)
         told = [gap_notice(exchange.id, timeframe, *_stamps(w)) for w in windows]
         with_notices(frame, (*notices(frame), *told))
+    if not rows and pager.head_window is not None and first_served is None:
+        frame.attrs[UNANSWERED_RANGE_ATTR] = pager.head_window
+        told = empty_notice(exchange.id, timeframe, *_stamps(pager.head_window))
+        with_notices(frame, (*notices(frame), told))
     if pager.unanswered_tail is not None:
         frame.attrs[UNANSWERED_TAIL_ATTR] = pager.unanswered_tail
         told = tail_notice(exchange.id, timeframe, _stamps(pager.unanswered_tail)[0])
@@ -592,6 +606,53 @@ def fetch_ohlcv(
             len(dropped),
             dropped[0],
         )
+    return frame
+
+
+def fetch_window(
+    exchange: ccxt.Exchange,
+    symbol: str,
+    timeframe: str,
+    start: pd.Timestamp,
+    end: pd.Timestamp,
+    *,
+    now: pd.Timestamp | None = None,
+    retry: RetryPolicy | None = None,
+) -> pd.DataFrame:
+    """Ask again for a window ``[start, end)`` an exchange answered with nothing before.
+
+    Only requests bounded by ``end`` (ccxt's ``until``) are sent: one when the window is
+    still empty, and while candles come, one more for each part of it still missing
+    (as :func:`fetch_ohlcv` fills a window skipped by an answer that starts late). The
+    symbol is not validated.
+
+    Returns
+    -------
+    pd.DataFrame
+        The closed candles received in the window, possibly none. The parts of the window
+        that stayed empty are in its ``attrs`` under ``UNANSWERED_ATTR`` (see
+        :func:`unanswered`); no notice is attached: the caller knows what the window was.
+
+    Raises
+    ------
+    ForecastingError
+        As :func:`fetch_ohlcv`: a failed request fails the whole call.
+    """
+    retry = retry or RetryPolicy()
+    now = now if now is not None else pd.Timestamp.now(tz="UTC")
+    end = min(end, now)
+    settled = now - longest_candle(timeframe) - PUBLISH_GRACE + pd.Timedelta(milliseconds=1)
+    pager = _Pager(
+        exchange, symbol, timeframe, retry, _ms(start), _ms(end), None, _ms(now), _ms(settled)
+    )
+    if start < end:
+        pager._fill(_ms(start), _ms(end))
+    frame = drop_nonpositive(drop_unclosed(_frame(pager.rows), timeframe, now))
+    windows = list(pager.unanswered)
+    if pager.head_window is not None:
+        windows.append(pager.head_window)
+    if windows:
+        frame.attrs[UNANSWERED_ATTR] = tuple(sorted(windows))
     return frame
 
 
@@ -641,6 +702,21 @@ def tail_notice(exchange_id: str, timeframe: str, start: pd.Timestamp) -> str:
         "though candles have closed since (no trades since, a pair no longer traded, or an "
         "answer lost)"
     )
+
+
+def empty_notice(exchange_id: str, timeframe: str, start: pd.Timestamp, end: pd.Timestamp) -> str:
+    """The notice for a range the exchange answered with no candle at all."""
+    return (
+        f"{exchange_id} answered no {timeframe} candles at all from {start:%Y-%m-%d %H:%M} to "
+        f"{end:%Y-%m-%d %H:%M} UTC (the pair may have been listed later, or the answers were "
+        "lost); a cached range is asked again on a later load"
+    )
+
+
+def unanswered_range(candles: pd.DataFrame) -> tuple[pd.Timestamp, pd.Timestamp] | None:
+    """The range an exchange answered with no candle at all (see :func:`empty_notice`)."""
+    window = candles.attrs.get(UNANSWERED_RANGE_ATTR)
+    return None if window is None else _stamps(window)
 
 
 def unanswered_tail(candles: pd.DataFrame) -> tuple[pd.Timestamp, pd.Timestamp] | None:
@@ -693,6 +769,8 @@ class _Pager:
         self.expected = max(1, -(-(until_ms - since_ms) // self.step_ms))
         self.rows: list[list[Any]] = []
         self.unanswered_head = False
+        # The window from the start of the range that stayed empty when asked bounded.
+        self.head_window: tuple[int, int] | None = None
         # Windows after the start that stayed empty although later candles came.
         self.unanswered: list[tuple[int, int]] = []
         # The window after the last candle received that stayed empty, asked three times,
@@ -791,8 +869,11 @@ class _Pager:
             if not inside:
                 if low == self.since_ms:
                     self.unanswered_head = True
-                else:
-                    self.unanswered.append((low, high))
+                    self.head_window = (low, high)
+                elif self._on_grid(low) < high:
+                    # Windows asked from just after a candle (its open time + 1 ms) start
+                    # at the next candle: the first one missing.
+                    self.unanswered.append((self._on_grid(low), high))
                 continue
             self._keep(inside, low, high)
             self._report()
@@ -836,14 +917,20 @@ class _Pager:
             return open_ms + self.step_ms
         return _ms(pd.Timestamp(open_ms, unit="ms", tz="UTC") + self.offset)
 
-    def _gap(self, start: int, end: int) -> bool:
-        """Whether a candle can open in ``[start, end)``, ``end`` being an open time.
+    def _on_grid(self, ms: int) -> int:
+        """The first open time at or after ``ms`` on the grid of the candles received.
 
-        Fixed timeframes: the window is at least a candle long. Months and years: it
-        holds the start of one (exchanges open them on the 1st, 00:00 UTC).
+        Fixed timeframes: the grid of the first candle received (``ms`` itself when none
+        came). Months and years: the 1st of the next month or year, 00:00 UTC.
         """
         if isinstance(self.offset, pd.Timedelta):
-            return end - start >= self.step_ms
+            if not self.rows:
+                return ms
+            return ms + (int(self.rows[0][0]) - ms) % self.step_ms
+        return _ms(self._calendar_start(ms))
+
+    def _calendar_start(self, start: int) -> pd.Timestamp:
+        """The first month or year start at or after ``start``."""
         stamp = pd.Timestamp(start, unit="ms", tz="UTC")
         begin = stamp.normalize().replace(day=1)
         if self.timeframe.endswith("y"):
@@ -852,7 +939,17 @@ class _Pager:
             begin += (
                 pd.DateOffset(years=1) if self.timeframe.endswith("y") else pd.DateOffset(months=1)
             )
-        return _ms(begin) < end
+        return begin
+
+    def _gap(self, start: int, end: int) -> bool:
+        """Whether a candle can open in ``[start, end)``, ``end`` being an open time.
+
+        Fixed timeframes: the window is at least a candle long. Months and years: it
+        holds the start of one (exchanges open them on the 1st, 00:00 UTC).
+        """
+        if isinstance(self.offset, pd.Timedelta):
+            return end - start >= self.step_ms
+        return _ms(self._calendar_start(start)) < end
 
     def _report(self) -> None:
         done = min(len(self.rows), self.expected)

@@ -24,9 +24,12 @@ from forecasting.data.exchange import (
     PUBLISH_GRACE,
     SERVED_FROM_ATTR,
     UNANSWERED_ATTR,
+    UNANSWERED_RANGE_ATTR,
+    UNANSWERED_TAIL_ATTR,
     RetryPolicy,
     create_exchange,
     fetch_ohlcv,
+    fetch_window,
     gap_notice,
     history_notice,
     longest_candle,
@@ -131,6 +134,8 @@ def load_exchange_candles(
         cached = cache.read(key, symbol, timeframe)
         head: tuple[pd.Timestamp, pd.Timestamp] | None = None
         tail: tuple[pd.Timestamp, pd.Timestamp] | None = None
+        holes: list[tuple[int, int, int, int]] = []
+        due: list[tuple[int, int, int, int]] = []
         if cached is None:
             tail = (since, until)
         else:
@@ -147,7 +152,17 @@ def load_exchange_candles(
                 last is None or _closed_in(last, asked, until, timeframe, now)
             ):
                 tail = (cached.covered_end, until)
-        if head or tail:
+            holes = list(cached.holes)
+            # Windows of the range answered with nothing before are asked again, each
+            # at most once per load and with a backoff (see _due).
+            due = [
+                hole
+                for hole in holes
+                if hole[0] < _ms(until)
+                and hole[1] > _ms(since)
+                and _due(hole, cached.candles, timeframe, _ms(now))
+            ]
+        if head or tail or due:
             client = _client(exchange, exchange_id, config)
             validate_request(client, symbol, timeframe, retry or RetryPolicy())
             if tail and cached is not None:
@@ -157,7 +172,13 @@ def load_exchange_candles(
                 if cached.checked_end - cached.covered_end > page:
                     tail = (cached.checked_end, until)
             parts = [part for part in (head, tail) if part]
+            # A hole a part asks for anyway is not asked twice; what the part leaves
+            # empty is recorded afresh.
+            spans = [(_ms(a), _ms(b)) for a, b in parts]
+            holes = [h for h in holes if not any(h[0] < b and h[1] > a for a, b in spans)]
+            due = [h for h in due if h in holes]
             expected = sum(max(1, int((b - a) / step)) for a, b in parts)
+            expected += sum(max(1, (h[1] - h[0]) // _ms_of(step)) for h in due)
             pieces = [cached.candles] if cached is not None else []
             dropped = cached.nonpositive if cached is not None else open_times(())
             served = cached.served_from if cached is not None else None
@@ -167,6 +188,8 @@ def load_exchange_candles(
             )
             done = 0
             fetched: list[pd.DataFrame] = []
+            found: list[tuple[int, int, int, int]] = []
+            now_ms = _ms(now)
             for start, end in parts:
                 frame = fetch_ohlcv(
                     client,
@@ -186,12 +209,26 @@ def load_exchange_candles(
                 if (start, end) == head or cached is None:
                     served = served_from(frame)
                 windows += [(int(a), int(b)) for a, b in frame.attrs.get(UNANSWERED_ATTR, ())]
+                found += [(a, b, 1, now_ms) for a, b in _empty_windows(frame, start)]
+            for hole in due:
+                start, end = _stamp(hole[0]), _stamp(hole[1])
+                frame = fetch_window(client, symbol, timeframe, start, end, now=now, retry=retry)
+                done += max(1, (hole[1] - hole[0]) // _ms_of(step))
+                report(progress, "fetch", min(1.0, done / expected), done=done, expected=expected)
+                fetched.append(frame)
+                dropped = dropped.union(dropped_nonpositive(frame))
+                holes.remove(hole)
+                left = [(int(a), int(b)) for a, b in frame.attrs.get(UNANSWERED_ATTR, ())]
+                found += [(a, b, hole[2] + 1, now_ms) for a, b in left]
+                windows = [w for w in windows if not (w[0] < hole[1] and w[1] > hole[0])]
+                windows += left
             pieces += fetched
             merged = _merged(pieces)
             dropped = dropped.difference(merged.index)  # a real candle came since
             if served is not None and len(merged) and merged.index[0] < served:
                 served = None  # the exchange now serves earlier candles
             windows = _still_unanswered(windows, merged)
+            holes = _coalesced(holes + found, merged)
             start = since if cached is None else min(since, cached.covered_start)
             received = merged.index[merged.index < until]
             covered_end = start if cached is None else cached.covered_end
@@ -211,6 +248,7 @@ def load_exchange_candles(
                 checked_end=checked_end,
                 served_from=served,
                 unanswered=windows,
+                holes=holes,
             )
         else:
             merged = cached.candles
@@ -253,10 +291,19 @@ def load_exchange_candles(
                 f"{timeframe} between {since:%Y-%m-%d %H:%M} and {until:%Y-%m-%d %H:%M} UTC. "
                 "Try another range or another exchange."
             )
+        inside = [h for h in holes if h[0] < _ms(until) and h[1] > _ms(since)]
+        again = ""
+        if inside:
+            asks = max(h[2] for h in inside)
+            soonest = _stamp(min(_next_ask(h, merged, timeframe) for h in inside))
+            again = (
+                f" It answered nothing for it on {asks} load{'s' if asks > 1 else ''}; it is "
+                f"asked again on loads from {soonest:%Y-%m-%d %H:%M} UTC on."
+            )
         raise NoCandles(
             f"{exchange_id} has no {timeframe} candles for {symbol} between "
             f"{since:%Y-%m-%d %H:%M} and {until:%Y-%m-%d %H:%M} UTC. The pair may have been "
-            "listed later: try a later start date or a longer range."
+            f"listed later: try a later start date or a longer range.{again}"
         )
     selected.attrs = {}
     with_duplicates(
@@ -316,13 +363,109 @@ def _merged(pieces: list[pd.DataFrame]) -> pd.DataFrame:
 def _still_unanswered(
     windows: list[tuple[int, int]], merged: pd.DataFrame
 ) -> list[tuple[int, int]]:
-    """The windows in which no candle has been received since, each once."""
+    """The windows in which no candle has been received since and after which one was
+    (the others are told as the end of the series), each once."""
     ms = pd.DatetimeIndex(merged.index).as_unit("ms").asi8
     kept = []
     for a, b in sorted(set(windows)):
-        if not ((ms >= a) & (ms < b)).any():
+        if not ((ms >= a) & (ms < b)).any() and (ms >= b).any():
             kept.append((a, b))
     return kept
+
+
+# The longest wait between two asks for a window answered with nothing.
+_LONGEST_WAIT_MS = 30 * 86_400_000
+_DAY_MS = 86_400_000
+
+
+def _due(
+    hole: tuple[int, int, int, int], candles: pd.DataFrame, timeframe: str, now_ms: int
+) -> bool:
+    """Whether a window answered with nothing is asked for again at ``now_ms``."""
+    return now_ms >= _next_ask(hole, candles, timeframe)
+
+
+def _next_ask(hole: tuple[int, int, int, int], candles: pd.DataFrame, timeframe: str) -> int:
+    """When (epoch ms) a window answered with nothing is asked for again.
+
+    The wait after its last ask doubles with every load that found it still empty, up
+    to 30 days, so a window that is truly empty costs a request now and then, never one
+    per load for ever. It starts from where the window lies:
+
+    * between candles (an answer lost): none the first time, so the very next load asks
+      again; then a candle, two, four...;
+    * with no candle at all in the series (most often a pair listed later; the app reruns
+      on every click): two minutes (``PUBLISH_GRACE``), four, eight...;
+    * after the last candle, at the end of a range that had ended when it was asked for:
+      as between candles;
+    * after the last candle up to the present when it was asked for (no trades since, a
+      pair no longer traded, or an answer lost): a candle, two, four... (the next load
+      that finds a candle closed since asks for what follows the last candle anyway);
+    * before the first (the exchange served later candles only): a day at least, two...
+    """
+    start, end, asks, asked_ms = hole
+    step = timeframe_seconds(timeframe) * 1000
+    times = pd.DatetimeIndex(candles.index).as_unit("ms").asi8
+    later, earlier = bool((times >= end).any()), bool((times < start).any())
+    doublings = min(max(asks - 1, 0), 40)
+    # Candles opening before this had closed and been published when the hole was asked.
+    settled_then = asked_ms - _ms_of(longest_candle(timeframe) + PUBLISH_GRACE) + 1
+    if earlier and (later or end < settled_then):
+        wait = 0 if asks <= 1 else step << min(asks - 2, 40)
+    elif not len(times):
+        wait = _ms_of(PUBLISH_GRACE) << doublings
+    elif later:
+        wait = max(step, _DAY_MS) << doublings
+    else:
+        wait = step << doublings
+    return asked_ms + min(wait, _LONGEST_WAIT_MS)
+
+
+def _empty_windows(frame: pd.DataFrame, start: pd.Timestamp) -> list[tuple[int, int]]:
+    """Every window of one fetch that the exchange answered with nothing.
+
+    Between candles, after the last, the whole range, and before the first candle served
+    when the exchange answered less history than asked (``start`` being the range's).
+    """
+    found = [(int(a), int(b)) for a, b in frame.attrs.get(UNANSWERED_ATTR, ())]
+    for key in (UNANSWERED_TAIL_ATTR, UNANSWERED_RANGE_ATTR):
+        if frame.attrs.get(key) is not None:
+            a, b = frame.attrs[key]
+            found.append((int(a), int(b)))
+    first = served_from(frame)
+    if first is not None and first > start:
+        found.append((_ms(start), _ms(first)))
+    return found
+
+
+def _coalesced(
+    holes: list[tuple[int, int, int, int]], merged: pd.DataFrame
+) -> list[tuple[int, int, int, int]]:
+    """Holes that overlap or touch made one (the most asks, the latest ask), those in
+    which a candle has been received since left out."""
+    times = pd.DatetimeIndex(merged.index).as_unit("ms").asi8
+    joined: list[tuple[int, int, int, int]] = []
+    for a, b, asks, asked in sorted(holes):
+        if b <= a:
+            continue
+        if joined and a <= joined[-1][1]:
+            pa, pb, pasks, pasked = joined[-1]
+            joined[-1] = (pa, max(pb, b), max(pasks, asks), max(pasked, asked))
+        else:
+            joined.append((a, b, asks, asked))
+    return [h for h in joined if not ((times >= h[0]) & (times < h[1])).any()]
+
+
+def _ms(stamp: pd.Timestamp) -> int:
+    return int(stamp.value // 1_000_000)
+
+
+def _ms_of(length: pd.Timedelta) -> int:
+    return int(length.value // 1_000_000)
+
+
+def _stamp(ms: int) -> pd.Timestamp:
+    return pd.Timestamp(int(ms), unit="ms", tz="UTC")
 
 
 def _window(window: tuple[int, int]) -> tuple[pd.Timestamp, pd.Timestamp]:
