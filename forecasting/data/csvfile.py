@@ -36,6 +36,19 @@ and ``01-02-2024`` are refused with a message asking for ISO dates (``2024-02-01
 A file whose candles are not spaced like any timeframe (most steps between consecutive
 candles not a whole number of the most common one, or a spacing such as 7 min 13 s) is
 refused: its times were most likely read in the wrong unit or order.
+A few candles off the file's grid (10:17 among hourly candles) are refused too, naming
+the first by its line. So is a written date before 1900 or after 2099, and a row far out
+of time order with the rows around it (2014 among rows of 2024, an epoch time with one
+wrong digit): a mistyped time, never placed years away from the rest.
+
+A row with more fields than the header is refused when its values may have moved (a
+comma inside an unquoted number splits it in two); text beyond the header is ignored
+with a note. Quoted numbers of a comma-separated file are read with a decimal comma or
+thousands commas by what some number proves (``58000,250``, ``58.000,25``, ``58 000,25``
+can only have a decimal comma), with a note.
+
+Zip and tar archives holding one CSV and gzip, bzip2 or xz files (``.tar.gz`` too) are
+unpacked once; an archive inside an archive, or binary data, is refused.
 
 The file is parsed as text only: nothing in it is executed or unpickled. Errors name
 the line (the first line of the file is line 1) and the column, and say what to change.
@@ -54,6 +67,7 @@ import io
 import lzma
 import os
 import re
+import tarfile
 import zipfile
 import zlib
 from dataclasses import dataclass, field
@@ -88,6 +102,7 @@ from forecasting.ohlcv import (
 __all__ = [
     "BINANCE",
     "CRYPTODATADOWNLOAD",
+    "EARLIEST_DATE",
     "EARLIEST_EPOCH",
     "LATEST_EPOCH",
     "MAX_CSV_BYTES",
@@ -105,6 +120,12 @@ MAX_CSV_BYTES = 10 * 1024 * 1024
 # crypto market opened in 2009, and a unit told by magnitude misreads into another century.
 EARLIEST_EPOCH = pd.Timestamp("2009-01-01", tz="UTC")
 LATEST_EPOCH = pd.Timestamp("2100-01-01", tz="UTC")
+# Written dates may reach back further (stock indices since the 1900s), never to 1024 nor
+# forward to 2204, which a mistyped year gives.
+EARLIEST_DATE = pd.Timestamp("1900-01-01", tz="UTC")
+# A row out of time order by more than this many of the file's usual steps beyond both
+# rows around it was mistyped (2014 for 2024), not merely misplaced by a sort.
+_OUT_OF_PLACE_STEPS = 20
 
 # The names of the layouts recognised, as CsvData.format gives them.
 WITH_HEADER = "CSV with a header"
@@ -162,6 +183,12 @@ _GROUPED_NUMBER = re.compile(r"[+-]?\d{1,3}(?:\.\d{3})+,\d+(?:[eE][+-]?\d+)?", r
 _COMMA_GROUPED = re.compile(r"[+-]?\d{1,3}(?:,\d{3})+(?:\.\d*)?(?:[eE][+-]?\d+)?", re.ASCII)
 _DECIMAL_COMMA = re.compile(r"[+-]?\d+,(?:\d{1,2}|\d{4,})(?:[eE][+-]?\d+)?", re.ASCII)
 _EITHER_COMMA = re.compile(r"[+-]?\d{1,3},\d{3}", re.ASCII)
+# Any number with one comma: not a thousands group when the comma follows more than three
+# digits or is followed by other than three (58000,250; 12345,678; 0,5).
+_ONE_COMMA = re.compile(r"[+-]?\d+,\d+(?:[eE][+-]?\d+)?", re.ASCII)
+# Thousands grouped with spaces (a no-break space too, as Excel writes them in French or
+# Swedish), with an optional decimal comma: 58 000,25.
+_SPACE_GROUPED = re.compile(r"[+-]?\d{1,3}(?:[ \u00a0\u202f]\d{3})+(?:,\d+)?(?:[eE][+-]?\d+)?")
 # 31.01.2024, 01/31/2024 and 31-01-2024, with an optional time of day.
 _DAY_MONTH = re.compile(
     r"(\d{1,2})([./-])(\d{1,2})\2(\d{4})(?:[ T]+(\d{1,2}):(\d{2})(?::(\d{2})(\.\d+)?)?)?",
@@ -229,6 +256,7 @@ class _Layout:
     thousands_dots: bool = False  # some number has both (1.178,43): dots group thousands
     thousands_commas: bool = False  # quoted numbers in a comma file group with commas
     notes: list[str] = field(default_factory=list)
+    separator: str = ","
 
 
 def read_ohlcv_csv(
@@ -246,8 +274,21 @@ def read_ohlcv_csv(
     Raises
     ------
     DataFormatError
-        Saying what is wrong, with ``row`` and ``column`` set where they are known.
+        Saying what is wrong, with ``row`` and ``column`` set where they are known. The
+        message never holds a control character (a NUL, an escape) from the file: those
+        are written as escapes (``\\x00``).
     """
+    try:
+        return _read_csv(source, max_bytes)
+    except DataFormatError as exc:
+        message, column = _printable(str(exc)), exc.column
+        column = _printable(column) if column is not None else None
+        if message == str(exc) and column == exc.column:
+            raise
+        raise DataFormatError(message, row=exc.row, column=column) from exc
+
+
+def _read_csv(source: bytes | str | os.PathLike[str] | BinaryIO, max_bytes: int) -> CsvData:
     raw, unpacked = _unpacked(_read_bytes(source, max_bytes), max_bytes)
     try:
         text = raw.decode("utf-8-sig")
@@ -261,6 +302,14 @@ def read_ohlcv_csv(
         ) from exc
     if not text.strip():
         raise DataFormatError("The file is empty. Upload a CSV with a header row and candles.")
+    if "\x00" in text:
+        # UTF-16 text and binary files (an unknown archive) hold NUL bytes, no CSV does.
+        line = text[: text.index("\x00")].count("\n") + 1
+        raise DataFormatError(
+            f"The file holds binary data (a NUL byte on line {line}), not CSV text. Export "
+            "the data as CSV (UTF-8) and upload that file.",
+            row=line,
+        )
 
     separator = _sniff_separator(text)
     rows = _split_rows(text, separator)
@@ -277,7 +326,9 @@ def read_ohlcv_csv(
         )
 
     records, lines = _cells(layout)
-    index, time_notes = _parse_timestamps(records["timestamp"], lines, header[mapping["timestamp"]])
+    column = header[mapping["timestamp"]]
+    index, time_notes = _parse_timestamps(records["timestamp"], lines, column)
+    _refuse_out_of_place(index, records["timestamp"], lines, column)
     values = {}
     for name in COLUMNS:
         values[name] = _parse_numbers(
@@ -315,7 +366,10 @@ def read_ohlcv_csv(
     stamps = candles.index.union(nonpositive)
     timeframe = infer_timeframe(stamps)
     calendar = infer_calendar(stamps, timeframe)
-    _refuse_irregular(stamps, timeframe, line_of)
+    try:
+        _refuse_irregular(stamps, timeframe, line_of)
+    except DataFormatError as exc:
+        raise _with_offset_hint(exc, records["timestamp"]) from None
     _refuse_sparse(stamps, timeframe, calendar)
     return CsvData(
         candles, timeframe, calendar, duplicates, nonpositive, layout.format, tuple(notes)
@@ -328,7 +382,14 @@ def _cells(layout: _Layout) -> tuple[dict[str, list[str]], list[int]]:
     width = len(header) if layout.header_line is not None else len(layout.body[0][1])
     records: dict[str, list[str]] = {name: [] for name in mapping}
     lines: list[int] = []
+    # The cells that hold digits in a row of the right width: a longer row whose digits
+    # sit elsewhere had its values shifted by a separator inside one of them.
+    reference = next((row for _, row in layout.body if len(row) == width), None)
+    ignored: list[int] = []
     for line, row in layout.body:
+        if len(row) > width and any(cell.strip() for cell in row[width:]):
+            _refuse_if_shifted(layout, line, row, width, reference)
+            ignored.append(line)
         # A short row is refused even when the fields it lacks are ignored ones: a field
         # missing in the middle would shift every value after it into the wrong column.
         if len(row) < width:
@@ -347,7 +408,54 @@ def _cells(layout: _Layout) -> tuple[dict[str, list[str]], list[int]]:
         for name, position in mapping.items():
             records[name].append(row[position].strip())
         lines.append(line)
+    if ignored:
+        more = f" and {len(ignored) - 1} more row{'s' if len(ignored) > 2 else ''}"
+        rows = f"Line {ignored[0]}{more if len(ignored) > 1 else ''}"
+        verb = "has" if len(ignored) == 1 else "have"
+        layout.notes.append(f"{rows} {verb} text beyond the last column of the header: ignored.")
     return records, lines
+
+
+def _refuse_if_shifted(
+    layout: _Layout, line: int, row: list[str], width: int, reference: list[str] | None
+) -> None:
+    """Refuse a row longer than the header when its values may have shifted.
+
+    A separator inside a value (``58000,25`` or ``1,178.43`` unquoted in a comma-separated
+    file) splits it in two and pushes every later value one column right: the last ones
+    then land beyond the header. Text there (a note after the row) is ignored; digits
+    there, or digits where the other rows have none, mean the values moved.
+    """
+    has_digit = [any(ch.isdigit() for ch in cell) for cell in row]
+    shifted = any(has_digit[width:]) or (
+        reference is not None
+        and any(has_digit[i] != any(ch.isdigit() for ch in reference[i]) for i in range(width))
+    )
+    if not shifted:
+        return
+    against = (
+        "the header"
+        if layout.header_line is not None
+        else f"the first row (line {layout.body[0][0]})"
+    )
+    if layout.separator == ",":
+        cause = (
+            "a comma inside a number (a decimal comma as in 58000,25 or thousands commas as "
+            "in 1,178.43) splits it into two fields and shifts every value after it into the "
+            "wrong column. Export plain numbers such as 58000.25, put quotes around numbers "
+            "holding a comma (\"58000,25\"), or separate the columns with ';'."
+        )
+    else:
+        name = _SEPARATORS[layout.separator]
+        cause = (
+            f"a {name} inside a value splits it into two fields and shifts every value after "
+            f"it into the wrong column. Remove the {name} from the values or put quotes "
+            "around them."
+        )
+    raise DataFormatError(
+        f"Line {line} has {len(row)} fields but {against} has {width}: most likely {cause}",
+        row=line,
+    )
 
 
 # --- recognising the layout ----------------------------------------------------------------
@@ -435,6 +543,7 @@ def _recognise(rows: list[tuple[int, list[str]]], separator: str) -> _Layout:
             _format_name(header, banner, separator), header, first_line, mapping, rows[1:]
         )
     layout.notes[:0] = notes
+    layout.separator = separator
     if separator != ",":
         # Decimal commas can only be told apart from separators when the separator is
         # something else; "42,123.5" in a comma file stays what it is: not a number.
@@ -454,10 +563,16 @@ def _recognise(rows: list[tuple[int, list[str]]], separator: str) -> _Layout:
 def _quoted_commas(layout: _Layout) -> None:
     """How a comma-separated file's quoted numbers use their commas, decided by the file.
 
-    Spreadsheets quote a number holding the separator: ``"58000,25"`` has a decimal
-    comma, ``"58,000.25"`` groups thousands with commas, and ``"1,178"`` could be either.
-    Some number of the file must tell which; a file that never does is refused, naming
-    the first such cell and both readings.
+    Spreadsheets quote a number holding the separator. Each such number is one of:
+
+    - a decimal comma for certain: the comma follows more than three digits or is followed
+      by other than three (``58000,25``, ``58000,250``, ``0,5``), thousands are grouped
+      with dots or spaces before it (``58.000,25``, ``58 000,25``), or an exponent follows
+      (``5,8E4``);
+    - thousands commas for certain: a decimal point after them (``58,000.25``) or more
+      than one group (``1,178,430``);
+    - either (``1,178``): read the way the other numbers of the file prove, with a note
+      saying so; a file where no number proves it is refused with both readings.
     """
     numeric = [layout.mapping[name] for name in COLUMNS]
     cells = [
@@ -468,8 +583,10 @@ def _quoted_commas(layout: _Layout) -> None:
     ]
     if not cells:
         return
-    decimal = next((c for c in cells if _DECIMAL_COMMA.fullmatch(c[2])), None)
-    grouped = next((c for c in cells if _COMMA_GROUPED.fullmatch(c[2]) and "." in c[2]), None)
+    kinds = [_comma_kind(cell[2]) for cell in cells]
+    decimal = next((c for c, k in zip(cells, kinds, strict=True) if k == "decimal"), None)
+    grouped = next((c for c, k in zip(cells, kinds, strict=True) if k == "grouped"), None)
+    either = next((c for c, k in zip(cells, kinds, strict=True) if k == "either"), None)
     if decimal and grouped:
         raise DataFormatError(
             f"Line {grouped[0]}, column '{grouped[1]}': {_shown(grouped[2])} groups thousands "
@@ -481,19 +598,21 @@ def _quoted_commas(layout: _Layout) -> None:
         )
     if decimal:
         layout.decimal_comma = True
+        layout.thousands_dots = any(_GROUPED_NUMBER.fullmatch(c[2]) for c in cells)
         layout.format += ", decimal commas"
         layout.notes.append(
             f"Quoted numbers have decimal commas (line {decimal[0]}: {_shown(decimal[2])})."
         )
-    elif grouped or all(not _EITHER_COMMA.fullmatch(c[2]) for c in cells):
+        layout.notes.extend(_either_note(either, decimal=True) + _grouping_note(cells))
+    elif grouped:
         layout.thousands_commas = True
         layout.format += ", thousands commas"
         layout.notes.append(
-            f"Quoted numbers group thousands with commas (line {cells[0][0]}: "
-            f"{_shown(cells[0][2])})."
+            f"Quoted numbers group thousands with commas (line {grouped[0]}: {_shown(grouped[2])})."
         )
-    else:
-        line, column, value = next(c for c in cells if _EITHER_COMMA.fullmatch(c[2]))
+        layout.notes.extend(_either_note(either, decimal=False))
+    elif either:
+        line, column, value = either
         raise DataFormatError(
             f"Line {line}, column '{column}': {_shown(value)} could be "
             f"{value.replace(',', '.')} (a decimal comma) or {value.replace(',', '')} (a "
@@ -502,6 +621,46 @@ def _quoted_commas(layout: _Layout) -> None:
             row=line,
             column=column,
         )
+    # Otherwise no quoted cell is a number: each is refused as not a number when read.
+
+
+def _comma_kind(value: str) -> str | None:
+    """``"decimal"``, ``"grouped"`` or ``"either"`` for a number holding a comma, else None."""
+    if _GROUPED_NUMBER.fullmatch(value) or (_SPACE_GROUPED.fullmatch(value) and "," in value):
+        return "decimal"
+    if _COMMA_GROUPED.fullmatch(value):
+        if "." in value or value.count(",") > 1:
+            return "grouped"
+        # An exponent after thousands commas (1,178E3) is written by no program.
+        return "decimal" if re.search(r"[eE]", value) else "either"
+    if _ONE_COMMA.fullmatch(value):
+        return "decimal"
+    return None
+
+
+def _either_note(either: tuple[int, str, str] | None, *, decimal: bool) -> list[str]:
+    """A note that numbers such as ``1,178`` were read the way the file proves."""
+    if either is None:
+        return []
+    line, _, value = either
+    read = value.replace(",", ".") if decimal else value.replace(",", "")
+    mark = "decimal comma" if decimal else "thousands comma"
+    return [
+        f"Numbers that could be read either way, such as {_shown(value)} on line {line}, were "
+        f"read with a {mark} ({read}) as the file's other numbers prove."
+    ]
+
+
+def _grouping_note(cells: list[tuple[int, str, str]]) -> list[str]:
+    """A note when thousands are grouped with dots or spaces before a decimal comma."""
+    dotted = next((c for c in cells if _GROUPED_NUMBER.fullmatch(c[2])), None)
+    spaced = next((c for c in cells if _SPACE_GROUPED.fullmatch(c[2]) and "," in c[2]), None)
+    found = [
+        f"{mark} (line {c[0]}: {_shown(c[2])})"
+        for mark, c in (("dots", dotted), ("spaces", spaced))
+        if c is not None
+    ]
+    return [f"Thousands are grouped with {' and '.join(found)}."] if found else []
 
 
 def _format_name(header: list[str], banner: str, separator: str) -> str:
@@ -713,6 +872,7 @@ def _refuse_irregular(stamps: pd.DatetimeIndex, timeframe: str, line_of: dict[in
         return  # months and years: the median already held them to 28-31 days
     odd = np.flatnonzero(steps % (seconds * 1000) != 0)
     if len(odd) * 2 <= len(steps):
+        _refuse_off_grid(ms, timeframe, line_of)
         return
     first = int(odd[0])
     line = line_of.get(int(ms[first + 1]))
@@ -722,6 +882,65 @@ def _refuse_irregular(stamps: pd.DatetimeIndex, timeframe: str, line_of: dict[in
         f"common step), the first {_duration(int(steps[first]))} before line {line}. Check "
         "that every row's time is in the same unit and date format, or resample the file to "
         "one timeframe.",
+        row=line,
+    )
+
+
+_UTC_OFFSET = re.compile(r"(?:Z|[+-]\d\d:?\d\d)$")
+
+
+def _with_offset_hint(error: DataFormatError, times: list[str]) -> DataFormatError:
+    """The refusal of an irregular file, saying so when its times change UTC offset.
+
+    Daily candles written in local time with offsets (``2024-03-30T00:00:00+01:00``,
+    ``2024-03-31T00:00:00+02:00``) are 23 or 25 hours apart in UTC at daylight saving:
+    read in UTC they are off any grid, and moving them onto one would misdate them.
+    """
+    offsets = list(dict.fromkeys(m.group(0) for t in times if (m := _UTC_OFFSET.search(t))))
+    if len(offsets) < 2:
+        return error
+    return DataFormatError(
+        f"{error} The times change their UTC offset ({', '.join(offsets[:3])}): local time "
+        "with daylight saving. Export the times in UTC, or the dates alone for daily "
+        "candles.",
+        row=getattr(error, "row", None),
+    )
+
+
+def _refuse_off_grid(ms: np.ndarray, timeframe: str, line_of: dict[int, int]) -> None:
+    """Refuse the few candles off the file's grid, naming the first by its line.
+
+    The grid's step is the greatest common divisor of the steps between consecutive
+    candles that recur (at least twice and in 5% of the steps; the timeframe itself may be
+    a multiple of it when many candles are missing), and its phase the one most candles
+    share. A candle at another phase, such as 10:17 among hourly candles, is a mistyped
+    time or a row of another file. Too few steps recur in a short file to tell a grid:
+    it passes.
+    """
+    steps, counts = np.unique(np.diff(ms), return_counts=True)
+    recurring = steps[(counts >= max(2, 0.05 * (len(ms) - 1))) & (steps > 0)]
+    if not len(recurring):
+        return
+    length = int(np.gcd.reduce(recurring.astype("int64")))
+    phases = ms % length
+    values, counts = np.unique(phases, return_counts=True)
+    main = values[int(np.argmax(counts))]
+    off = np.flatnonzero(phases != main)
+    if not len(off):
+        return
+    # The first off-grid row of the file, which is not always the earliest in time.
+    bad = min(off.tolist(), key=lambda i: line_of.get(int(ms[i]), 0))
+    on = np.flatnonzero(phases == main)
+    near = int(on[np.argmin(np.abs(on - bad))])
+    stamp = pd.Timestamp(int(ms[bad]), unit="ms", tz="UTC")
+    other = pd.Timestamp(int(ms[near]), unit="ms", tz="UTC")
+    count = f"{len(off)} of the {len(ms)} candles are" if len(off) > 1 else "it is the only one"
+    line = line_of.get(int(ms[bad]))
+    raise DataFormatError(
+        f"Line {line}: {stamp:%Y-%m-%d %H:%M:%S} UTC is off the file's grid (the other "
+        f"candles are whole steps of {_duration(length)} apart, such as "
+        f"{other:%Y-%m-%d %H:%M:%S} on line {line_of.get(int(ms[near]))}; {count} off the grid). "
+        "Correct its time or delete the row, or resample the file to one timeframe.",
         row=line,
     )
 
@@ -860,37 +1079,126 @@ _ARCHIVE_ERRORS = (
     ValueError,
     NotImplementedError,
     RuntimeError,
+    tarfile.TarError,
 )
+# The POSIX and GNU tar formats write "ustar" at this offset of every member's header.
+_TAR_MAGIC_AT = 257
 
 
 def _unpacked(raw: bytes, max_bytes: int) -> tuple[bytes, list[str]]:
     """The CSV text's bytes of a file that may be compressed, and a note saying so.
 
-    A zip archive holding one CSV (as Binance's public data dumps are served), or a gzip,
-    bzip2 or xz file, is unpacked with the standard library, never more than
-    ``max_bytes`` coming out whatever the archive claims. Other archives, workbooks and
-    Parquet files are refused in one line saying what to do.
+    A zip or tar archive holding one CSV (as Binance's public data dumps are served), or a
+    gzip, bzip2 or xz file (a compressed tar too: ``.tar.gz``), is unpacked with the
+    standard library (:mod:`zipfile`, :mod:`tarfile`, ...), never more than ``max_bytes``
+    coming out whatever the archive claims. What comes out is checked once more: an
+    archive inside (a gzip of a gzip, a zip in a zip) is refused, naming what was found,
+    rather than unpacked again. Other archives, workbooks and Parquet files are refused in
+    one line saying what to do.
     """
     for magic, kind in _NOT_CSV.items():
         if raw.startswith(magic):
             raise DataFormatError(f"The file is {kind}, not a CSV file.")
+    outer = _kind(raw)
     try:
-        if raw.startswith(_ZIP):
-            return _from_zip(raw, max_bytes)
-        for magic, kind in _ARCHIVES.items():
-            if raw.startswith(magic):
-                opener = {"gzip": gzip.open, "bzip2": bz2.open, "xz": lzma.open}[kind]
-                with opener(io.BytesIO(raw), "rb") as stream:
-                    text = stream.read(max_bytes + 1)
-                if len(text) > max_bytes:
-                    raise DataFormatError(_unpacked_too_large(max_bytes))
-                return text, [f"The file is {kind}-compressed: read unpacked."]
+        text, notes = _unpack_once(raw, max_bytes)
+        if outer in _ARCHIVES.values() and _kind(text) == "tar":
+            # A compressed tar (.tar.gz, .tar.bz2, .tar.xz) is one file in two layers.
+            text, notes = _from_tar(text, max_bytes, f"{outer}-compressed tar archive")
+            outer = f"{outer}-compressed tar archive"
     except _ARCHIVE_ERRORS as exc:
         raise DataFormatError(
-            f"The file is a damaged or unreadable archive ({exc}). Unpack it yourself and "
-            "upload the CSV inside."
+            f"The file is a damaged or unreadable archive ({_printable(str(exc))}). Unpack "
+            "it yourself and upload the CSV inside."
         ) from exc
-    return raw, []
+    inner = _kind(text) or _not_csv(text)
+    if notes and inner is not None:
+        raise DataFormatError(
+            f"The file is {_article(outer or 'archive')} holding {_article(inner)}, not a "
+            "CSV: an archive inside an archive is not unpacked. Unpack it first and upload "
+            "the CSV inside."
+        )
+    return text, notes
+
+
+def _article(kind: str) -> str:
+    """A kind of file with its article: ``"a gzip file"``, ``"an xz file"``."""
+    names = {
+        "gzip": "a gzip file",
+        "bzip2": "a bzip2 file",
+        "xz": "an xz file",
+        "zip": "a zip archive",
+        "tar": "a tar archive",
+    }
+    if kind in names:
+        return names[kind]
+    return kind if kind.startswith(("a ", "an ")) else f"a {kind}"
+
+
+def _kind(data: bytes) -> str | None:
+    """``"zip"``, ``"tar"``, ``"gzip"``, ``"bzip2"``, ``"xz"`` by the first bytes, else None."""
+    if data.startswith(_ZIP):
+        return "zip"
+    for magic, kind in _ARCHIVES.items():
+        if data.startswith(magic):
+            return kind
+    if data[_TAR_MAGIC_AT : _TAR_MAGIC_AT + 5] == b"ustar":
+        return "tar"
+    return None
+
+
+def _not_csv(data: bytes) -> str | None:
+    """What a file known not to be CSV is (``"a 7-Zip archive"``), else None."""
+    return next(
+        (kind.split(":")[0] for magic, kind in _NOT_CSV.items() if data.startswith(magic)), None
+    )
+
+
+def _unpack_once(raw: bytes, max_bytes: int) -> tuple[bytes, list[str]]:
+    """One layer of packing taken off, with a note; the bytes as they are if none."""
+    kind = _kind(raw)
+    if kind == "zip":
+        return _from_zip(raw, max_bytes)
+    if kind == "tar":
+        return _from_tar(raw, max_bytes)
+    if kind is None:
+        return raw, []
+    opener = {"gzip": gzip.open, "bzip2": bz2.open, "xz": lzma.open}[kind]
+    with opener(io.BytesIO(raw), "rb") as stream:
+        text = stream.read(max_bytes + 1)
+    if len(text) > max_bytes:
+        raise DataFormatError(_unpacked_too_large(max_bytes))
+    return text, [f"The file is {kind}-compressed: read unpacked."]
+
+
+def _from_tar(raw: bytes, max_bytes: int, packing: str = "tar archive") -> tuple[bytes, list[str]]:
+    """The one CSV of a tar archive, read by :mod:`tarfile` without writing to disk."""
+    with tarfile.open(fileobj=io.BytesIO(raw), mode="r:") as archive:
+        members = [m for m in archive.getmembers() if not m.isdir()]
+        tables = [m for m in members if m.isfile() and m.name.lower().endswith((".csv", ".txt"))]
+        if len(tables) != 1:
+            found = ", ".join(_shown(m.name) for m in members[:3]) or "nothing"
+            more = f" and {len(members) - 3} more" if len(members) > 3 else ""
+            raise DataFormatError(
+                f"The {packing} holds {len(tables)} CSV files ({found}{more}); it must hold "
+                "exactly one. Unpack it and upload one CSV."
+            )
+        member = tables[0]
+        if member.size > max_bytes:
+            raise DataFormatError(_unpacked_too_large(max_bytes))
+        stream = archive.extractfile(member)
+        text = stream.read(max_bytes + 1) if stream is not None else b""
+    if len(text) > max_bytes:
+        raise DataFormatError(_unpacked_too_large(max_bytes))
+    return text, [f"Read {_shown(member.name)} from the {packing}."]
+
+
+def _printable(text: str) -> str:
+    """Text with control characters (NUL, escape, ...) written as escapes, never raw."""
+    return "".join(
+        ch if ch.isprintable() or ch == " " else ch.encode("unicode_escape").decode("ascii")
+        for ch in text
+    )
 
 
 def _from_zip(raw: bytes, max_bytes: int) -> tuple[bytes, list[str]]:
@@ -967,8 +1275,8 @@ def _parse_timestamps(
     if votes > 0 or (votes == 0 and is_number[0]):
         return _parse_epochs(numbers, values, lines, column)
     matches = [_DAY_MONTH.fullmatch(value) for value in values]
-    votes = sum(m is not None for m in matches) * 2 - len(values)
-    if votes > 0 or (votes == 0 and matches[0] is not None):
+    # On a tie ISO-8601 wins: the rows written otherwise are then the ones named.
+    if sum(m is not None for m in matches) * 2 > len(values):
         return _parse_day_month(matches, values, lines, column)
     parsed = pd.to_datetime(pd.Series(values), errors="coerce", utc=True, format="ISO8601")
     # ISO-8601 reads a leading minus as a year before year 1 ("-5" is the year 5 BC),
@@ -982,7 +1290,9 @@ def _parse_timestamps(
             row=lines[bad],
             column=column,
         )
-    return pd.DatetimeIndex(parsed, name="timestamp"), []
+    index = pd.DatetimeIndex(parsed, name="timestamp")
+    _refuse_implausible_dates(index, values, lines, column)
+    return index, []
 
 
 def _parse_day_month(
@@ -1073,7 +1383,9 @@ def _parse_day_month(
             row=lines[bad],
             column=column,
         )
-    return pd.DatetimeIndex(parsed, name="timestamp"), [note] if note else []
+    index = pd.DatetimeIndex(parsed, name="timestamp")
+    _refuse_implausible_dates(index, values, lines, column)
+    return index, [note] if note else []
 
 
 def _epoch_units(array: np.ndarray) -> np.ndarray:
@@ -1108,7 +1420,9 @@ def _parse_epochs(
         # fall in 1970-1973, which no candle export means, so they are read as dates.
         dates = pd.to_datetime(pd.Series(values), format="%Y%m%d", errors="coerce", utc=True)
         if dates.notna().all():
-            return pd.DatetimeIndex(dates, name="timestamp"), []
+            index = pd.DatetimeIndex(dates, name="timestamp")
+            _refuse_implausible_dates(index, values, lines, column)
+            return index, []
     units = _epoch_units(array)
     # Whole numbers stay integers: a float64 cannot hold every nanosecond epoch exactly.
     epochs = numbers.to_numpy(dtype="int64") if numbers.dtype.kind in "iu" else array
@@ -1165,6 +1479,82 @@ def _refuse_implausible(
         f"{read:%Y-%m-%d %H:%M} UTC (epoch {_UNIT_NAMES[units[bad]]}, told by its "
         f"magnitude), {side}{neighbour}. A digit was probably lost or added: correct the "
         "value or delete the row.",
+        row=lines[bad],
+        column=column,
+    )
+
+
+def _refuse_implausible_dates(
+    index: pd.DatetimeIndex, values: list[str], lines: list[int], column: str
+) -> None:
+    """Refuse a written date before ``EARLIEST_DATE`` or from ``LATEST_EPOCH`` on.
+
+    A mistyped year (``1024-01-11``, ``2204-01-11`` in a file of 2024) would otherwise
+    stretch the file over centuries of missing candles.
+    """
+    years = index.year.to_numpy()
+    outside = (years < EARLIEST_DATE.year) | (years >= LATEST_EPOCH.year)
+    if not outside.any():
+        return
+    bad = int(np.flatnonzero(outside)[0])
+    inside = np.flatnonzero(~outside)
+    neighbour = ""
+    if len(inside):
+        near = int(inside[np.argmin(np.abs(inside - bad))])
+        neighbour = f"; line {lines[near]} reads as {index[near]:%Y-%m-%d %H:%M} UTC"
+    raise DataFormatError(
+        f"Line {lines[bad]}, column '{column}': {_shown(values[bad])} is in the year "
+        f"{years[bad]}, outside {EARLIEST_DATE.year}-{LATEST_EPOCH.year - 1}{neighbour}. The "
+        "year was probably mistyped: correct the date or delete the row.",
+        row=lines[bad],
+        column=column,
+    )
+
+
+def _refuse_out_of_place(
+    index: pd.DatetimeIndex, values: list[str], lines: list[int], column: str
+) -> None:
+    """Refuse a row far out of time order from the rows around it in the file.
+
+    A row is out of place when its time lies outside the span of the rows just above
+    and below it by more than ``_OUT_OF_PLACE_STEPS`` of the file's usual step (the
+    median distance between consecutive rows): a 2014 among rows of 2024, or an epoch
+    time with one wrong digit. The first and last rows have one neighbour: they are out
+    of place when they run against the file's order by that much beyond both of the two
+    rows next to them. Files in any order
+    pass (their usual step is then long), as do files joined from ordered parts (each
+    joint is one step out of order).
+    """
+    ms = index.as_unit("ms").asi8 if len(index) else np.array([], dtype="int64")
+    if len(ms) < 3:
+        return
+    steps = np.diff(ms)
+    moves = np.abs(steps[steps != 0])
+    if not len(moves):
+        return
+    limit = float(np.median(moves)) * _OUT_OF_PLACE_STEPS
+    before, after = ms[:-2], ms[2:]
+    middle = ms[1:-1]
+    beyond = np.maximum(np.minimum(before, after) - middle, middle - np.maximum(before, after))
+    away = np.zeros(len(ms))
+    away[1:-1] = beyond
+    # The first and last rows against the two rows next to them, so that a mistyped
+    # second row is not blamed on the first.
+    if (steps > 0).sum() >= (steps < 0).sum():
+        away[0], away[-1] = ms[0] - ms[1:3].max(), ms[-3:-1].min() - ms[-1]
+    else:
+        away[0], away[-1] = ms[1:3].min() - ms[0], ms[-1] - ms[-3:-1].max()
+    far = np.flatnonzero(away > limit)
+    if not len(far):
+        return
+    bad = int(far[0])
+    around = [i for i in (bad - 1, bad + 1) if 0 <= i < len(ms)]
+    shown = " and ".join(f"line {lines[i]} reads as {index[i]:%Y-%m-%d %H:%M}" for i in around)
+    raise DataFormatError(
+        f"Line {lines[bad]}, column '{column}': {_shown(values[bad])} reads as "
+        f"{index[bad]:%Y-%m-%d %H:%M} UTC, {_duration(int(away[bad]))} out of time order with "
+        f"the rows around it ({shown}). A digit was probably mistyped: correct the time or "
+        "delete the row (if the row belongs elsewhere, move it there).",
         row=lines[bad],
         column=column,
     )
@@ -1250,7 +1640,12 @@ def _parse_numbers(
 
 
 def _from_decimal_comma(value: str, line: int, column: str, thousands_dots: bool) -> str:
-    """A cell of a decimal-comma file in the usual notation (``1.178,43`` -> ``1178.43``)."""
+    """A cell of a decimal-comma file in the usual notation (``1.178,43`` -> ``1178.43``).
+
+    Thousands grouped with spaces (``1 178,43``) are read too: a space is no decimal mark.
+    """
+    if _SPACE_GROUPED.fullmatch(value):
+        value = re.sub(r"[ \u00a0\u202f]", "", value)
     if _COMMA_NUMBER.fullmatch(value) and ("," in value or "." not in value or thousands_dots):
         return value.replace(".", "").replace(",", ".")
     if _PLAIN_NUMBER.fullmatch(value) and "." in value:
