@@ -274,7 +274,7 @@ def sidebar() -> Selection:
             exchange, symbol, timeframe = "", "", ""
             st.file_uploader(
                 "OHLCV file (CSV)",
-                type=["csv", "txt", "zip", "gz", "bz2", "xz"],
+                type=["csv", "txt", "zip", "gz", "tgz", "tar", "bz2", "xz"],
                 key="csv_file",
                 max_upload_size=MAX_CSV_BYTES // 1_048_576,  # the same limit as the reader
                 on_change=_show_whole_file,
