@@ -57,6 +57,7 @@ __all__ = [
     "estimate_experiment",
     "estimate_fits",
     "format_seconds",
+    "model_cost",
 ]
 
 PROPHET_FIT_BASE = 0.05
@@ -255,22 +256,25 @@ def estimate_experiment(settings: Any, candles: Any, *, cores: int = 2) -> CostE
     folds = _fold_sizes(settings.backtest, candles, make_folds)
     count = len(getattr(candles, "index", candles)) if not isinstance(candles, int) else candles
     seeds = len(settings.seed_list())
-    parts = tuple(_model_cost(alias, m, folds, count, seeds) for alias, m in models.items())
+    parts = tuple(model_cost(alias, m, folds, count, seeds) for alias, m in models.items())
     return CostEstimate(parts, cores=max(1, int(cores)))
 
 
 def estimate_fits(models: Mapping[str, Any], candles: int, *, cores: int = 1) -> CostEstimate:
     """The CPU time of fitting each of ``models`` once on ``candles`` candles (the Models
     page's training), by the same cost model as :func:`estimate_experiment`."""
-    parts = tuple(_model_cost(alias, m, [], int(candles), 1) for alias, m in models.items())
+    parts = tuple(model_cost(alias, m, [], int(candles), 1) for alias, m in models.items())
     return CostEstimate(parts, cores=max(1, int(cores)))
 
 
-def _model_cost(
+def model_cost(
     alias: str, model: Any, folds: list[tuple[int, int]], candles: int, seeds: int
 ) -> CostPart:
-    """One model's part: by its class (a subclass costs what its parent does); every
-    other model is costed as a baseline, which fits in milliseconds."""
+    """One model's estimated CPU-seconds: ``folds`` are (training candles, origins) per
+    fold of the walk-forward, ``candles`` the final fit on all the data (0: none),
+    ``seeds`` the runs of a seeded model. By its class (a subclass costs what its parent
+    does); every other model is costed as a baseline, which fits in milliseconds. The
+    constants are fitted to measured runs (``bench/``, docs/benchmarks.md)."""
     from forecasting.features import parse_features
     from forecasting.models import LSTM, ProphetModel
 

@@ -35,7 +35,7 @@ with st.expander("Restore settings from an experiment bundle"):
         "numbers, checked against its SHA-256) are read back and become the data here, "
         "with no network; nothing in the file is run.",
     )
-settings.bundle_notice()
+settings.bundle_notice(dataset)
 
 FORM = "compare_settings"
 with st.form(FORM):
@@ -157,8 +157,10 @@ with st.expander("Do these features help?", expanded=bool(runs.ablation_defaults
             text.markdown("- {line}", line=line)
     elif st.session_state.pop("cancel_ablation", False):
         st.warning("The test was cancelled. Press **Test with and without** to start again.")
+# Whether the sidebar's selection loaded (else earlier data, or the sample, stands in).
+selection_loaded = not state.not_the_selection(dataset, selection)
 try:
-    if run or st.session_state.get("rerun_compare"):
+    if run or (st.session_state.get("rerun_compare") and selection_loaded):
         cancel = st.empty()
         cancel.button("Cancel", icon=":material/stop_circle:", key="cancel_compare")
         result = runs.run_comparison(dataset, experiment)
@@ -185,13 +187,26 @@ else:
     if shown is not None:
         stale = True
         result, dataset, experiment = shown.result, shown.dataset, shown.result.settings
-        text.warning(
-            "These results are stale: they were computed on {described}, and the sidebar now "
-            "selects other data. The link and the bundle below reproduce them as shown.",
-            described=state.describe(dataset),
-            icon=":material/history:",
-        )
-        st.button("Rerun on the current selection", key="rerun_compare", icon=":material/refresh:")
+        if selection_loaded:
+            text.warning(
+                "These results are stale: they were computed on {described}, and the sidebar "
+                "now selects other data. The link and the bundle below reproduce them as shown.",
+                described=state.describe(dataset),
+                icon=":material/history:",
+            )
+            st.button(
+                "Rerun on the current selection", key="rerun_compare", icon=":material/refresh:"
+            )
+        else:
+            # Rerunning now would run on the stand-in data, not on the selection.
+            text.warning(
+                "These results are stale: they were computed on {described}. The sidebar's "
+                "current selection did not load, so there is nothing to rerun them on; they "
+                "stay, with the link and the bundle below that reproduce them. Fix the "
+                "selection to rerun.",
+                described=state.describe(dataset),
+                icon=":material/history:",
+            )
 if result is None:
     if st.session_state.pop("cancel_compare", False):
         st.warning("The comparison was cancelled. Press **Run comparison** to start again.")
@@ -306,11 +321,25 @@ state.chart(figures["residual_acf"], key="residual_acf", into=left)
 with right:
     st.subheader("Copies the last price?")
     # Short labels and the fixed rules under the table: it fits its half of the page.
+    # A baseline forecasts its rule by definition: "by definition", never a tick.
+    copies = result.copy.assign(
+        copies_last=[
+            "by definition" if rule else ("yes" if copies else "no")
+            for copies, rule in zip(
+                result.copy["copies_last"], result.copy["by_definition"], strict=True
+            )
+        ]
+    )
     st.dataframe(
-        result.copy,
+        copies,
         column_order=["copies_last", "relative_move", "change_correlation", "level_correlation"],
         column_config={
-            "copies_last": st.column_config.CheckboxColumn("copies last"),
+            "copies_last": st.column_config.TextColumn(
+                "copies last",
+                help="yes: the forecasts barely move from the last close, so their accuracy is "
+                "naive's; by definition: a baseline whose rule (below) is what it forecasts, "
+                "not flagged",
+            ),
             "relative_move": st.column_config.NumberColumn(
                 "moves",
                 help="Mean absolute forecast change over mean absolute price change",

@@ -149,15 +149,33 @@ def restore_from_link() -> None:
         st.session_state["_link_refused"] = refused
 
 
+#: Refused settings a notice names at most; the rest are counted ("and 3 more settings").
+NAMED = 12
+
+
+def named(notes: list[Any]) -> text.Markup:
+    """The first :data:`NAMED` notes, each escaped and cut short on its own, then how many
+    more there are: a long note cannot push the later settings out of the message."""
+    shown = [text.plain(note) for note in notes[:NAMED]]
+    more = len(notes) - len(shown)
+    if more:
+        shown.append(
+            text.markup("and {more} more setting{s}", more=more, s="" if more == 1 else "s")
+        )
+    joined = shown[0] if shown else text.markup("")
+    for part in shown[1:]:
+        joined = text.markup("{joined}; {part}", joined=joined, part=part)
+    return joined
+
+
 def link_notice() -> None:
     """Show, once, which link settings were invalid and replaced by defaults."""
     refused = st.session_state.pop("_link_refused", None)
     if refused:
         text.warning(
             "Some settings in the link were not valid and the defaults are used instead: {refused}",
-            refused="; ".join(refused),
+            refused=named(refused),
             icon=":material/link_off:",
-            limit=1000,
         )
 
 
@@ -174,56 +192,92 @@ def restore_uploaded_bundle() -> None:
     if upload is None:
         return
     try:
-        refused, restored = restore_from_bundle(upload.getvalue(), name=upload.name)
+        refused, restored = _restore(upload.getvalue(), name=upload.name)
     except fc.ForecastingError as exc:
-        st.session_state["_bundle_message"] = ("error", text.markup("{problem}", problem=exc))
+        st.session_state[BUNDLE_MESSAGE] = ("error", text.markup("{problem}", problem=exc))
         return
     if restored is None:
-        message = text.markup(
-            "Settings restored from the bundle. It carries no candles (it was made before "
-            "bundles did), so the sidebar's data is used. Press **Run comparison** to run it."
+        data = text.markup(
+            "It carries no candles (it was made before bundles did), so the sidebar's data is used."
         )
     else:
         candles = restored.candles
-        message = text.markup(
-            "Settings and data restored from the bundle: {count:,} candles from {first} to "
-            "{last}, checked against their SHA-256, used as they are (no network, no "
-            "original file). Press **Run comparison** to rerun the experiment.",
+        data = text.markup(
+            "{count:,} candles from {first} to {last}, checked against their SHA-256, used as "
+            "they are (no network, no original file).",
             count=len(candles),
             first=f"{candles.index[0]:%Y-%m-%d}",
             last=f"{candles.index[-1]:%Y-%m-%d}",
         )
-    if refused:
+    if not refused:
+        what = "Settings restored" if restored is None else "Settings and data restored"
         message = text.markup(
-            "{message} Not restored (invalid): {refused}",
-            message=message,
-            refused="; ".join(refused),
-            limit=1000,
+            "{what} from the bundle: {data} Press **Run comparison** to rerun the experiment.",
+            what=what,
+            data=data,
         )
-    st.session_state["_bundle_message"] = ("success", message)
+        st.session_state[BUNDLE_MESSAGE] = ("success", message)
+        return
+    message = text.markup(
+        "**Not restored:** {count} of the bundle's settings, beyond what this server runs: "
+        "{refused}. Restored: the data selection and the other settings. {data} "
+        "**Run comparison** here runs the values the form kept, not the bundle's "
+        "experiment; `python -m forecasting compare --from-bundle FILE --json` with this "
+        "file ({file}) as FILE reproduces it exactly.",
+        count=len(refused),
+        refused=named([_refusal_words(refusal) for refusal in refused]),
+        data=data,
+        file=upload.name,
+    )
+    # Shown while the restored data is on screen, so a run with the form's values is
+    # never taken for the bundle's.
+    st.session_state[BUNDLE_MESSAGE] = ("warning", message, restored)
+
+
+def _refusal_words(refusal: sharing.Refusal) -> str:
+    """``"horizon = 70 (this server takes a whole number from 1 to 60; the form kept 7)"``."""
+    if not refusal.known:
+        return f"{refusal.name} = {refusal.text} ({refusal.reason})"
+    allowed = refusal.reason.removeprefix("must be ")
+    kept = ""
+    if refusal.name in sharing.SPECS:
+        kept = f"; the form kept {sharing.serialize(setting(refusal.name)) or 'none'}"
+    return f"{refusal.name} = {refusal.text} (this server takes {allowed}{kept})"
 
 
 #: Session key of the message a restored bundle leaves for the Compare page.
 BUNDLE_MESSAGE = "_bundle_message"
 
 
-def bundle_notice() -> None:
-    """Show the outcome of the last bundle upload, once."""
-    outcome = st.session_state.pop(BUNDLE_MESSAGE, None)
-    if outcome is not None:
-        kind, message = outcome
-        (text.error if kind == "error" else text.success)("{message}", message=message)
+def bundle_notice(dataset: Any = None) -> None:
+    """Show the outcome of the last bundle upload: once, or, when settings were not
+    restored, on every run while ``dataset`` (the page's data) is the bundle's."""
+    outcome = st.session_state.get(BUNDLE_MESSAGE)
+    if outcome is None:
+        return
+    kind, message, *restored = outcome
+    lasting = kind == "warning" and restored and restored[0] is not None
+    shown = getattr(dataset, "selection", None)
+    if not (lasting and shown is not None and shown == restored[0].selection):
+        st.session_state.pop(BUNDLE_MESSAGE, None)
+        if lasting:
+            return  # the bundle's data is no longer shown: nor is its notice
+    show = {"error": text.error, "warning": text.warning}.get(kind, text.success)
+    show("{message}", message=message)
 
 
 def restore_from_bundle(data: bytes, *, name: str = "experiment.zip") -> tuple[list[str], Any]:
     """Apply the settings saved in an experiment bundle and make the candles it carries the
-    data of its selection; returns what was refused, and the restored
-    :class:`ui.state.Dataset` (``None`` for a bundle without candles).
+    data of its selection; returns what was refused (one note each, as
+    :func:`ui.sharing.parse_all` words them), and the restored :class:`ui.state.Dataset`
+    (``None`` for a bundle without candles).
 
     Only ``app_settings.json`` and ``data.json`` are read, as JSON text, and
     ``candles.parquet`` as plain columns of numbers checked against the SHA-256 in
     ``data.json``; every setting goes through the same validation as a link. Nothing in
-    a bundle is executed or unpickled, and nothing is changed when any of it is refused.
+    a bundle is executed or unpickled. A setting refused is left as it was (the others
+    and the data selection are restored); nothing at all is changed when the file is
+    refused.
 
     Raises
     ------
@@ -231,9 +285,15 @@ def restore_from_bundle(data: bytes, *, name: str = "experiment.zip") -> tuple[l
         When the file is not a bundle this app wrote, or its candles do not match their
         SHA-256 (see :mod:`forecasting.bundle`).
     """
+    refused, restored = _restore(data, name=name)
+    return [str(refusal) for refusal in refused], restored
+
+
+def _restore(data: bytes, *, name: str) -> tuple[list[sharing.Refusal], Any]:
+    """:func:`restore_from_bundle`, with each refusal as a :class:`ui.sharing.Refusal`."""
     document = read_bundle_settings(data)
     carried = read_bundle_data(data)
-    values, refused = sharing.parse_all({str(k): str(v) for k, v in document.items()})
+    values, refused = sharing.parse_each({str(k): str(v) for k, v in document.items()})
     if carried is not None:
         # The selection recorded beside the candles fills what the settings lack; the
         # dates default to the candles' own span.

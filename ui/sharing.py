@@ -33,7 +33,7 @@ from forecasting.ohlcv import timeframe_seconds
 from forecasting.ranges import HORIZON, LEVEL, SEED, Range
 from forecasting.strategy import StrategySettings
 
-__all__ = ["SIDEBAR", "SPECS", "Spec", "parse", "serialize"]
+__all__ = ["SIDEBAR", "SPECS", "Refusal", "Spec", "parse", "parse_each", "serialize"]
 
 
 @dataclass(frozen=True)
@@ -278,16 +278,44 @@ def _parse_sidebar(name: str, text: str) -> Any:
     return text
 
 
-def parse_all(params: Mapping[str, str]) -> tuple[dict[str, Any], list[str]]:
-    """Valid settings from a mapping of texts, and a note for each one refused."""
+@dataclass(frozen=True)
+class Refusal:
+    """A setting refused by :func:`parse`: its name and text as given (each cut to 40
+    characters), and why, in words (``"must be a whole number from 1 to 60"``).
+
+    ``str()`` is the one-line note ``"horizon=70 (must be a whole number from 1 to 60)"``.
+    """
+
+    name: str
+    text: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.name}={self.text} ({self.reason})"
+
+    @property
+    def known(self) -> bool:
+        """Whether the name is a setting of this app (only its value was refused)."""
+        return self.name in SPECS or self.name in SIDEBAR
+
+
+def parse_each(params: Mapping[str, str]) -> tuple[dict[str, Any], list[Refusal]]:
+    """Valid settings from a mapping of texts, and a :class:`Refusal` for each refused."""
     values: dict[str, Any] = {}
-    refused: list[str] = []
+    refused: list[Refusal] = []
     for name, text in params.items():
         try:
             values[name] = parse(name, text)
         except (ValueError, TypeError) as exc:
-            refused.append(f"{str(name)[:40]}={str(text)[:40]} ({exc})")
+            refused.append(Refusal(str(name)[:40], str(text)[:40], str(exc)))
     return values, refused
+
+
+def parse_all(params: Mapping[str, str]) -> tuple[dict[str, Any], list[str]]:
+    """Valid settings from a mapping of texts, and a note for each one refused
+    (:class:`Refusal`'s text)."""
+    values, refused = parse_each(params)
+    return values, [str(refusal) for refusal in refused]
 
 
 def settings_document(values: Mapping[str, Any]) -> str:

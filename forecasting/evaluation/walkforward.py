@@ -35,6 +35,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import pandas as pd
 
+from forecasting.budget import model_cost
 from forecasting.errors import Cancelled, ConfigurationError, InsufficientHistory
 from forecasting.models.base import Forecaster
 from forecasting.ohlcv import grid_positions, infer_calendar, infer_timeframe
@@ -345,9 +346,13 @@ def walk_forward(
     settings
         The backtest layout.
     progress
-        ``progress("backtest", fraction, details)`` after each model of each fold (and
-        after each origin of a model refitted per origin); ``details`` has ``message``,
-        ``fold``, ``folds``, ``model`` and ``seed``.
+        ``progress("backtest", fraction, details)`` after each model of each fold, after
+        each epoch of a model whose fit reports epochs, and after each origin of a model
+        refitted per origin; ``details`` has ``message``, ``fold``, ``folds``, ``model``
+        and ``seed``. The fraction is of the estimated CPU time
+        (:mod:`forecasting.budget`'s cost model), not of the number of fits: five
+        baselines and an LSTM put nearly the whole bar on the LSTM's epochs. It never
+        decreases.
     should_stop
         Polled between steps (and passed to long fits); True raises ``Cancelled``.
     excluded
@@ -389,7 +394,12 @@ def walk_forward(
     # refitted at every origin, then trained ones) go first, and two workers share them.
     jobs = [(run, (fold,)) for fold in folds for run in runs]
     jobs.sort(key=lambda job: _cost_rank(job[0][2]))
-    total = float(sum(_weight(run[2], fold) for run, job_folds in jobs for fold in job_folds))
+    weights = {
+        (run[0], run[1], fold.number): sum(_fold_costs(run[2], fold))
+        for run, job_folds in jobs
+        for fold in job_folds
+    }
+    total = float(sum(weights.values()))
     done = [0.0]
     # Workers only queue their progress; the calling thread reports it, so a callback
     # that draws on a screen (Streamlit's, which only the script's thread may update)
@@ -402,24 +412,28 @@ def walk_forward(
 
     caller = threading.current_thread()
 
-    def advance(amount: float, fold: Fold, name: str, seed: int | None) -> None:
-        events.put((amount, fold, name, seed))
+    def advance(
+        fraction: float, fold: Fold, name: str, seed: int | None, doing: str | None = None
+    ) -> None:
+        events.put((fraction * weights[name, seed, fold.number], fold, name, seed, doing))
         if threading.current_thread() is caller:
             drain()
 
     def drain() -> None:
         while True:
             try:
-                amount, fold, name, seed = events.get_nowait()
+                amount, fold, name, seed, doing = events.get_nowait()
             except queue.Empty:
                 return
-            done[0] += amount
+            # min(): the jobs' fractions add up to 1 only up to rounding.
+            done[0] = min(done[0] + amount, total)
             label = name if seed is None else f"{name} (seed {seed})"
             report(
                 progress,
                 "backtest",
                 done[0] / total,
-                message=f"fold {fold.number}/{len(folds)}: {label}",
+                message=f"fold {fold.number}/{len(folds)}: {label}"
+                + ("" if doing is None else f", {doing}"),
                 fold=fold.number,
                 folds=len(folds),
                 model=name,
@@ -498,9 +512,20 @@ def _cost_rank(model: Forecaster) -> int:
     return 1 if model.capabilities.seeded else 2
 
 
-def _weight(model: Forecaster, fold: Fold) -> float:
-    """Share of the progress bar: a fit, plus a refit per origin where there is one."""
-    return 1.0 + (0 if model.capabilities.conditions_on_history else len(fold.origins))
+def _fold_costs(model: Forecaster, fold: Fold) -> tuple[float, float]:
+    """Estimated CPU-seconds of one model on one fold: its fit at the cutoff, and its
+    work at all the origins (a forecast each, or a refit and a forecast each).
+
+    By :mod:`forecasting.budget`'s cost model (the figures the pages estimate a run
+    with): one fold's part is that model's cost with the fold minus its cost without
+    it. Never below a millisecond, so every job has a share of the progress bar.
+    """
+    train = fold.cutoff + 1 - fold.train_start
+    alias = getattr(model, "alias", "")
+    without = model_cost(alias, model, [], 0, 1).seconds
+    fit = model_cost(alias, model, [(train, 0)], 0, 1).seconds - without
+    whole = model_cost(alias, model, [(train, len(fold.origins))], 0, 1).seconds - without
+    return max(fit, 1e-3), max(whole - fit, 0.0)
 
 
 def _in_order(frame: pd.DataFrame, order: Mapping[str, int]) -> pd.DataFrame:
@@ -529,16 +554,38 @@ def forecast_fold(
     model that cannot condition on new candles refitted there, warm-started from the
     previous origin's fit). Returns the rows (:data:`FORECAST_COLUMNS`) and the notes.
 
-    ``layout`` is :func:`pair_layout`'s; ``advance(fraction, fold, name, seed)`` is called
-    as the fold progresses.
+    ``layout`` is :func:`pair_layout`'s; ``advance(fraction, fold, name, seed, doing)``
+    is called as the fold progresses, with fractions of this fold's estimated cost
+    (:func:`_fold_costs`) that add up to 1: during the fit as the model reports its
+    epochs (``doing`` is then ``"epoch 3/30"``, else ``None``), after each origin of a
+    model refitted per origin, and at the end.
     """
     if should_stop is not None and should_stop():
         raise Cancelled("The backtest was cancelled.")
     close = candles["close"].to_numpy(dtype="float64")
     index = candles.index
     train = candles.iloc[fold.train_start : fold.cutoff + 1]
-    model = template.clone().fit(train, should_stop=should_stop)
+    fit_cost, origins_cost = _fold_costs(template, fold)
+    fit_share = fit_cost / (fit_cost + origins_cost)
+    reported = [0.0]
+
+    def fit_progress(stage: str, fraction: float, details: Mapping) -> None:
+        # The model's own progress (epochs) moves the bar within its share of the fit.
+        step = fit_share * min(max(float(fraction), 0.0), 1.0) - reported[0]
+        if step > 0:
+            reported[0] += step
+            doing = None
+            if stage == "epoch" and "epoch" in details:
+                doing = f"epoch {details['epoch']}/{details.get('epochs', '?')}"
+            advance(step, fold, name, seed, doing)
+
+    model = template.clone().fit(train, should_stop=should_stop, progress=fit_progress)
     refits = not model.capabilities.conditions_on_history
+    per_origin = (1.0 - fit_share) / len(fold.origins) if refits and fold.origins else 0.0
+    if fit_share > reported[0] and refits:
+        # The rest of the fit (early stopping, or a model that reports no epochs).
+        advance(fit_share - reported[0], fold, name, seed)
+        reported[0] = fit_share
     rows: list[dict] = []
     notes: list[str] = []
     for origin in fold.origins:
@@ -548,7 +595,8 @@ def forecast_fold(
         pairs = layout.get(origin)
         if not pairs:
             if refits:
-                advance(1.0, fold, name, seed)
+                reported[0] += per_origin
+                advance(per_origin, fold, name, seed)
             continue
         start = fold.train_start
         if refits and settings.window is not None:
@@ -585,8 +633,9 @@ def forecast_fold(
                 }
             )
         if refits:
-            advance(1.0, fold, name, seed)
-    advance(1.0, fold, name, seed)
+            reported[0] += per_origin
+            advance(per_origin, fold, name, seed)
+    advance(max(1.0 - reported[0], 0.0), fold, name, seed)
     return rows, notes
 
 
