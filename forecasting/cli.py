@@ -410,7 +410,14 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         metavar="MS",
         help="the timing check: how long after its origin closed a forecast may have been "
-        "written (default: one timeframe, until its first target closed)",
+        "written and still be scored (default: min(one timeframe, 15 minutes); at most one "
+        "timeframe)",
+    )
+    ledger.add_argument(
+        "--check",
+        action="store_true",
+        help="only the timing check: list every forecast not written in time and exit 1 "
+        "when there is one, 0 when the ledger proves none was",
     )
     ledger.add_argument("--json", action="store_true", help="print the JSON report")
     ledger.set_defaults(handler=_ledger)
@@ -1361,7 +1368,7 @@ def _live(args: argparse.Namespace) -> int:
 
 def _ledger(args: argparse.Namespace) -> int:
     from forecasting.experiment import dumps, scores_json
-    from forecasting.ledger import Ledger, default_ledger_path
+    from forecasting.ledger import Ledger, default_ledger_path, timing_note
 
     path = args.ledger or default_ledger_path(args.cache_dir)
     if not Path(path).expanduser().is_file():
@@ -1370,8 +1377,11 @@ def _ledger(args: argparse.Namespace) -> int:
             "pass --ledger FILE."
         )
     with Ledger(path) as ledger:
+        if args.check:
+            return _ledger_check(ledger, args, path)
         exchange, symbol, timeframe = _ledger_series(ledger, args)
         series = {"exchange": exchange, "symbol": symbol, "timeframe": timeframe}
+        tolerance = args.tolerance_ms
         if exchange is None:
             document: dict[str, Any] = {"ledger": str(path), "series": None}
             document.update(
@@ -1380,10 +1390,10 @@ def _ledger(args: argparse.Namespace) -> int:
             document.update(counts={}, waiting=0, trackers=[], late=[])
             document["notes"] = ["The ledger holds no forecasts yet."]
         else:
-            backtest = ledger.backtest(exchange, symbol, timeframe)
+            backtest = ledger.backtest(exchange, symbol, timeframe, tolerance_ms=tolerance)
             document = {"ledger": str(path), "series": series}
             document.update(scores_json(backtest, loss=args.loss))
-            counts = ledger.counts(exchange, symbol, timeframe)
+            counts = ledger.counts(exchange, symbol, timeframe, tolerance_ms=tolerance)
             document["counts"] = {
                 model: {key: int(value) for key, value in row.items()}
                 for model, row in counts.to_dict(orient="index").items()
@@ -1401,28 +1411,10 @@ def _ledger(args: argparse.Namespace) -> int:
                 }
                 for row in trackers.to_dict(orient="records")
             ]
-            late = ledger.check(
-                args.tolerance_ms, exchange=exchange, symbol=symbol, timeframe=timeframe
-            )
-            document["late"] = [
-                {
-                    "model": row["model"],
-                    "origin": _iso_ms(int(row["origin_ms"])),
-                    "target": _iso_ms(int(row["target_ms"])),
-                    "made_at": _iso_ms(int(row["made_at_ms"])),
-                    "problem": row["problem"],
-                }
-                for row in late.to_dict(orient="records")
-            ]
+            late = ledger.check(tolerance, exchange=exchange, symbol=symbol, timeframe=timeframe)
+            document["late"] = _late_rows(late)
             notes = [n for model_notes in backtest.notes.values() for n in model_notes]
-            if late.empty:
-                notes.append(
-                    "Timing check: no forecast was written after its first target candle closed."
-                )
-            else:
-                notes.append(
-                    f"Timing check: {len(late)} forecasts were not written in time (see late)."
-                )
+            notes.append(timing_note(len(late), timeframe, tolerance))
             document["notes"] = list(dict.fromkeys(notes))
     if args.json:
         print(dumps(_finite(document)))
@@ -1434,6 +1426,52 @@ def _ledger(args: argparse.Namespace) -> int:
     table = pd.DataFrame.from_dict(document["metrics"], orient="index")
     sys.stdout.write(table.rename_axis("model").to_csv(lineterminator="\n"))
     return EXIT_OK
+
+
+def _late_rows(late: Any) -> list[dict[str, Any]]:
+    """The timing check's rows as JSON: model, times in ISO 8601, and the problem."""
+    return [
+        {
+            "model": row["model"],
+            "origin": _iso_ms(int(row["origin_ms"])),
+            "target": _iso_ms(int(row["target_ms"])),
+            "made_at": _iso_ms(int(row["made_at_ms"])),
+            "problem": row["problem"],
+        }
+        for row in late.to_dict(orient="records")
+    ]
+
+
+def _ledger_check(ledger: Any, args: argparse.Namespace, path: Path) -> int:
+    """``ledger --check``: the timing check over the series the flags name (all of the
+    ledger's without flags); exit 1 when any forecast was not written in time."""
+    from forecasting.experiment import dumps
+    from forecasting.ledger import timing_note
+
+    late = ledger.check(
+        args.tolerance_ms, exchange=args.exchange, symbol=args.symbol, timeframe=args.timeframe
+    )
+    forecasts = ledger.forecasts(args.exchange, args.symbol, args.timeframe)
+    timeframes = sorted(set(forecasts["timeframe"])) if len(forecasts) else []
+    timeframe = timeframes[0] if len(timeframes) == 1 else None
+    note = timing_note(len(late), timeframe, args.tolerance_ms)
+    if args.json:
+        document = {
+            "ledger": str(path),
+            "forecasts": len(forecasts),
+            "late": _late_rows(late),
+            "ok": bool(late.empty),
+            "notes": [note],
+        }
+        print(dumps(document))
+    else:
+        _note(f"{len(forecasts)} forecasts checked. {note}")
+        for row in _late_rows(late):
+            print(
+                f"{row['model']}: origin {row['origin']}, target {row['target']}, written "
+                f"{row['made_at']}: {row['problem']}"
+            )
+    return EXIT_OK if late.empty else EXIT_ERROR
 
 
 def _ledger_series(

@@ -120,22 +120,34 @@ Guarantees
   a forecast is either waiting, scored or missing, never two of them.
 * The record is checkable (:meth:`Ledger.check`): each forecast keeps the time it was
   written, and the rule below says when that time proves it was made in time.
+* A forecast is written before its target closes: :meth:`Ledger.record_forecasts`
+  refuses a row written at or after its target candle's close (it cannot be a
+  forecast), and writes nothing of that call.
+* Only forecasts made in time are scored: one the timing check finds late is left out of
+  the metrics, verdict and tests (:meth:`Ledger.backtest`) and counted as ``late``
+  (:meth:`Ledger.counts`), whatever its target's fate.
 
 When is a forecast in time?
     Its origin candle opens at ``origin_ms`` and closes at ``origin_close_ms =
     origin_ms + 1 timeframe``; that is also the open time of its first target (step 1),
     which closes one timeframe later. A live forecast is written after its origin
-    closed (the origin is a closed candle) and before its first target closes (until
-    then no target of it can be known). :meth:`Ledger.check` reports every forecast with
+    closed (the origin is a closed candle) and promptly: every minute after the origin
+    closed is a minute of the first target's price path the forecaster could have seen.
+    :meth:`Ledger.check` reports every forecast with
 
         ``made_at_ms < origin_close_ms``  or  ``made_at_ms >= origin_close_ms + tolerance``
 
-    where ``tolerance`` is one timeframe by default (the rule above) and may be set
-    smaller to prove promptness (for example 60 000 ms: written within a minute of the
-    origin closing). A tolerance longer than one timeframe would let a forecast written
-    after its first target closed pass, so it is refused. ``made_at_ms`` comes from the
-    ledger's machine clock and candle times from the exchange's: skew between the two
-    moves the check by as much.
+    The default tolerance (:func:`default_tolerance_ms`) is
+    ``min(one timeframe, 15 minutes)``: 15 minutes from ``15m`` candles up, one candle
+    below. A round with every model refitted takes about 15 s on 1h candles and starts
+    10 s after the close, and an exchange may publish a candle up to 2 minutes late
+    (``PUBLISH_GRACE``; see the live round in ``docs/benchmarks.md``): 15 minutes is
+    five times the slowest prompt round, and at most a quarter of a 1h candle's path.
+    A smaller tolerance may be asked for to prove more promptness (for example 60 000
+    ms: written within a minute of the origin closing); one longer than a timeframe
+    would let a forecast written after its first target closed pass, so it is refused.
+    ``made_at_ms`` comes from the ledger's machine clock and candle times from the
+    exchange's: skew between the two moves the check by as much.
 """
 
 from __future__ import annotations
@@ -164,15 +176,18 @@ from forecasting.ohlcv import timeframe_offset, timeframe_seconds
 
 __all__ = [
     "APPLICATION_ID",
+    "DEFAULT_TOLERANCE_MS",
     "FORECAST_FIELDS",
     "LEDGER_FILE",
     "SCHEMA_VERSION",
     "Ledger",
     "ScoreRound",
     "default_ledger_path",
+    "default_tolerance_ms",
     "forecast_rows",
     "scored_backtest",
     "settings_hash",
+    "timing_note",
 ]
 
 SCHEMA_VERSION = 2
@@ -181,6 +196,8 @@ SCHEMA_VERSION = 2
 APPLICATION_ID = 0x43464C4C
 LEDGER_FILE = "ledger.sqlite3"
 BUSY_TIMEOUT_MS = 30_000
+# The timing check's tolerance on candles of 15 minutes and longer (see the module docs).
+DEFAULT_TOLERANCE_MS = 15 * 60_000
 
 FORECAST_FIELDS = (
     "exchange",
@@ -317,6 +334,49 @@ def settings_hash(settings: Mapping[str, Any] | None) -> str:
     """
     text = json.dumps(dict(settings or {}), sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def timing_note(late: int, timeframe: str | None, tolerance_ms: int | None = None) -> str:
+    """The timing check's result in one sentence (``late``: how many forecasts
+    :meth:`Ledger.check` found), naming the tolerance applied: ``tolerance_ms``, or
+    :func:`default_tolerance_ms` of ``timeframe`` when it is ``None``."""
+    if tolerance_ms is None and timeframe is not None:
+        tolerance_ms = default_tolerance_ms(timeframe)
+    within = "the tolerance" if tolerance_ms is None else _duration_words(tolerance_ms)
+    if not late:
+        return (
+            f"Timing check: every forecast was written within {within} of its origin "
+            "candle closing, before its first target closed."
+        )
+    return (
+        f"Timing check: {late:,} forecasts were not written within {within} of their "
+        "origin candle closing: counted as late, not scored."
+    )
+
+
+def _duration_words(ms: int) -> str:
+    """A tolerance as people say it: ``15 minutes``, ``1 minute``, ``90 seconds``."""
+    seconds = int(ms) // 1000
+    if seconds and seconds % 3600 == 0:
+        return f"{seconds // 3600} hour{'s' if seconds != 3600 else ''}"
+    if seconds and seconds % 60 == 0:
+        return f"{seconds // 60} minute{'s' if seconds != 60 else ''}"
+    return f"{ms / 1000:g} seconds"
+
+
+def default_tolerance_ms(timeframe: str) -> int:
+    """The timing check's default tolerance: ``min(one timeframe, 15 minutes)``, in ms.
+
+    How long after its origin candle closed a forecast may be written and still count
+    as made in time (``1m`` -> 60 000, ``5m`` -> 300 000, ``1h`` and longer -> 900 000).
+    Why 15 minutes: see "When is a forecast in time?" in the module docs.
+
+    Raises
+    ------
+    InvalidTimeframe
+        When ``timeframe`` is not a timeframe.
+    """
+    return min(_timeframe_ms(timeframe), DEFAULT_TOLERANCE_MS)
 
 
 def _ms(value: Any) -> int:
@@ -572,7 +632,11 @@ class Ledger:
         ------
         ConfigurationError
             When a row's target is not ``step`` timeframes after its origin, its cutoff
-            is after its origin, or a field is missing.
+            is after its origin, or a field is missing; and when the clock, read inside
+            the write transaction, is at or after a row's target candle's close
+            (``target_ms`` + one timeframe): a row written once its target is known is
+            not a forecast. Nothing of the call is written (the transaction is rolled
+            back).
         ModelFailed
             When a point forecast is not a finite number (nothing is written).
         """
@@ -581,10 +645,13 @@ class Ledger:
         values = [self._forecast_values(row) for row in rows]
         if not values:
             return 0
-        now = int(self.clock())
         columns = ", ".join((*FORECAST_FIELDS, "made_at_ms"))
         marks = ", ".join("?" * (len(FORECAST_FIELDS) + 1))
         with self._write() as conn:
+            # The time is read once the write lock is held: made_at_ms is when the rows
+            # went in, not when the writer started waiting for the lock.
+            now = int(self.clock())
+            _refuse_known_targets(values, now)
             before = conn.total_changes
             conn.executemany(
                 f"INSERT OR IGNORE INTO forecasts ({columns}) VALUES ({marks})",
@@ -941,7 +1008,11 @@ class Ledger:
         symbol: str | None,
         timeframe: str | None,
         model: str | None,
+        tolerance_ms: int | None = None,
     ) -> pd.DataFrame:
+        """Forecasts in one state: ``"all"``, ``"late"`` (failing the timing check at
+        ``tolerance_ms``), or, of those made in time, ``"waiting"``, ``"scored"`` or
+        ``"missing"``."""
         where, params = [], []
         for name, value in zip(
             (*_SERIES, "model"), (exchange, symbol, timeframe, model), strict=True
@@ -954,6 +1025,7 @@ class Ledger:
                 "waiting": "s.forecast_id IS NULL AND m.forecast_id IS NULL",
                 "scored": "s.forecast_id IS NOT NULL",
                 "missing": "m.forecast_id IS NOT NULL",
+                "late": "1",
                 "all": "1",
             }[state]
         )
@@ -971,28 +1043,46 @@ class Ledger:
         )
         for column in ("forecast", "lower", "upper", "level", "actual", "error", "abs_error"):
             frame[column] = frame[column].astype("float64")
-        return frame
+        if state == "all":
+            return frame
+        timed = _timing(frame, tolerance_ms)
+        if state == "late":
+            return timed[timed["problem"].notna()].reset_index(drop=True)
+        return frame[timed["problem"].isna().to_numpy()].reset_index(drop=True)
 
     def forecasts(self, exchange=None, symbol=None, timeframe=None, model=None) -> pd.DataFrame:
-        """Every forecast, with its score or missing mark where there is one."""
+        """Every forecast, with its score or missing mark where there is one (late ones
+        included: see :meth:`check`)."""
         return self._select("all", exchange, symbol, timeframe, model)
 
-    def waiting(self, exchange=None, symbol=None, timeframe=None, model=None) -> pd.DataFrame:
-        """Forecasts neither scored nor marked missing: their candle is still to come.
+    def waiting(
+        self, exchange=None, symbol=None, timeframe=None, model=None, *, tolerance_ms=None
+    ) -> pd.DataFrame:
+        """Forecasts made in time and neither scored nor marked missing: their candle is
+        still to come.
 
         Columns: the ``forecasts`` table's (``actual`` and the score columns are NaN).
+        ``tolerance_ms`` is the timing check's (:meth:`check`); a late forecast is in
+        none of :meth:`waiting`, :meth:`scored` and :meth:`missing`.
         """
-        return self._select("waiting", exchange, symbol, timeframe, model)
+        return self._select("waiting", exchange, symbol, timeframe, model, tolerance_ms)
 
-    def scored(self, exchange=None, symbol=None, timeframe=None, model=None) -> pd.DataFrame:
-        """Scored forecasts: the ``forecasts`` columns and ``actual, error, abs_error,
-        scored_at_ms``, in the order they were written. :func:`scored_backtest` turns
-        them into what the evaluation code reads."""
-        return self._select("scored", exchange, symbol, timeframe, model)
+    def scored(
+        self, exchange=None, symbol=None, timeframe=None, model=None, *, tolerance_ms=None
+    ) -> pd.DataFrame:
+        """Scored forecasts made in time: the ``forecasts`` columns and ``actual, error,
+        abs_error, scored_at_ms``, in the order they were written. :func:`scored_backtest`
+        turns them into what the evaluation code reads. A forecast the timing check
+        (:meth:`check`, at ``tolerance_ms``) finds late is left out, even when its target
+        closed and a score row was written for it."""
+        return self._select("scored", exchange, symbol, timeframe, model, tolerance_ms)
 
-    def missing(self, exchange=None, symbol=None, timeframe=None, model=None) -> pd.DataFrame:
-        """Forecasts marked missing, with ``missing_reason`` and ``marked_at_ms``."""
-        return self._select("missing", exchange, symbol, timeframe, model)
+    def missing(
+        self, exchange=None, symbol=None, timeframe=None, model=None, *, tolerance_ms=None
+    ) -> pd.DataFrame:
+        """Forecasts made in time and marked missing, with ``missing_reason`` and
+        ``marked_at_ms``."""
+        return self._select("missing", exchange, symbol, timeframe, model, tolerance_ms)
 
     def candles(self, exchange: str, symbol: str, timeframe: str) -> pd.DataFrame:
         """The recorded candles of a series, as an OHLCV frame (UTC ``timestamp`` index)."""
@@ -1009,19 +1099,36 @@ class Ledger:
         out.index = index
         return out
 
-    def counts(self, exchange=None, symbol=None, timeframe=None) -> pd.DataFrame:
-        """Per model: forecasts ``waiting``, ``scored`` and ``missing`` (they add up to
-        every forecast of the model)."""
+    def counts(
+        self, exchange=None, symbol=None, timeframe=None, *, tolerance_ms: int | None = None
+    ) -> pd.DataFrame:
+        """Per model: forecasts ``waiting``, ``scored``, ``missing`` and ``late``.
+
+        ``late``: forecasts the timing check (:meth:`check`, at ``tolerance_ms``; default
+        :func:`default_tolerance_ms`) finds not made in time; they are never scored,
+        whatever became of their target, and counted in no other column. The four add
+        up to every forecast of the model.
+
+        Raises
+        ------
+        ConfigurationError
+            For a tolerance :meth:`check` refuses.
+        """
         frame = self._select("all", exchange, symbol, timeframe, None)
+        late = _timing(frame, tolerance_ms)["problem"].notna().to_numpy()
         state = np.where(
-            frame["scored_at_ms"].notna(),
-            "scored",
-            np.where(frame["marked_at_ms"].notna(), "missing", "waiting"),
+            late,
+            "late",
+            np.where(
+                frame["scored_at_ms"].notna(),
+                "scored",
+                np.where(frame["marked_at_ms"].notna(), "missing", "waiting"),
+            ),
         )
         table = pd.crosstab(frame["model"], pd.Series(state, index=frame.index, name="state"))
-        return table.reindex(columns=["waiting", "scored", "missing"], fill_value=0).rename_axis(
-            index="model", columns=None
-        )
+        return table.reindex(
+            columns=["waiting", "scored", "missing", "late"], fill_value=0
+        ).rename_axis(index="model", columns=None)
 
     def check(
         self,
@@ -1035,13 +1142,16 @@ class Ledger:
 
         The rule (see the module docs): a forecast is in time when
         ``origin_close_ms <= made_at_ms < origin_close_ms + tolerance``, with its
-        target ``step`` timeframes after its origin.
+        target ``step`` timeframes after its origin. A forecast reported here is not
+        scored (:meth:`scored`, :meth:`backtest`) and is counted ``late``
+        (:meth:`counts`).
 
         Parameters
         ----------
         tolerance_ms
-            How long after its origin closed a forecast may be written; defaults to one
-            timeframe (until its first target closes).
+            How long after its origin closed a forecast may be written (ms); ``None``
+            (the default) takes :func:`default_tolerance_ms` of each series' timeframe:
+            ``min(one timeframe, 15 minutes)``.
         exchange, symbol, timeframe
             Only this series (each optional).
 
@@ -1049,8 +1159,8 @@ class Ledger:
         -------
         pd.DataFrame
             One row per violation: the ``forecasts`` columns, ``origin_close_ms``,
-            ``late_ms`` (``made_at_ms - origin_close_ms``) and ``problem`` (what is
-            wrong, in words). Empty for a clean ledger.
+            ``late_ms`` (``made_at_ms - origin_close_ms``), ``tolerance_ms`` (the one
+            applied) and ``problem`` (what is wrong, in words). Empty for a clean ledger.
 
         Raises
         ------
@@ -1059,43 +1169,8 @@ class Ledger:
         """
         frame = self._select("all", exchange, symbol, timeframe, None)
         frame = frame.loc[:, ["id", *FORECAST_FIELDS, "made_at_ms"]]
-        frame["origin_close_ms"] = pd.Series(dtype="int64")
-        frame["late_ms"] = pd.Series(dtype="int64")
-        frame["problem"] = pd.Series(dtype="object")
-        if tolerance_ms is not None and int(tolerance_ms) < 0:
-            raise ConfigurationError(f"The tolerance is {tolerance_ms} ms; it must be at least 0.")
-        parts = []
-        for tf, rows in frame.groupby("timeframe", sort=False):
-            origin = rows["origin_ms"].to_numpy(dtype="int64")
-            origin_close = _after(origin, str(tf))
-            first_close = _after(origin, str(tf), 2)
-            length = int((first_close - origin_close).min())
-            if tolerance_ms is not None and int(tolerance_ms) > length:
-                raise ConfigurationError(
-                    f"A tolerance of {tolerance_ms} ms is longer than a {tf} candle "
-                    f"({length} ms): a forecast written after its first target closed would "
-                    "pass. Use at most one timeframe."
-                )
-            deadline = first_close if tolerance_ms is None else origin_close + int(tolerance_ms)
-            made = rows["made_at_ms"].to_numpy(dtype="int64")
-            steps = rows["step"].to_numpy(dtype="int64")
-            expected = np.array(
-                [int(_after(o, str(tf), int(k))[0]) for o, k in zip(origin, steps, strict=True)],
-                dtype="int64",
-            )
-            problems = np.full(len(rows), None, dtype=object)
-            problems[rows["target_ms"].to_numpy(dtype="int64") != expected] = (
-                "its target is not step timeframes after its origin"
-            )
-            problems[made >= deadline] = "written after its origin closed plus the tolerance"
-            problems[made < origin_close] = "written before its origin candle closed"
-            rows = rows.assign(
-                origin_close_ms=origin_close, late_ms=made - origin_close, problem=problems
-            )
-            parts.append(rows[rows["problem"].notna()])
-        if not parts:
-            return frame.iloc[0:0]
-        return pd.concat(parts).sort_values("id", kind="stable").reset_index(drop=True)
+        timed = _timing(frame, tolerance_ms)
+        return timed[timed["problem"].notna()].reset_index(drop=True)
 
     def backtest(
         self,
@@ -1105,16 +1180,119 @@ class Ledger:
         *,
         models: Iterable[str] | None = None,
         common_pairs: bool = True,
+        tolerance_ms: int | None = None,
     ) -> Backtest:
-        """The series' scored forecasts as a :class:`~forecasting.evaluation.Backtest`
-        (see :func:`scored_backtest`), ready for ``score``, ``verdicts`` and the rest."""
-        scored = self.scored(exchange, symbol, timeframe)
+        """The series' scored forecasts made in time as a
+        :class:`~forecasting.evaluation.Backtest` (see :func:`scored_backtest`), ready for
+        ``score``, ``verdicts`` and the rest: the scoring ``ledger`` and the Live page
+        share.
+
+        A forecast the timing check finds late (:meth:`check` at ``tolerance_ms``,
+        default :func:`default_tolerance_ms`) is left out of it, and its model gets a
+        note saying how many were left out.
+
+        Raises
+        ------
+        ConfigurationError
+            For a tolerance :meth:`check` refuses, or rows of several series.
+        """
+        scored = self.scored(exchange, symbol, timeframe, tolerance_ms=tolerance_ms)
+        late = self.check(tolerance_ms, exchange=exchange, symbol=symbol, timeframe=timeframe)
         if models is not None:
             wanted = list(models)
             scored = scored[scored["model"].isin(wanted)]
-        return scored_backtest(
+            late = late[late["model"].isin(wanted)]
+        result = scored_backtest(
             scored, self.candles(exchange, symbol, timeframe), timeframe, common_pairs=common_pairs
         )
+        for model, rows in late.groupby("model", sort=False):
+            result.notes.setdefault(str(model), []).append(
+                f"{len(rows)} forecasts were not written within "
+                f"{_duration(int(rows['tolerance_ms'].iloc[0]))} of their origin candle "
+                "closing (the timing check): counted as late, not scored."
+            )
+        return result
+
+
+def _refuse_known_targets(values: list[tuple[Any, ...]], now: int) -> None:
+    """Raise when a forecast row (as :meth:`Ledger._forecast_values` gives it) would be
+    written at or after its target candle closed."""
+    by_timeframe: dict[str, list[tuple[Any, ...]]] = {}
+    for value in values:
+        by_timeframe.setdefault(value[2], []).append(value)
+    for timeframe, group in by_timeframe.items():
+        closes = _after(np.array([value[9] for value in group], dtype="int64"), timeframe)
+        known = np.flatnonzero(closes <= now)
+        if known.size:
+            value, closed = group[int(known[0])], int(closes[known[0]])
+            model, target, step = value[3], value[9], value[10]
+            raise ConfigurationError(
+                f"A {model} forecast of the {timeframe} candle opening at {_iso(target)} "
+                f"(step {step}) was to be written at {_iso(now)}, once that candle had closed "
+                f"(at {_iso(closed)}): it cannot be a forecast, so nothing was written. Write "
+                "forecasts before their target candle closes."
+            )
+
+
+def _timing(frame: pd.DataFrame, tolerance_ms: int | None) -> pd.DataFrame:
+    """The forecast rows with the timing check's columns added: ``origin_close_ms``,
+    ``late_ms``, ``tolerance_ms`` and ``problem`` (``None`` for a forecast made in time).
+
+    Raises
+    ------
+    ConfigurationError
+        When ``tolerance_ms`` is negative or longer than a row's timeframe.
+    """
+    if tolerance_ms is not None and int(tolerance_ms) < 0:
+        raise ConfigurationError(f"The tolerance is {tolerance_ms} ms; it must be at least 0.")
+    out = frame.assign(
+        origin_close_ms=pd.Series(0, index=frame.index, dtype="int64"),
+        late_ms=pd.Series(0, index=frame.index, dtype="int64"),
+        tolerance_ms=pd.Series(0, index=frame.index, dtype="int64"),
+        problem=pd.Series(None, index=frame.index, dtype="object"),
+    )
+    for tf, rows in frame.groupby("timeframe", sort=False):
+        origin = rows["origin_ms"].to_numpy(dtype="int64")
+        origin_close = _after(origin, str(tf))
+        length = int((_after(origin, str(tf), 2) - origin_close).min())
+        if tolerance_ms is not None and int(tolerance_ms) > length:
+            raise ConfigurationError(
+                f"A tolerance of {tolerance_ms} ms is longer than a {tf} candle "
+                f"({length} ms): a forecast written after its first target closed would "
+                "pass. Use at most one timeframe."
+            )
+        tolerance = default_tolerance_ms(str(tf)) if tolerance_ms is None else int(tolerance_ms)
+        made = rows["made_at_ms"].to_numpy(dtype="int64")
+        steps = rows["step"].to_numpy(dtype="int64")
+        expected = np.empty(len(rows), dtype="int64")
+        for step in np.unique(steps):
+            expected[steps == step] = _after(origin[steps == step], str(tf), int(step))
+        problems = np.full(len(rows), None, dtype=object)
+        problems[rows["target_ms"].to_numpy(dtype="int64") != expected] = (
+            "its target is not step timeframes after its origin"
+        )
+        problems[made >= origin_close + tolerance] = (
+            "written after its origin closed plus the tolerance"
+        )
+        problems[made < origin_close] = "written before its origin candle closed"
+        out.loc[rows.index, "origin_close_ms"] = origin_close
+        out.loc[rows.index, "late_ms"] = made - origin_close
+        out.loc[rows.index, "tolerance_ms"] = tolerance
+        out.loc[rows.index, "problem"] = problems
+    return out
+
+
+def _duration(ms: int) -> str:
+    """A tolerance in words: ``"15 minutes"``, ``"1 minute"``, ``"30 seconds"``, ``"250 ms"``."""
+    for unit, size in (("hour", 3_600_000), ("minute", 60_000), ("second", 1000)):
+        if ms >= size and ms % size == 0:
+            count = ms // size
+            return f"{count} {unit}{'' if count == 1 else 's'}"
+    return f"{ms} ms"
+
+
+def _iso(ms: int) -> str:
+    return f"{pd.Timestamp(int(ms), unit='ms', tz='UTC'):%Y-%m-%dT%H:%M:%SZ}"
 
 
 def _statements(script: str) -> Iterator[str]:

@@ -36,8 +36,15 @@ On time
     closed when they closed at that clock; ``made_at_ms`` is that clock when the rows are
     written. A forecast is written only while its first target is still open: when the
     exchange has not yet published the newest closed candle (``behind``), or a fit ran
-    past the first target's close (``late``), nothing is written for that origin, and
-    :meth:`~forecasting.ledger.Ledger.check` finds nothing late by construction.
+    past the first target's close (``late``), nothing is written for that origin (the
+    ledger would refuse it anyway). A round that runs promptly (a tracker runs 10 s after
+    each close; a round with every fit due takes about 15 s on 1h candles) writes within
+    the timing check's tolerance (:func:`~forecasting.ledger.default_tolerance_ms`,
+    ``min(one timeframe, 15 minutes)``), so :meth:`~forecasting.ledger.Ledger.check`
+    finds nothing late. A round run later than that (a tracker started in the middle of
+    a candle, an exchange down for a while) still writes its forecasts, with a note: the
+    ledger keeps them, counts them ``late`` and never scores them, since the forecaster
+    could have seen part of the first target's price path.
 """
 
 from __future__ import annotations
@@ -67,7 +74,13 @@ from forecasting.errors import (
 )
 from forecasting.evaluation import BacktestSettings
 from forecasting.experiment import ExperimentSettings, parse_models
-from forecasting.ledger import Ledger, ScoreRound, forecast_rows, settings_hash
+from forecasting.ledger import (
+    Ledger,
+    ScoreRound,
+    default_tolerance_ms,
+    forecast_rows,
+    settings_hash,
+)
 from forecasting.models import Forecaster
 from forecasting.ohlcv import timeframe_offset, timeframe_seconds
 from forecasting.progress import ProgressCallback, StopCheck, report, scaled
@@ -605,7 +618,8 @@ def _model_round(
             if store.keeps(model):
                 store.save(series, fitted, digest, seed, origin_ms)
         forecast = fitted.predict(horizon, history=candles)
-        if int(ledger.clock()) >= first_close_ms:
+        now_ms = int(ledger.clock())
+        if now_ms >= first_close_ms:
             return ModelRound(
                 alias,
                 "late",
@@ -627,6 +641,15 @@ def _model_round(
             cutoff=cutoff_ms,
         )
         written = ledger.record_forecasts(rows)
+        notes = tuple(forecast.notes)
+        origin_close_ms = _ms(_stamp(origin_ms) + timeframe_offset(timeframe))
+        tolerance_ms = default_tolerance_ms(timeframe)
+        if written and now_ms >= origin_close_ms + tolerance_ms:
+            notes += (
+                f"Written {(now_ms - origin_close_ms) / 60_000:.0f} min after its origin candle "
+                f"closed, past the timing check's {tolerance_ms // 60_000} min: counted as "
+                "late in the ledger, not scored.",
+            )
     except Cancelled:
         raise
     except ForecastingError as exc:
@@ -643,7 +666,7 @@ def _model_round(
         refitted=refitted,
         cutoff=_stamp(cutoff_ms),
         seconds=time.perf_counter() - started,
-        notes=tuple(forecast.notes),
+        notes=notes,
     )
 
 

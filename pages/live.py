@@ -3,6 +3,7 @@
 import streamlit as st
 
 from forecasting.errors import ForecastingError
+from forecasting.ledger import timing_note
 from ui import live, runs, settings, state, text
 
 selection = state.page_setup()
@@ -176,16 +177,11 @@ def record() -> None:
     else:
         st.caption("No forecast was marked missing: every target candle arrived.")
 
+    note = timing_note(len(view.late), selection.timeframe)
     if view.late.empty:
-        st.success(
-            "Timing check: no forecast was written after its first target candle closed.",
-            icon=":material/verified:",
-        )
+        st.success(note, icon=":material/verified:")
     else:
-        text.warning(
-            "Timing check: {late:,} forecasts were not written in time; they are listed below.",
-            late=len(view.late),
-        )
+        st.warning(f"{note} They are listed below.")
         st.dataframe(view.late, hide_index=True)
 
 

@@ -21,6 +21,7 @@ from forecasting.ledger import (
     Ledger,
     ScoreRound,
     default_ledger_path,
+    default_tolerance_ms,
     forecast_rows,
     scored_backtest,
     settings_hash,
@@ -28,6 +29,7 @@ from forecasting.ledger import (
 from forecasting.models.base import Forecast
 
 HOUR = 3_600_000
+MINUTES_15 = 15 * 60_000
 START = 1_704_067_200_000  # 2024-01-01 00:00 UTC
 SERIES = {"exchange": "binance", "symbol": "BTC/USDT", "timeframe": "1h"}
 
@@ -256,8 +258,8 @@ def test_scores_then_marks_a_gap_missing_and_never_scores_it(ledger: Ledger) -> 
     ledger.record_candles(**SERIES, candles=candles(START + 2 * HOUR, [99.0]))
     assert ledger.score() == ScoreRound(scored=0, missing=0)
     assert ledger.counts().to_dict(orient="index") == {
-        "drift": {"waiting": 0, "scored": 2, "missing": 1},
-        "naive": {"waiting": 0, "scored": 2, "missing": 1},
+        "drift": {"waiting": 0, "scored": 2, "missing": 1, "late": 0},
+        "naive": {"waiting": 0, "scored": 2, "missing": 1, "late": 0},
     }
 
 
@@ -298,10 +300,11 @@ def test_check_passes_a_ledger_written_in_time(ledger: Ledger) -> None:
     for origin in (START, START + HOUR, START + 2 * HOUR):
         ledger.clock.now = origin + HOUR  # the instant the origin closes
         ledger.record_forecasts(rows_for("naive", origin, [1.0, 1.0, 1.0]))
-        ledger.clock.now = origin + 2 * HOUR - 1  # the last instant before step 1 closes
+        ledger.clock.now = origin + HOUR + MINUTES_15 - 1  # the last instant in time
         ledger.record_forecasts(rows_for("drift", origin, [1.0, 1.0, 1.0]))
     assert ledger.check().empty
     assert len(ledger.forecasts()) == 18
+    assert ledger.counts()["late"].tolist() == [0, 0]
 
 
 @pytest.mark.parametrize(
@@ -309,6 +312,8 @@ def test_check_passes_a_ledger_written_in_time(ledger: Ledger) -> None:
     [
         # Written when its first target had closed: that target could be known.
         (START + 2 * HOUR, None, "after its origin closed plus the tolerance"),
+        # Written 15 minutes after its origin closed: a quarter of its first target seen.
+        (START + HOUR + MINUTES_15, None, "after its origin closed plus the tolerance"),
         # Written a day later.
         (START + 26 * HOUR, None, "after its origin closed plus the tolerance"),
         # Written before its origin candle closed: the origin was a partial candle.
@@ -355,9 +360,11 @@ def test_check_refuses_a_tolerance_that_proves_nothing(ledger: Ledger, tolerance
 
 def _write_many(path: str, writer: int, count: int) -> None:
     """One process's writes: ``count`` transactions of two forecasts and one candle."""
-    with Ledger(path, clock=lambda: START + 10_000 * HOUR) as ledger:
+    clock = Clock(START)
+    with Ledger(path, clock=clock) as ledger:
         for i in range(count):
             origin = START + i * HOUR
+            clock.now = origin + HOUR + 1_000  # a second after the origin closed
             ledger.record_forecasts(rows_for(f"writer{writer}", origin, [float(i), float(i)]))
             ledger.record_candles(
                 exchange="binance",
@@ -560,7 +567,13 @@ def test_random_sessions_score_every_forecast_exactly_once(
                 _, model, position, means = operation
                 origin = START + position * HOUR
                 clock.now = max(clock.now, origin + HOUR)  # written once the origin closed
-                ledger.record_forecasts(rows_for(model, origin, means))
+                if clock.now >= origin + 2 * HOUR:  # its first target has closed
+                    before = len(ledger.forecasts())
+                    with pytest.raises(ConfigurationError, match="cannot be a forecast"):
+                        ledger.record_forecasts(rows_for(model, origin, means))
+                    assert len(ledger.forecasts()) == before  # nothing of it written
+                else:
+                    ledger.record_forecasts(rows_for(model, origin, means))
             elif operation[0] == "candles":
                 _, first, count = operation
                 clock.now = max(clock.now, START + (first + count) * HOUR)
@@ -573,12 +586,20 @@ def test_random_sessions_score_every_forecast_exactly_once(
                 _states_follow_the_rules(ledger, clock.now)
         everything = ledger.forecasts()
         waiting, scored, missing = ledger.waiting(), ledger.scored(), ledger.missing()
+        late = ledger.check()
+        counts = ledger.counts()
         recorded = ledger.candles(**SERIES)
     event(f"missing: {'some' if len(missing) else 'none'}")
     event(f"scored: {'some' if len(scored) else 'none'}")
-    # Every forecast is in exactly one state.
-    assert len(waiting) + len(scored) + len(missing) == len(everything)
-    assert set(waiting["id"]) | set(scored["id"]) | set(missing["id"]) == set(everything["id"])
+    event(f"late: {'some' if len(late) else 'none'}")
+    # No forecast was written once its first target had closed (those were refused).
+    assert (everything["made_at_ms"] < everything["origin_ms"] + 2 * HOUR).all()
+    # Every forecast is in exactly one state, late ones in none of the other three.
+    states = [set(frame["id"]) for frame in (waiting, scored, missing, late)]
+    assert sum(len(ids) for ids in states) == len(everything)
+    assert set().union(*states) == set(everything["id"])
+    assert int(counts.to_numpy().sum()) == len(everything)
+    assert int(counts["late"].sum()) == len(late)
     # A score is the recorded close of its target and the forecast minus it, exactly.
     actual = {
         int(ms): close for ms, close in zip(recorded.index.asi8, recorded["close"], strict=True)
@@ -591,11 +612,12 @@ def test_random_sessions_score_every_forecast_exactly_once(
     for row in missing.itertuples():
         assert row.marked_at_ms > row.target_ms + 3 * HOUR
         assert row.missing_reason == "gap"
-    # The check flags exactly the forecasts written once their first target had closed.
-    late = everything["made_at_ms"] >= everything["origin_ms"] + 2 * HOUR
+    # The check flags exactly the forecasts written 15 minutes or more after their origin
+    # closed (the default tolerance on 1h candles).
+    tardy = everything["made_at_ms"] >= everything["origin_ms"] + HOUR + MINUTES_15
+    assert late["id"].tolist() == everything.loc[tardy, "id"].tolist()
     with Ledger(path) as ledger:
         assert ledger.integrity_check() == []
-        assert ledger.check()["id"].tolist() == everything.loc[late, "id"].tolist()
 
 
 def test_a_version_1_ledger_is_brought_to_version_2_keeping_its_rows(tmp_path: Path) -> None:
@@ -660,3 +682,88 @@ def test_trackers_are_running_then_stale_after_two_candles_or_stopped(ledger: Le
     assert ledger.trackers(timeframe="1d").empty
     with pytest.raises(ConfigurationError):
         ledger.start_tracker(**SERIES, models=["naive"], mode="sometimes")
+
+
+@pytest.mark.parametrize(
+    ("timeframe", "tolerance_ms"),
+    [
+        ("1m", 60_000),  # shorter than 15 minutes: one candle
+        ("5m", 300_000),
+        ("15m", MINUTES_15),  # from 15 minutes up: 15 minutes
+        ("1h", MINUTES_15),
+        ("1d", MINUTES_15),
+    ],
+)
+def test_the_default_tolerance_is_one_candle_or_15_minutes(timeframe, tolerance_ms) -> None:
+    assert default_tolerance_ms(timeframe) == tolerance_ms
+
+
+@pytest.mark.parametrize(
+    ("now", "batch"),
+    [
+        # The instant its first target closed, the whole forecast (one step known) is refused.
+        (START + 2 * HOUR, [("naive", START, [100.0, 100.0])]),
+        # Long after: forecasts equal to the actual closes, as a cheat would write them.
+        (START + 500 * HOUR, [("cheat", START, [101.0, 102.0])]),
+        # A batch holding one good forecast and one whose target closed: none of it is kept.
+        (START + 3 * HOUR + 1, [("naive", START + 2 * HOUR, [1.0]), ("naive", START, [1.0])]),
+    ],
+)
+def test_a_forecast_written_once_its_target_closed_is_refused(ledger: Ledger, now, batch) -> None:
+    ledger.clock.now = now
+    rows = [row for model, origin, means in batch for row in rows_for(model, origin, means)]
+    with pytest.raises(ConfigurationError, match="cannot be a forecast") as caught:
+        ledger.record_forecasts(rows)
+    assert "\n" not in str(caught.value)
+    assert ledger.forecasts().empty
+    # The transaction was rolled back: the ledger takes the next write as usual.
+    ledger.clock.now = START + HOUR + 1_000
+    assert ledger.record_forecasts(rows_for("naive", START, [100.0, 100.0])) == 2
+
+
+def test_late_forecasts_are_counted_late_and_never_scored(ledger: Ledger) -> None:
+    closes = [100.0, 104.0, 98.0]
+    # naive is written a second after its origin closed, drift 20 minutes after (before its
+    # first target closed, so the ledger keeps it), a cheat long after (behind the ledger's
+    # back, as a tampered file or an older version would hold it) with the actual closes.
+    ledger.clock.now = START + HOUR + 1_000
+    ledger.record_forecasts(rows_for("naive", START, [100.0, 100.0]))
+    ledger.clock.now = START + HOUR + 20 * 60_000
+    ledger.record_forecasts(rows_for("drift", START, [101.0, 102.0]))
+    conn = sqlite3.connect(ledger.path)
+    with conn:
+        for step, actual in ((1, closes[1]), (2, closes[2])):
+            conn.execute(
+                "INSERT INTO forecasts (exchange, symbol, timeframe, model, settings_hash, "
+                "origin_ms, origin_close, target_ms, step, forecast, made_at_ms) "
+                "VALUES ('binance', 'BTC/USDT', '1h', 'cheat', 'h', ?, 100, ?, ?, ?, ?)",
+                (START, START + step * HOUR, step, actual, START + 100 * HOUR),
+            )
+    conn.close()
+    ledger.clock.now = START + 4 * HOUR
+    ledger.record_candles(**SERIES, candles=candles(START, closes))
+    assert ledger.score().scored == 6  # the table records every outcome ...
+    # ... but only forecasts made in time count.
+    assert ledger.counts().to_dict(orient="index") == {
+        "cheat": {"waiting": 0, "scored": 0, "missing": 0, "late": 2},
+        "drift": {"waiting": 0, "scored": 0, "missing": 0, "late": 2},
+        "naive": {"waiting": 0, "scored": 2, "missing": 0, "late": 0},
+    }
+    assert ledger.scored()["model"].tolist() == ["naive", "naive"]
+    assert ledger.check()["model"].tolist() == ["drift", "drift", "cheat", "cheat"]
+    backtest = ledger.backtest(**SERIES)
+    assert set(backtest.forecasts["model"]) == {"naive"}
+    metrics = score(backtest)
+    assert list(metrics.index) == ["naive"]
+    assert metrics.loc["naive", "mae"] == pytest.approx((4.0 + 2.0) / 2)
+    note = (
+        "2 forecasts were not written within 15 minutes of their origin candle closing "
+        "(the timing check): counted as late, not scored."
+    )
+    assert backtest.notes == {"drift": [note], "cheat": [note]}
+    # Asked to allow a whole candle, drift's forecasts were in time; the cheat's never are.
+    assert ledger.counts(tolerance_ms=HOUR).loc["drift", "scored"] == 2
+    wide = ledger.backtest(**SERIES, tolerance_ms=HOUR)
+    assert set(wide.forecasts["model"]) == {"naive", "drift"}
+    assert score(wide).loc["drift", "mae"] == pytest.approx((3.0 + 4.0) / 2)
+    assert list(wide.notes) == ["cheat"]

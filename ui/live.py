@@ -281,7 +281,8 @@ class LiveView:
 
     @property
     def forecasts(self) -> int:
-        return int(self.counts[["waiting", "scored", "missing"]].to_numpy().sum())
+        states = [c for c in ("waiting", "scored", "missing", "late") if c in self.counts]
+        return int(self.counts[states].to_numpy().sum())
 
     @property
     def scored(self) -> int:
@@ -357,26 +358,23 @@ def read(selection: Selection, *, loss: str, path: Path | None = None) -> LiveVi
 
 
 def ledger_series(path: Path | None = None) -> pd.DataFrame:
-    """Every series the ledger holds, with its models and forecasts waiting, scored and
-    missing; empty when there is no ledger."""
+    """Every series the ledger holds, with its models and forecasts waiting, scored,
+    missing and late (written past the timing check's tolerance: never scored); empty
+    when there is no ledger."""
     path = ledger_path() if path is None else path
-    columns = ["exchange", "symbol", "timeframe", "models", "waiting", "scored", "missing"]
+    states = ["waiting", "scored", "missing", "late"]
+    columns = ["exchange", "symbol", "timeframe", "models", *states]
     if not path.is_file():
         return pd.DataFrame(columns=columns)
     with Ledger(path) as ledger:
         rows = ledger.forecasts()
-    if rows.empty:
-        return pd.DataFrame(columns=columns)
-    state = pd.Series("waiting", index=rows.index)
-    state[rows["marked_at_ms"].notna()] = "missing"
-    state[rows["scored_at_ms"].notna()] = "scored"
-    rows = rows.assign(state=state)
-    keys = ["exchange", "symbol", "timeframe"]
-    table = pd.crosstab([rows[k] for k in keys], rows["state"])
-    table = table.reindex(columns=["waiting", "scored", "missing"], fill_value=0)
-    models = rows.groupby(keys)["model"].agg(lambda names: ", ".join(dict.fromkeys(names)))
-    table.insert(0, "models", models)
-    return table.reset_index().rename_axis(columns=None)[columns]
+        keys = ["exchange", "symbol", "timeframe"]
+        table = []
+        for series, group in rows.groupby(keys, sort=True) if len(rows) else ():
+            counts = ledger.counts(*series).reindex(columns=states, fill_value=0)
+            models = ", ".join(dict.fromkeys(group["model"]))
+            table.append([*series, models, *(int(counts[c].sum()) for c in states)])
+    return pd.DataFrame(table, columns=columns)
 
 
 def now() -> pd.Timestamp:
