@@ -223,60 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
         bundle_help="backtest the strategy on the experiment of a bundle (from --bundle-out or "
         "the app's Compare page)",
     )
-    backtest.add_argument(
-        "--threshold",
-        type=float,
-        default=1.0,
-        help="how far the forecast return must be from 0 to take a position, in "
-        "--threshold-unit (default 1: one round-trip cost)",
-    )
-    backtest.add_argument(
-        "--threshold-unit",
-        choices=("fees", "bps"),
-        default="fees",
-        help="fees: multiples of the round-trip cost 2 x (fee + slippage); bps: basis points "
-        "of return (default fees)",
-    )
-    backtest.add_argument(
-        "--fee-bps",
-        type=float,
-        help="fee per side in basis points (default: the exchange's taker fee from ccxt where "
-        "known, else 10)",
-    )
-    backtest.add_argument(
-        "--slippage-bps", type=float, default=0.0, help="slippage per side, bp (default 0)"
-    )
-    backtest.add_argument(
-        "--allow-short", action="store_true", help="go short on a forecast fall (else flat)"
-    )
-    backtest.add_argument(
-        "--entry",
-        choices=("close", "next_open"),
-        default="close",
-        help="enter at the origin's close (default) or at the next candle's open",
-    )
-    backtest.add_argument(
-        "--signal-horizon",
-        type=int,
-        metavar="K",
-        help="candles ahead whose forecast makes the signal (default: the stride, at most "
-        "the horizon)",
-    )
-    backtest.add_argument(
-        "--sizing",
-        choices=("fixed", "vol_target"),
-        default="fixed",
-        help="fixed fraction (default) or a volatility target",
-    )
-    backtest.add_argument(
-        "--fraction", type=float, default=1.0, help="largest position, share of equity"
-    )
-    backtest.add_argument(
-        "--vol-target",
-        type=float,
-        default=0.4,
-        help="annualised volatility aimed at with --sizing vol_target (default 0.4)",
-    )
+    _strategy_flags(backtest)
     backtest.add_argument(
         "--settings-tried",
         type=_positive,
@@ -315,21 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the project with NautilusTrader's BacktestEngine in its own environment "
         "(make engines) and print its result beside ours",
     )
-    nautilus.add_argument(
-        "--threshold", type=float, default=1.0, help="as for backtest (default 1)"
-    )
-    nautilus.add_argument(
-        "--threshold-unit", choices=("fees", "bps"), default="fees", help="as for backtest"
-    )
-    nautilus.add_argument(
-        "--fee-bps",
-        type=float,
-        help="fee per side in basis points (default: the exchange's taker fee where known, "
-        "else 10)",
-    )
-    nautilus.add_argument(
-        "--slippage-bps", type=float, default=0.0, help="slippage per side, bp (default 0)"
-    )
+    _strategy_flags(nautilus)
     nautilus.add_argument(
         "--signals-only",
         action="store_true",
@@ -422,6 +355,83 @@ def build_parser() -> argparse.ArgumentParser:
     ledger.add_argument("--json", action="store_true", help="print the JSON report")
     ledger.set_defaults(handler=_ledger)
     return parser
+
+
+def _strategy_flags(parser: argparse.ArgumentParser) -> None:
+    """The strategy's rule and costs, the same for ``backtest`` and ``nautilus`` (which
+    refuses, in one line, the settings a NautilusTrader cash account cannot replay)."""
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        default=1.0,
+        help="how far the forecast return must be from 0 to take a position, in "
+        "--threshold-unit (default 1: one round-trip cost)",
+    )
+    parser.add_argument(
+        "--threshold-unit",
+        choices=("fees", "bps"),
+        default="fees",
+        help="fees: multiples of the round-trip cost 2 x (fee + slippage); bps: basis points "
+        "of return (default fees)",
+    )
+    parser.add_argument(
+        "--fee-bps",
+        type=float,
+        help="fee per side in basis points (default: the exchange's taker fee from ccxt where "
+        "known, else 10)",
+    )
+    parser.add_argument(
+        "--slippage-bps", type=float, default=0.0, help="slippage per side, bp (default 0)"
+    )
+    parser.add_argument(
+        "--allow-short", action="store_true", help="go short on a forecast fall (else flat)"
+    )
+    parser.add_argument(
+        "--entry",
+        choices=("close", "next_open"),
+        default="close",
+        help="enter at the origin's close (default) or at the next candle's open",
+    )
+    parser.add_argument(
+        "--signal-horizon",
+        type=int,
+        metavar="K",
+        help="candles ahead whose forecast makes the signal (default: the stride, at most "
+        "the horizon)",
+    )
+    parser.add_argument(
+        "--sizing",
+        choices=("fixed", "vol_target"),
+        default="fixed",
+        help="fixed fraction (default) or a volatility target",
+    )
+    parser.add_argument(
+        "--fraction", type=float, default=1.0, help="largest position, share of equity"
+    )
+    parser.add_argument(
+        "--vol-target",
+        type=float,
+        default=0.4,
+        help="annualised volatility aimed at with --sizing vol_target (default 0.4)",
+    )
+
+
+def _strategy_settings(args: argparse.Namespace, fee: float) -> Any:
+    """The :class:`~forecasting.strategy.StrategySettings` the strategy flags give."""
+    from forecasting.strategy import StrategySettings
+
+    return StrategySettings(
+        horizon=args.signal_horizon,
+        threshold=args.threshold,
+        threshold_unit=args.threshold_unit,
+        allow_short=args.allow_short,
+        fee_bps=fee,
+        slippage_bps=args.slippage_bps,
+        entry=args.entry,
+        sizing=args.sizing,
+        fraction=args.fraction,
+        vol_target=args.vol_target,
+    )
 
 
 def _exchange_data_flags(parser: argparse.ArgumentParser) -> None:
@@ -937,23 +947,12 @@ def _ablate(args: argparse.Namespace) -> int:
 
 def _backtest(args: argparse.Namespace) -> int:
     from forecasting.experiment import dumps
-    from forecasting.strategy import StrategySettings, run_strategy
+    from forecasting.strategy import run_strategy
 
     fee, fee_note = args.fee_bps, None
     if fee is None:
         fee, fee_note = _default_fee(args)
-    settings = StrategySettings(
-        horizon=args.signal_horizon,
-        threshold=args.threshold,
-        threshold_unit=args.threshold_unit,
-        allow_short=args.allow_short,
-        fee_bps=fee,
-        slippage_bps=args.slippage_bps,
-        entry=args.entry,
-        sizing=args.sizing,
-        fraction=args.fraction,
-        vol_target=args.vol_target,
-    )
+    settings = _strategy_settings(args, fee)
     result, _, read_notes = _experiment(args, future=False)
     strategy = run_strategy(
         result.backtest, result.candles, settings, settings_tried=args.settings_tried
@@ -961,9 +960,10 @@ def _backtest(args: argparse.Namespace) -> int:
     if args.positions_out:
         args.positions_out.parent.mkdir(parents=True, exist_ok=True)
         strategy.positions_table().to_csv(args.positions_out, index=False, lineterminator="\n")
-    notes = list(dict.fromkeys([*read_notes, *([fee_note] if fee_note else []), *strategy.notes]))
+    document = strategy.to_json()  # its notes say what JSON cannot (unbounded fees)
+    notes = [*read_notes, *([fee_note] if fee_note else []), *document["notes"]]
+    notes = list(dict.fromkeys(notes))
     if args.json:
-        document = strategy.to_json()
         print(
             dumps(
                 _finite(
@@ -990,18 +990,14 @@ def _backtest(args: argparse.Namespace) -> int:
 
 
 def _nautilus(args: argparse.Namespace) -> int:
-    from forecasting.nautilus import run_project, write_project
-    from forecasting.strategy import StrategySettings
+    from forecasting.nautilus import check_replayable, run_project, write_project
 
+    # Settings it cannot replay are refused before any fee lookup or experiment runs.
+    check_replayable(_strategy_settings(args, 0.0))
     fee, fee_note = args.fee_bps, None
     if fee is None:
         fee, fee_note = _default_fee(args)
-    settings = StrategySettings(
-        threshold=args.threshold,
-        threshold_unit=args.threshold_unit,
-        fee_bps=fee,
-        slippage_bps=args.slippage_bps,
-    )
+    settings = _strategy_settings(args, fee)
     result, _, read_notes = _experiment(args, future=False)
     out = args.out or Path(f"nautilus-{args.model}")
     write_project(

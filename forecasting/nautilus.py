@@ -57,6 +57,7 @@ __all__ = [
     "PROJECT_FILES",
     "REFIT_TOLERANCE",
     "STARTING_BALANCE",
+    "check_replayable",
     "engines_python",
     "run_project",
     "saves_models",
@@ -91,6 +92,27 @@ def saves_models(model: Any) -> bool:
         and callable(getattr(type(model), "load", None))
         and bool(model.capabilities.conditions_on_history)
     )
+
+
+def check_replayable(settings: StrategySettings) -> None:
+    """Refuse, in one line, strategy settings the hand-off cannot replay: entry at the
+    next open (it trades at the signal candle's close) and shorts (a cash account).
+
+    Raises
+    ------
+    ConfigurationError
+        For ``entry="next_open"`` or ``allow_short=True``.
+    """
+    if settings.entry != "close":
+        raise ConfigurationError(
+            "The NautilusTrader hand-off trades at the close of the signal's candle: use "
+            f'entry "close" (--entry close), not {settings.entry!r}.'
+        )
+    if settings.allow_short:
+        raise ConfigurationError(
+            "The NautilusTrader hand-off uses a cash account, which cannot go short: "
+            "run it without --allow-short."
+        )
 
 
 def write_project(
@@ -137,16 +159,7 @@ def write_project(
         :data:`REFIT_TOLERANCE`): the project would trade a different model.
     """
     settings = strategy_settings or StrategySettings()
-    if settings.entry != "close":
-        raise ConfigurationError(
-            "The NautilusTrader hand-off trades at the close of the signal's candle: use "
-            f'entry "close", not {settings.entry!r}.'
-        )
-    if settings.allow_short:
-        raise ConfigurationError(
-            "The NautilusTrader hand-off uses a cash account, which cannot go short: "
-            "run it without --allow-short."
-        )
+    check_replayable(settings)
     candles = getattr(result, "candles", None)
     if candles is None or len(candles) == 0:
         raise ConfigurationError(

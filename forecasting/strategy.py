@@ -580,11 +580,14 @@ def strategy_metrics(
     positions: np.ndarray,
     fees: np.ndarray,
     periods: float,
+    entry: str = "close",
 ) -> dict[str, float]:
     """The metrics that need only one strategy's rows (see the module docs).
 
     ``positions`` are the positions held over each candle (the one before the first is
-    0), ``fees`` the fee of each candle, ``periods`` the candles per year.
+    0), ``fees`` the fee of each candle, ``periods`` the candles per year. A candle is in
+    the market (hit rate, time in market) when any part of it is held: with
+    ``entry="next_open"`` the candle of an exit holds the old position until its open.
     """
     r = np.asarray(returns, dtype="float64")
     pos = np.asarray(positions, dtype="float64")
@@ -604,6 +607,8 @@ def strategy_metrics(
     peaks = np.maximum.accumulate(np.r_[1.0, equity])
     drawdown = float(np.max(1 - np.r_[1.0, equity] / peaks))
     held = pos != 0
+    if entry == "next_open":
+        held |= np.r_[0.0, pos[:-1]] != 0
     moves = np.abs(np.diff(np.r_[0.0, pos]))
     return {
         "total_return": final - 1,
@@ -885,7 +890,7 @@ def run_strategy(
                 }
             )
         )
-        rows_of[name] = strategy_metrics(returns, position, fee, periods)
+        rows_of[name] = strategy_metrics(returns, position, fee, periods, settings.entry)
 
     for model in chosen:
         rows = forecasts[forecasts["model"] == model]

@@ -4,10 +4,12 @@ positions CSV recomputes to the equity it reports, by plain loops."""
 
 from __future__ import annotations
 
+import io
 import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from factories import random_walk_candles
@@ -184,3 +186,23 @@ def test_a_bundle_backtests_without_its_data_file(data_file, tmp_path, capsys) -
     again = _json(capsys, "--from-bundle", str(bundle))
     assert again["metrics"] == direct["metrics"]
     assert math.isfinite(again["metrics"]["buy_and_hold"]["total_return"])
+
+
+def test_json_names_an_unbounded_breakeven_fee(tmp_path, capsys) -> None:
+    # A steady fall: naive never trades and stays ahead of buy-and-hold at any cost. JSON
+    # has no infinity, so its break-even is null and a note says it is unbounded (the
+    # plain output prints inf).
+    from factories import candles_from_close
+
+    path = tmp_path / "falling.csv"
+    write_ohlcv_csv(candles_from_close(100 * np.exp(-0.01 * np.arange(160)), seed=2), path)
+    argv = ["backtest", "--data", str(path), *FLAGS, "--fee-bps", "10"]
+    assert main([*argv, "--json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert document["metrics"]["naive"]["breakeven_fee_bps"] is None
+    unbounded = [n for n in document["notes"] if n.startswith("breakeven_fee_bps is null")]
+    assert len(unbounded) == 1
+    assert "for naive" in unbounded[0]
+    assert main(argv) == 0
+    table = pd.read_csv(io.StringIO(capsys.readouterr().out), index_col="strategy")
+    assert table.loc["naive", "breakeven_fee_bps"] == math.inf

@@ -53,6 +53,56 @@ def test_a_model_not_in_the_experiment_is_refused_in_one_line(data_file, tmp_pat
     assert err.count("\n") == 1
 
 
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--allow-short"], "a cash account, which cannot go short"),
+        (["--entry", "next_open"], 'use entry "close" (--entry close)'),
+    ],
+)
+def test_settings_it_cannot_replay_are_refused_before_the_experiment(
+    data_file, tmp_path, capsys, monkeypatch, extra, message
+) -> None:
+    import forecasting.cli as cli
+
+    def no_experiment(*_args, **_kwargs):
+        raise AssertionError("the experiment ran before the refusal")
+
+    monkeypatch.setattr(cli, "_experiment", no_experiment)
+    argv = ["nautilus", "--data", str(data_file), *FLAGS, "--model", "drift", *extra]
+    assert main([*argv, "--out", str(tmp_path / "p")]) == 1
+    err = capsys.readouterr().err
+    assert message in err
+    assert err.count("\n") == 1
+    assert not (tmp_path / "p").exists()
+
+
+def test_the_backtests_sizing_is_handed_off(tmp_path, capsys) -> None:
+    # --sizing and --fraction reach the project: its strategy is backtest's with them.
+    # A rising, noisy series: drift's forecasts rise, so it is long most of the time.
+    import numpy as np
+    from factories import candles_from_close
+
+    rng = np.random.default_rng(4)
+    steps = 0.004 + 0.02 * rng.standard_normal(200)
+    data_file = tmp_path / "rising.csv"
+    write_ohlcv_csv(candles_from_close(100 * np.exp(np.cumsum(steps)), seed=4), data_file)
+    out = tmp_path / "project"
+    sizing = ["--sizing", "vol_target", "--vol-target", "0.3", "--fraction", "0.8"]
+    sizing += ["--threshold", "0", "--threshold-unit", "bps"]  # drift trades often
+    argv = ["nautilus", "--data", str(data_file), *FLAGS, "--model", "drift", *sizing]
+    assert main([*argv, "--out", str(out), "--fee-bps", "5", "--json"]) == 0
+    ours = json.loads(capsys.readouterr().out)["ours"]
+    backtest = ["backtest", "--data", str(data_file), *FLAGS, *sizing, "--fee-bps", "5"]
+    assert main([*backtest, "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out)["metrics"]["drift"]
+    assert ours["trades"] == metrics["trades"]
+    assert ours["final_equity"] == pytest.approx(1 + metrics["total_return"], rel=1e-12)
+    # Volatility-targeted positions: fractions of the 0.8 cap, not just 0 and 0.8.
+    positions = pd.read_csv(out / "signals.csv")["position"]
+    assert ((positions > 0) & (positions < 0.8 - 1e-9)).any()
+
+
 @pytest.mark.skipif(
     engines_python() is None,
     reason="no NautilusTrader environment (.venv-engines or $CFL_ENGINES_PYTHON): "

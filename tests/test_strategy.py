@@ -326,6 +326,14 @@ def test_metrics_on_a_tiny_series() -> None:
     assert got["trades"] == 3  # 0 -> 1, 1 -> 0, 0 -> -1
     assert got["turnover"] == pytest.approx(3 / 2)
     assert got["time_in_market"] == pytest.approx(0.75)
+    # Entered at the next open, the exit candle (the third) holds the old position until
+    # its open: in the market, and its return (+2 %) a hit.
+    opened = strategy_metrics(r, pos, np.zeros(4), periods=2.0, entry="next_open")
+    assert opened["time_in_market"] == pytest.approx(1.0)
+    assert opened["hit_rate"] == pytest.approx(2 / 4)
+    assert {k: opened[k] for k in ("sharpe", "trades", "turnover")} == {
+        k: got[k] for k in ("sharpe", "trades", "turnover")
+    }
 
 
 def test_max_drawdown_counts_the_starting_equity() -> None:
