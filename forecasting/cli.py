@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from forecasting.errors import ForecastingError
+from forecasting.errors import ConfigurationError, ForecastingError
 from forecasting.ranges import HORIZON, INNER_FOLDS, SEED, TRIALS, Range, shown
 
 __all__ = ["main"]
@@ -1386,6 +1386,7 @@ def _ledger(args: argparse.Namespace) -> int:
             document.update(counts={}, waiting=0, trackers=[], late=[])
             document["notes"] = ["The ledger holds no forecasts yet."]
         else:
+            late = _timing_check(ledger, tolerance, exchange, symbol, timeframe)
             backtest = ledger.backtest(exchange, symbol, timeframe, tolerance_ms=tolerance)
             document = {"ledger": str(path), "series": series}
             document.update(scores_json(backtest, loss=args.loss))
@@ -1407,7 +1408,6 @@ def _ledger(args: argparse.Namespace) -> int:
                 }
                 for row in trackers.to_dict(orient="records")
             ]
-            late = ledger.check(tolerance, exchange=exchange, symbol=symbol, timeframe=timeframe)
             document["late"] = _late_rows(late)
             notes = [n for model_notes in backtest.notes.values() for n in model_notes]
             notes.append(timing_note(len(late), timeframe, tolerance))
@@ -1438,16 +1438,31 @@ def _late_rows(late: Any) -> list[dict[str, Any]]:
     ]
 
 
+def _timing_check(ledger: Any, tolerance_ms: int | None, *series: str | None) -> Any:
+    """The ledger's timing check; a tolerance it refuses is a usage error (exit 2), never
+    confused with a forecast found late (exit 1)."""
+    exchange, symbol, timeframe = series
+    try:
+        return ledger.check(tolerance_ms, exchange=exchange, symbol=symbol, timeframe=timeframe)
+    except ConfigurationError as exc:
+        raise _UsageError(str(exc)) from None
+
+
 def _ledger_check(ledger: Any, args: argparse.Namespace, path: Path) -> int:
     """``ledger --check``: the timing check over the series the flags name (all of the
     ledger's without flags); exit 1 when any forecast was not written in time."""
     from forecasting.experiment import dumps
     from forecasting.ledger import timing_note
 
-    late = ledger.check(
-        args.tolerance_ms, exchange=args.exchange, symbol=args.symbol, timeframe=args.timeframe
-    )
     forecasts = ledger.forecasts(args.exchange, args.symbol, args.timeframe)
+    named = any(getattr(args, name) for name in ("exchange", "symbol", "timeframe"))
+    if named and forecasts.empty:
+        # A typo in a flag must not read as a clean ledger (exit 2, not 0).
+        raise _UsageError(
+            "The ledger holds no forecasts for that series: check --exchange, --symbol and "
+            "--timeframe (or leave them out to check the whole ledger)."
+        )
+    late = _timing_check(ledger, args.tolerance_ms, args.exchange, args.symbol, args.timeframe)
     timeframes = sorted(set(forecasts["timeframe"])) if len(forecasts) else []
     timeframe = timeframes[0] if len(timeframes) == 1 else None
     note = timing_note(len(late), timeframe, args.tolerance_ms)

@@ -230,6 +230,13 @@ def test_a_round_run_long_after_its_origin_closed_is_kept_but_never_scored(
     assert all(f"origin {origin:%Y-%m-%dT%H:%M:%SZ}" in line for line in listed)
     candle = str(CANDLE_MS)
     assert main(["ledger", "--ledger", ledger_file, "--check", "--tolerance-ms", candle]) == 0
+    # A flag naming no series of the ledger, or a tolerance it refuses, is a usage error
+    # (2): never a clean ledger (0), never confused with a late forecast (1).
+    for wrong in (["--symbol", "ZZZ/USDT"], ["--tolerance-ms", "-5"]):
+        assert main(["ledger", "--ledger", ledger_file, "--check", *wrong]) == 2
+    too_long = str(CANDLE_MS + 1)
+    assert main(["ledger", "--ledger", ledger_file, "--check", "--tolerance-ms", too_long]) == 2
+    assert main(["ledger", "--ledger", ledger_file, "--tolerance-ms", too_long]) == 2
     capsys.readouterr()
     assert main(["ledger", "--ledger", ledger_file, "--check", "--json"]) == 1
     checked = json.loads(capsys.readouterr().out)
