@@ -542,7 +542,7 @@ class LSTM(Forecaster):
         self.denoise = denoise
         self.denoise_window = denoise_window
         self.family = family
-        if type(self) is LSTM and family in FAMILY_NAMES:
+        if type(self) is LSTM and isinstance(family, str) and family in FAMILY_NAMES:
             self.alias, self.title = FAMILY_NAMES[family]
 
     # --- data -------------------------------------------------------------------------
