@@ -183,8 +183,15 @@ def test_spans_beyond_nanoseconds_are_counted_exactly() -> None:
         seconds_apart = pd.date_range(first, periods=3, freq="s")
         rows = [f"{t.isoformat()},1,1,1,1,1\n" for t in seconds_apart]
         text = (HEADER + "\n" + "".join(rows) + f"{last},1,1,1,1,1\n").encode()
-        with pytest.raises(DataFormatError, match="over the limit"):
+        # Years outside 1900-2099 are mistyped dates, refused by line before any count.
+        with pytest.raises(DataFormatError, match=r"^Line 2, column 'timestamp': .* outside"):
             read_ohlcv_csv(text)
+    # The widest span the reader takes, at one second apart: counted, refused by its size.
+    seconds_apart = pd.date_range("1900-01-01", periods=3, freq="s")
+    rows = [f"{t.isoformat()},1,1,1,1,1\n" for t in seconds_apart]
+    text = (HEADER + "\n" + "".join(rows) + "2099-12-31T00:00:00Z,1,1,1,1,1\n").encode()
+    with pytest.raises(DataFormatError, match="holds 6,311,347,201 1s candles, over the limit"):
+        read_ohlcv_csv(text)
 
 
 # --- gaps from differences equal the brute-force listing -----------------------------------

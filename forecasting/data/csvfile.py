@@ -16,12 +16,31 @@ Layouts recognised (:attr:`CsvData.format` names the one found):
   ``58000,25`` (Excel in a European locale); thousands dots are read only beside a
   decimal comma (``1.178,43``), a number with dots alone (``1.178``) is refused as
   ambiguous.
+- ``"CoinMarketCap export"``: ``timeOpen``, ``timeClose``, ..., ``marketCap`` and a
+  ``timestamp`` that is each candle's close time; the candles are read by ``timeOpen``.
+- ``"Kraken OHLCVT download"``: no header, seven columns (unix seconds, open, high, low,
+  close, volume, count of trades); the count of trades is ignored.
 - ``"CSV without a header"``: six columns in ccxt's order (timestamp, open, high, low,
   close, volume).
 
-A UTF-8 byte-order mark, a title line above the header, blank lines and any line ending
-are accepted. Rows may be in any order; they are sorted oldest first (a note says so
-when the file was newest first or out of order).
+Header names are matched in any case, German ones too (``Datum``, ``Eröffnung`` or
+``Eröffnungskurs``, ``Hoch``, ``Tief``, ``Schluss`` or ``Schlusskurs``, ``Volumen`` or
+``Umsatz``) and MetaTrader's ``<DATE>``. A column named as the open time (``timeOpen``,
+``open_time``, ``Open time`` ...) is taken before a generic ``timestamp``, ``date`` or
+``time``; a column named as the close time (``timeClose``, ``close_time``) is the time
+column only in a file without another, read as close times. Separate date and time-of-day
+columns (MetaTrader's ``Date,Time`` with ``2024.01.02,12:00``) are read together.
+
+Close times: a file whose times all lie 1 ms before a whole second (Binance's
+``close_time``, ``23:59:59.999``) or all 1 s before a whole minute (``23:59:59``) is
+stamped with each candle's close time. Its candles are read at ``open = close + 1 ms (or
+1 s) - one timeframe`` (the timeframe told by their spacing), with a note stating the rule.
+
+A UTF-8 byte-order mark, a title line above the header, blank lines, a space after each
+separator and any line ending are accepted. A line repeating the header (and the title
+line above it), where two files were joined one after the other, is skipped with a note.
+Rows may be in any order; they are sorted oldest first (a note says so when the file was
+newest first or out of order).
 
 Times are ISO-8601 (also the basic ``20240131``), epoch numbers, or dates with the day
 and month as numbers (``31.01.2024``, ``01/31/2024``). Epoch numbers are read in
@@ -35,7 +54,17 @@ and ``01-02-2024`` are refused with a message asking for ISO dates (``2024-02-01
 
 A file whose candles are not spaced like any timeframe (most steps between consecutive
 candles not a whole number of the most common one, or a spacing such as 7 min 13 s) is
-refused: its times were most likely read in the wrong unit or order.
+refused: its times were most likely read in the wrong unit or order. When every step is a
+whole number of a shorter timeframe that occurs itself, the refusal says most candles are
+missing and counts them instead. Excel day numbers (``45628``: the date column was
+formatted as numbers) are refused as such.
+
+Local times written without an offset repeat an hour when clocks go back and skip one
+when they go forward. Conflicting rows at a repeated time in the small hours of such a day
+(Europe: last Sunday of October and March; the US: first Sunday of November and second
+Sunday of March) are resolved as any conflict, and the note says the times look like
+local time with daylight saving and to export UTC; a missing hour on the spring day gets
+the same note.
 A few candles off the file's grid (10:17 among hourly candles) are refused too, naming
 the first by its line. So is a written date before 1900 or after 2099, and a row far out
 of time order with the rows around it (2014 among rows of 2024, an epoch time with one
@@ -101,9 +130,11 @@ from forecasting.ohlcv import (
 
 __all__ = [
     "BINANCE",
+    "COINMARKETCAP",
     "CRYPTODATADOWNLOAD",
     "EARLIEST_DATE",
     "EARLIEST_EPOCH",
+    "KRAKEN",
     "LATEST_EPOCH",
     "MAX_CSV_BYTES",
     "WITHOUT_HEADER",
@@ -132,34 +163,55 @@ WITH_HEADER = "CSV with a header"
 WITHOUT_HEADER = "CSV without a header"
 BINANCE = "Binance public data dump"
 CRYPTODATADOWNLOAD = "CryptoDataDownload"
+KRAKEN = "Kraken OHLCVT download"
+COINMARKETCAP = "CoinMarketCap export"
+
+# Kraken's OHLCVT downloads (support.kraken.com, "Downloadable historical OHLCVT data"):
+# no header, unix seconds, open, high, low, close, volume and the count of trades.
+_KRAKEN_COLUMNS = ("time", "open", "high", "low", "close", "volume", "trades")
 
 _ALIASES = {
     "timestamp": (
-        # An explicit epoch column comes first: it is unambiguous, while the ``Date``
-        # beside it in CryptoDataDownload files has changed format over the years.
+        # A column named as the open time comes first: CoinMarketCap's export has
+        # ``timeOpen`` beside a ``timestamp`` that is each candle's close time.
+        "timeopen",
+        "time_open",
+        "time open",
+        "open time",
+        "open_time",
+        "opentime",
+        "open time (utc)",
+        # An explicit epoch column next: it is unambiguous, while the ``Date`` beside it in
+        # CryptoDataDownload files has changed format over the years.
         "unix",
         "unix timestamp",
         "timestamp",
         "time",
         "date",
         "datetime",
-        "open time",
-        "open_time",
-        "opentime",
         "date (utc)",
         "time (utc)",
         "timestamp (utc)",
         # Spreadsheets in other languages: German and Dutch, Spanish, Italian.
         "datum",
+        "zeit",
         "fecha",
         "data",
     ),
-    "open": ("open", "o", "open price"),
-    "high": ("high", "h", "high price"),
-    "low": ("low", "l", "low price"),
-    "close": ("close", "c", "close price", "last"),
-    "volume": ("volume", "vol", "v", "base volume", "volume (base)"),
+    # German exports (finanzen.net, onvista, comdirect) name the columns Eröffnung or
+    # Eröffnungskurs, Hoch, Tief, Schluss or Schlusskurs and Volumen or Umsatz.
+    "open": ("open", "o", "open price", "eröffnung", "eröffnungskurs", "erster"),
+    "high": ("high", "h", "high price", "hoch", "hochkurs", "tageshoch"),
+    "low": ("low", "l", "low price", "tief", "tiefkurs", "tagestief"),
+    "close": ("close", "c", "close price", "last", "schluss", "schlusskurs", "letzter"),
+    "volume": ("volume", "vol", "v", "base volume", "volume (base)", "volumen", "umsatz"),
 }
+# Columns holding each candle's close time, never read as its open time.
+_CLOSE_TIME_COLUMNS = ("timeclose", "time_close", "time close", "close time", "close_time")
+# A date column and a separate time-of-day column (MetaTrader: Date,Time,Open,...).
+_DATE_COLUMNS = ("date", "datum", "fecha", "data", "day")
+_TIME_OF_DAY_COLUMNS = ("time", "zeit", "hora")
+_CLOCK = re.compile(r"\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?", re.ASCII)
 
 # Binance's kline files, in the order of their columns (data.binance.vision).
 _BINANCE_COLUMNS = (
@@ -257,6 +309,8 @@ class _Layout:
     thousands_commas: bool = False  # quoted numbers in a comma file group with commas
     notes: list[str] = field(default_factory=list)
     separator: str = ","
+    clock: int | None = None  # a separate time-of-day column (MetaTrader's Date,Time)
+    close_times: bool = False  # the time column is named as the close time
 
 
 def read_ohlcv_csv(
@@ -329,6 +383,9 @@ def _read_csv(source: bytes | str | os.PathLike[str] | BinaryIO, max_bytes: int)
     column = header[mapping["timestamp"]]
     index, time_notes = _parse_timestamps(records["timestamp"], lines, column)
     _refuse_out_of_place(index, records["timestamp"], lines, column)
+    index, close_notes = _from_close_times(index, records["timestamp"], lines, layout.close_times)
+    time_notes.extend(close_notes)
+    local = _written_local(records["timestamp"], column)
     values = {}
     for name in COLUMNS:
         values[name] = _parse_numbers(
@@ -352,7 +409,7 @@ def _read_csv(source: bytes | str | os.PathLike[str] | BinaryIO, max_bytes: int)
     resolved = resolve_duplicates(frame[~bad])
     candles = normalize_ohlcv(resolved)
     candles.attrs = dict(resolved.attrs)
-    notes.extend(_conflict_notes(candles, line_of))
+    notes.extend(_conflict_notes(candles, line_of, local=local))
     # A placeholder at the time of a priced row repeats that timestamp: a duplicate.
     nonpositive = normalize_ohlcv(frame[bad]).index.difference(candles.index)
     if bad.any() and len(candles) < 2:
@@ -371,6 +428,8 @@ def _read_csv(source: bytes | str | os.PathLike[str] | BinaryIO, max_bytes: int)
     except DataFormatError as exc:
         raise _with_offset_hint(exc, records["timestamp"]) from None
     _refuse_sparse(stamps, timeframe, calendar)
+    if local:
+        notes.extend(_spring_forward_notes(stamps, timeframe))
     return CsvData(
         candles, timeframe, calendar, duplicates, nonpositive, layout.format, tuple(notes)
     )
@@ -407,6 +466,8 @@ def _cells(layout: _Layout) -> tuple[dict[str, list[str]], list[int]]:
             )
         for name, position in mapping.items():
             records[name].append(row[position].strip())
+        if layout.clock is not None:
+            records["timestamp"][-1] += f" {row[layout.clock].strip()}"
         lines.append(line)
     if ignored:
         more = f" and {len(ignored) - 1} more row{'s' if len(ignored) > 2 else ''}"
@@ -483,7 +544,7 @@ def _sniff_separator(text: str) -> str:
 
 def _fields(line: str, separator: str) -> list[str]:
     try:
-        return next(csv.reader([line], delimiter=separator), [])
+        return next(csv.reader([line], delimiter=separator, skipinitialspace=True), [])
     except csv.Error:
         return []
 
@@ -491,8 +552,12 @@ def _fields(line: str, separator: str) -> list[str]:
 def _split_rows(text: str, separator: str = ",") -> list[tuple[int, list[str]]]:
     """CSV rows, each with the line it starts on (the first line of the file is line 1)."""
     # Old Mac exports end lines with a bare CR, which the csv module refuses mid-line.
+    # Spaces after a separator are skipped, so that ``"open", "high"`` (a space after each
+    # comma, as some scripts write) still reads its quoted fields as quoted.
     reader = csv.reader(
-        io.StringIO(text.replace("\r\n", "\n").replace("\r", "\n")), delimiter=separator
+        io.StringIO(text.replace("\r\n", "\n").replace("\r", "\n")),
+        delimiter=separator,
+        skipinitialspace=True,
     )
     rows: list[tuple[int, list[str]]] = []
     line = 1
@@ -539,9 +604,17 @@ def _recognise(rows: list[tuple[int, list[str]]], separator: str) -> _Layout:
         mapping, volume_note = _map_columns(header, first_line, rows[1:2])
         if volume_note:
             notes.append(volume_note)
-        layout = _Layout(
-            _format_name(header, banner, separator), header, first_line, mapping, rows[1:]
-        )
+        body, repeat_notes = _without_repeated_headers(rows[1:], header, banner)
+        layout = _Layout(_format_name(header, banner, separator), header, first_line, mapping, body)
+        layout.notes.extend(repeat_notes)
+        layout.clock = _time_of_day_column(header, mapping, body[:1])
+        if layout.clock is not None:
+            layout.notes.append(
+                f"The times are the {_shown(header[mapping['timestamp']])} and "
+                f"{_shown(header[layout.clock])} columns together."
+            )
+        lowered = _lowered(header)
+        layout.close_times = lowered[mapping["timestamp"]] in _CLOSE_TIME_COLUMNS
     layout.notes[:0] = notes
     layout.separator = separator
     if separator != ",":
@@ -664,7 +737,9 @@ def _grouping_note(cells: list[tuple[int, str, str]]) -> list[str]:
 
 
 def _format_name(header: list[str], banner: str, separator: str) -> str:
-    lowered = {h.lower().strip().strip('"') for h in header}
+    lowered = set(_lowered(header))
+    if {"timeopen", "timeclose", "marketcap"} <= lowered:
+        return COINMARKETCAP
     if "cryptodatadownload" in banner.lower() or (
         {"unix", "symbol"} <= lowered and any(_VOLUME_IN.fullmatch(h) for h in lowered)
     ):
@@ -703,6 +778,18 @@ def _headerless(rows: list[tuple[int, list[str]]], separator: str) -> _Layout:
         mapping = {name: _BINANCE_COLUMNS.index(name) for name in COLUMNS}
         mapping["timestamp"] = 0
         return _Layout(BINANCE, list(_BINANCE_COLUMNS), None, mapping, rows)
+    # Kraken writes whole unix seconds (9 or 10 digits until 2286) and a whole count.
+    if len(cells) == len(_KRAKEN_COLUMNS) and all(
+        re.fullmatch(pattern, cell)
+        for pattern, cell in ((r"\d{9,10}", cells[0]), (r"\d+", cells[-1]))
+    ):
+        mapping = {name: _KRAKEN_COLUMNS.index(name) for name in COLUMNS}
+        mapping["timestamp"] = 0
+        note = (
+            "The file has no header and 7 columns, as Kraken's OHLCVT downloads: read as "
+            "time, open, high, low, close, volume and trades (the count of trades ignored)."
+        )
+        return _Layout(KRAKEN, list(_KRAKEN_COLUMNS), None, mapping, rows, notes=[note])
     if len(cells) == len(COLUMNS) + 1:
         names = ["timestamp", *COLUMNS]
         mapping = {name: position for position, name in enumerate(names)}
@@ -714,8 +801,9 @@ def _headerless(rows: list[tuple[int, list[str]]], separator: str) -> _Layout:
         return _Layout(name, names, None, mapping, rows, notes=[note])
     raise DataFormatError(
         f"Line {line} is a candle, not a header, and its {len(cells)} columns are no layout "
-        "known without one (Binance's 12 or timestamp, open, high, low, close, volume). Add "
-        "a header row naming the columns timestamp, open, high, low, close and volume.",
+        "known without one (Binance's 12, Kraken's 7 or timestamp, open, high, low, close, "
+        "volume). Add a header row naming the columns timestamp, open, high, low, close "
+        "and volume.",
         row=line,
     )
 
@@ -732,8 +820,12 @@ def _binance_times(cells: list[str]) -> bool:
 def _map_columns(
     header: list[str], line: int = 1, sample: list[tuple[int, list[str]]] | None = None
 ) -> tuple[dict[str, int], str]:
-    """Column positions by name, and a note when the volume had to be chosen."""
-    lowered = [h.lower().strip().strip('"') for h in header]
+    """Column positions by name, and a note when the volume had to be chosen.
+
+    A column named as the close time (``timeClose``, ``Close time``) is the time column
+    only when the file has no other; the times are then read as close times.
+    """
+    lowered = _lowered(header)
     mapping: dict[str, int] = {}
     for name, aliases in _ALIASES.items():
         for alias in aliases:
@@ -742,6 +834,10 @@ def _map_columns(
                 break
     if "timestamp" not in mapping and lowered and lowered[0] in ("", "unnamed: 0", "index"):
         mapping["timestamp"] = 0
+    if "timestamp" not in mapping:
+        closing = next((lowered.index(c) for c in _CLOSE_TIME_COLUMNS if c in lowered), None)
+        if closing is not None:
+            mapping["timestamp"] = closing
     note = ""
     if "volume" not in mapping:
         note = _base_volume(header, lowered, line, sample or [], mapping)
@@ -756,6 +852,80 @@ def _map_columns(
             column=missing[0],
         )
     return mapping, note
+
+
+def _lowered(header: list[str]) -> list[str]:
+    """Header names as matched: lower case, without quotes or MetaTrader's ``<...>``."""
+    return [h.lower().strip().strip('"').strip("<>").strip() for h in header]
+
+
+def _without_repeated_headers(
+    body: list[tuple[int, list[str]]], header: list[str], banner: str
+) -> tuple[list[tuple[int, list[str]]], list[str]]:
+    """The rows below the header without copies of it, and a note naming them.
+
+    Files joined one after the other repeat the header (and a title line above it) where
+    the second begins; those lines hold no candle and are skipped.
+    """
+    names = [h.strip().lower() for h in header]
+    while names and not names[-1]:
+        names.pop()
+    kept: list[tuple[int, list[str]]] = []
+    repeated: list[int] = []
+    titles: list[int] = []
+    for position, (line, row) in enumerate(body):
+        cells = [cell.strip().lower() for cell in row]
+        while cells and not cells[-1]:
+            cells.pop()
+        if cells == names:
+            repeated.append(line)
+            continue
+        # The title line of a joined file, just above its repeated header.
+        if (
+            banner
+            and [c for c in cells if c] == [banner.lower()]
+            and position + 1 < len(body)
+            and [c.strip().lower() for c in body[position + 1][1]][: len(names)] == names
+        ):
+            titles.append(line)
+            continue
+        kept.append((line, row))
+    if not repeated:
+        return body, []
+    shown = ", ".join(str(line) for line in repeated[:3])
+    more = f" and {len(repeated) - 3} more" if len(repeated) > 3 else ""
+    verb = "repeats" if len(repeated) == 1 else "repeat"
+    title = (
+        f", with the title line above (line {titles[0]}{' and more' if len(titles) > 1 else ''})"
+        if titles
+        else ""
+    )
+    return kept, [
+        f"Line{'s' if len(repeated) > 1 else ''} {shown}{more} {verb} the header (files "
+        f"joined one after the other): skipped{title}."
+    ]
+
+
+def _time_of_day_column(
+    header: list[str], mapping: dict[str, int], sample: list[tuple[int, list[str]]]
+) -> int | None:
+    """The position of a time-of-day column to join to a separate date column, if any.
+
+    MetaTrader and many spreadsheets write ``Date,Time`` (``2024.01.02,12:00``): the time
+    column is then mapped to the date column and this one holds the time of day.
+    """
+    lowered = _lowered(header)
+    date = next((lowered.index(c) for c in _DATE_COLUMNS if c in lowered), None)
+    clock = next((lowered.index(c) for c in _TIME_OF_DAY_COLUMNS if c in lowered), None)
+    if date is None or clock is None or mapping["timestamp"] not in (date, clock) or not sample:
+        return None
+    row = sample[0][1]
+    if max(date, clock) >= len(row):
+        return None
+    if not _CLOCK.fullmatch(row[clock].strip()) or ":" in row[date]:
+        return None
+    mapping["timestamp"] = date
+    return clock
 
 
 def _base_volume(
@@ -821,17 +991,129 @@ def _order_notes(index: pd.DatetimeIndex, lines: list[int]) -> list[str]:
     ]
 
 
-def _conflict_notes(candles: pd.DataFrame, line_of: dict[int, int]) -> list[str]:
-    """Say when rows with the same open time disagreed, and which rule chose."""
+def _conflict_notes(
+    candles: pd.DataFrame, line_of: dict[int, int], *, local: bool = False
+) -> list[str]:
+    """Say when rows with the same open time disagreed, and which rule chose.
+
+    With ``local`` (times written without a UTC offset), a repeated time in the small
+    hours of a day the clocks went back (Europe: last Sunday of October; the US: first
+    Sunday of November) is said to be local time with daylight saving, not a fragment.
+    """
     conflicts = duplicate_conflicts(candles)
     if not conflicts:
         return []
     stamps = sorted({int(c["timestamp"]) for c in conflicts})
     first = pd.Timestamp(stamps[0], unit="ms", tz="UTC")
-    times = f"{len(stamps)} open time{'s' if len(stamps) != 1 else ''}"
-    return [
-        f"{times} appear more than once with different values (the first at "
+    times = f"{len(stamps)} open time{'s appear' if len(stamps) != 1 else ' appears'}"
+    note = (
+        f"{times} more than once with different values (the first at "
         f"{first:%Y-%m-%d %H:%M} UTC, line {line_of.get(stamps[0])}): {DUPLICATE_RULE}."
+    )
+    # Only candles shorter than a day have an hour to repeat (a daily file's 00:00 does not).
+    if local and np.median(np.diff(candles.index.asi8)) < 86_400_000:
+        at = [pd.Timestamp(stamp, unit="ms", tz="UTC") for stamp in stamps]
+        changes = _clock_changes({t.year for t in at})
+        back = next((t for t in at if changes.get(t.date(), ("", ""))[1] == "back"), None)
+        if back is not None and back.hour < _CLOCK_CHANGE_HOURS:
+            note += (
+                f" The repeated {back:%H:%M} on {back:%Y-%m-%d} (line "
+                f"{line_of.get(_ms(back))}) is the hour that comes twice when clocks go back "
+                f"in {changes[back.date()][0]}: the times look like local time with daylight "
+                "saving. Export the times in UTC."
+            )
+    return [note]
+
+
+# Clocks change in the small hours (01:00 UTC in Europe, 02:00 local in the US).
+_CLOCK_CHANGE_HOURS = 4
+
+
+def _clock_changes(years: set[int]) -> dict[object, tuple[str, str]]:
+    """The days clocks change, as ``{date: (where, "back" or "forward")}``.
+
+    Europe (EU directive 2000/84/EC): forward on the last Sunday of March, back on the
+    last Sunday of October. The US (Energy Policy Act of 2005, from 2007): forward on the
+    second Sunday of March, back on the first Sunday of November.
+    """
+    changes: dict[object, tuple[str, str]] = {}
+    for year in years:
+        changes[_sunday(year, 3, -1)] = ("Europe", "forward")
+        changes[_sunday(year, 10, -1)] = ("Europe", "back")
+        changes[_sunday(year, 3, 2)] = ("the US", "forward")
+        changes[_sunday(year, 11, 1)] = ("the US", "back")
+    return changes
+
+
+def _sunday(year: int, month: int, nth: int) -> object:
+    """The ``nth`` Sunday of a month (``-1``: the last) as a ``datetime.date``."""
+    days = pd.date_range(f"{year}-{month:02d}-01", periods=31, freq="D")
+    sundays = days[(days.month == month) & (days.day_of_week == 6)]
+    return sundays[nth if nth < 0 else nth - 1].date()
+
+
+def _written_local(values: list[str], column: str) -> bool:
+    """Whether the times are written dates without a UTC offset: local time, perhaps."""
+    if not values or "utc" in column.lower() or _PLAIN_NUMBER.fullmatch(values[0]):
+        return False
+    return not any(_UTC_OFFSET.search(v) or v.upper().endswith("UTC") for v in values)
+
+
+def _spring_forward_notes(stamps: pd.DatetimeIndex, timeframe: str) -> list[str]:
+    """A note when exactly the hour clocks skip in spring is missing from local times."""
+    length = timeframe_seconds(timeframe) * 1000
+    if length > 3_600_000 or len(stamps) < 2:
+        return []
+    ms = stamps.as_unit("ms").asi8
+    gaps = np.flatnonzero(np.diff(ms) == 3_600_000 + length)
+    changes = _clock_changes({int(year) for year in stamps.year.unique()})
+    for gap in gaps.tolist():
+        missing = pd.Timestamp(int(ms[gap]) + length, unit="ms", tz="UTC")
+        where, kind = changes.get(missing.date(), ("", ""))
+        if kind == "forward" and missing.hour < _CLOCK_CHANGE_HOURS:
+            end = missing + pd.Timedelta(hours=1)
+            return [
+                f"No candle from {missing:%H:%M} to {end:%H:%M} on {missing:%Y-%m-%d}, the hour "
+                f"clocks skip when they go forward in {where}: the times look like local time "
+                "with daylight saving. Export the times in UTC."
+            ]
+    return []
+
+
+def _from_close_times(
+    index: pd.DatetimeIndex, values: list[str], lines: list[int], named: bool
+) -> tuple[pd.DatetimeIndex, list[str]]:
+    """Open times from times that are each candle's close time, by a stated rule.
+
+    Close times are told by every time lying 1 ms before a whole second (Binance's
+    ``close_time``, ``23:59:59.999``), by every time lying 1 s before a whole minute with
+    whole seconds (``23:59:59``), or by a column named as the close time (``timeClose``)
+    when the file has no other. Each candle then opens one timeframe before the end of
+    its close time: ``open = close + 1 ms (or 1 s, or nothing for a named column on the
+    boundary) - one timeframe``, the timeframe told by the spacing of the close times.
+    Open times are never written at ``.999``: a close time kept as one would misdate
+    every candle by almost a whole candle.
+    """
+    ms = index.as_unit("ms").asi8
+    if len(ms) < 2:
+        return index, []
+    if (ms % 1000 == 999).all():
+        gap, told = 1, "every one 1 ms before a whole second"
+    elif (ms % 60_000 == 59_000).all():
+        gap, told = 1000, "every one 1 s before a whole minute"
+    elif named:
+        gap, told = 0, "the column is named as the close time"
+    else:
+        return index, []
+    ends = pd.DatetimeIndex(index + pd.Timedelta(milliseconds=gap))
+    timeframe = infer_timeframe(ends.unique().sort_values())
+    opened = pd.DatetimeIndex(ends - timeframe_offset(timeframe), name="timestamp")
+    added = {0: "", 1: " + 1 ms", 1000: " + 1 s"}[gap]
+    return opened, [
+        f"The times are candle close times ({told}), as Binance's close_time and "
+        f"CoinMarketCap's timeClose are written: each candle's open time was taken as its "
+        f"close time{added} - {timeframe} (line {lines[0]}: {_shown(values[0])} opens at "
+        f"{opened[0]:%Y-%m-%d %H:%M:%S} UTC)."
     ]
 
 
@@ -876,12 +1158,47 @@ def _refuse_irregular(stamps: pd.DatetimeIndex, timeframe: str, line_of: dict[in
         return
     first = int(odd[0])
     line = line_of.get(int(ms[first + 1]))
+    _refuse_mostly_missing(stamps, steps, timeframe, line, int(steps[first]))
     raise DataFormatError(
         f"The rows are spaced unlike any timeframe: {len(odd)} of the {len(steps)} steps "
         f"between consecutive candles are not a whole number of {timeframe} (the most "
         f"common step), the first {_duration(int(steps[first]))} before line {line}. Check "
         "that every row's time is in the same unit and date format, or resample the file to "
         "one timeframe.",
+        row=line,
+    )
+
+
+def _refuse_mostly_missing(
+    stamps: pd.DatetimeIndex, steps: np.ndarray, timeframe: str, line: int | None, odd: int
+) -> None:
+    """Refuse a file with most of its candles missing, saying so rather than a timeframe.
+
+    With more than half the candles missing, the most common step is two or more
+    candles long and the others are not whole numbers of it. When every step is a whole
+    number of a shorter timeframe that itself occurs (1d for a daily file missing most
+    days), that is the file's timeframe and the message counts the candles missing.
+    """
+    positive = steps[steps > 0].astype("int64")
+    if not len(positive):
+        return
+    unit = int(np.gcd.reduce(positive))
+    if unit % 1000 or (positive == unit).sum() < 2:
+        return
+    finer = timeframe_from_seconds(unit // 1000)
+    if timeframe_seconds(finer) * 1000 != unit or unit >= timeframe_seconds(timeframe) * 1000:
+        return
+    calendar = infer_calendar(stamps, finer)
+    expected = expected_candles(stamps, finer, calendar=calendar)
+    missing = expected - len(stamps)
+    raise DataFormatError(
+        f"Most candles are missing: the candles are whole numbers of {finer} apart, but the "
+        f"file has {len(stamps):,} of the {expected:,} {finer} candles from "
+        f"{stamps[0]:%Y-%m-%d %H:%M} to {stamps[-1]:%Y-%m-%d %H:%M} UTC ({missing:,} missing, "
+        f"{100 * missing / expected:.0f}%), so the most common step, {timeframe}, is no "
+        f"timeframe of the file (line {line} is {_duration(odd)} after the candle before it). "
+        f"Export the file again with every {finer} candle, or resample it to a longer "
+        "timeframe.",
         row=line,
     )
 
@@ -1423,6 +1740,11 @@ def _parse_epochs(
             index = pd.DatetimeIndex(dates, name="timestamp")
             _refuse_implausible_dates(index, values, lines, column)
             return index, []
+    if (
+        column.lower() not in ("", "unnamed: 0", "index")
+        and ((array >= _EXCEL_DAYS_1900) & (array < _EXCEL_DAYS_2100)).all()
+    ):
+        _refuse_excel_days(array, values, lines, column)
     units = _epoch_units(array)
     # Whole numbers stay integers: a float64 cannot hold every nanosecond epoch exactly.
     epochs = numbers.to_numpy(dtype="int64") if numbers.dtype.kind in "iu" else array
@@ -1448,6 +1770,31 @@ def _parse_epochs(
     index = pd.DatetimeIndex(milliseconds.astype("datetime64[ms]"), name="timestamp")
     index = index.tz_localize("UTC")
     return index, _unit_notes(units, lines)
+
+
+# Excel's day numbers count days from 1899-12-30 (its 1900 date system): 2 is 1900-01-01
+# and 73051 is 2100-01-01, the span of written dates accepted.
+_EXCEL_EPOCH = pd.Timestamp("1899-12-30", tz="UTC")
+_EXCEL_DAYS_1900 = 2
+_EXCEL_DAYS_2100 = 73_051
+
+
+def _refuse_excel_days(array: np.ndarray, values: list[str], lines: list[int], column: str) -> None:
+    """Refuse times that are all Excel day numbers (``45628``), saying so.
+
+    As epoch seconds they would all fall on 1 January 1970: a spreadsheet whose date
+    column was formatted as numbers before it was saved writes its dates this way.
+    """
+    day = _EXCEL_EPOCH + pd.to_timedelta(float(array[0]), unit="D").round("s")
+    shown = f"{day:%Y-%m-%d}" if day == day.normalize() else f"{day:%Y-%m-%d %H:%M}"
+    raise DataFormatError(
+        f"Line {lines[0]}, column '{column}': {_shown(values[0])} looks like an Excel day "
+        f"number ({shown} in Excel), as every time of the column does: the spreadsheet "
+        "saved its dates as numbers. Format the column as dates (such as yyyy-mm-dd hh:mm) "
+        "and save the file as CSV again.",
+        row=lines[0],
+        column=column,
+    )
 
 
 def _refuse_implausible(
