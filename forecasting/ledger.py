@@ -14,10 +14,11 @@ one after the other, and a reader never sees half a round.
 Times are UTC epoch milliseconds, as candle open times are everywhere in the package
 (ccxt rows, the cache's metadata); prices are in the quote currency.
 
-Schema (version 2, kept in ``PRAGMA user_version``; the file is marked as a ledger by
-``PRAGMA application_id``). A ledger of version 1 is brought to version 2 when it is first
-opened (one transaction: the ``cutoff_ms`` column and the ``trackers`` table are added;
-nothing already written changes).
+Schema (version 3, kept in ``PRAGMA user_version``; the file is marked as a ledger by
+``PRAGMA application_id``). An older ledger is brought to version 3 when it is first
+opened, in one transaction, and nothing already written changes: version 2 added the
+``cutoff_ms`` column and the ``trackers`` table, version 3 the triggers that make writing
+a row again keep the first (see *Guarantees*).
 -----------------------------------------------------------------------------------------
 
 ``forecasts``: one row per forecast of one candle (one step of one model's forecast).
@@ -82,8 +83,9 @@ scored_at_ms     integer    when it was scored (ms, the ledger's clock)
 ===============  =========  ===========================================================
 forecast_id      integer    the forecast (``forecasts.id``)
 reason           text       ``"gap"``: later candles were recorded but not this one;
-                            ``"no candles"``: nothing was recorded for a long time
-                            (a delisted pair)
+                            ``"no candles"``: it never arrived, and no later candle
+                            either, though the exchange was asked long after
+                            (a delisted pair: see :func:`default_abandon_ms`)
 marked_at_ms     integer    when it was marked (ms, the ledger's clock)
 ===============  =========  ===========================================================
 
@@ -115,9 +117,13 @@ once it said so (:meth:`Ledger.trackers`).
 
 Guarantees
 ----------
-* Append-only: triggers abort any ``UPDATE`` or ``DELETE`` of the four tables, so a
-  forecast (or a candle, a score, a mark) is never changed or removed once written;
-  a forecast is either waiting, scored or missing, never two of them.
+* Append-only: triggers abort any ``UPDATE`` or ``DELETE`` of the four tables, and
+  drop any ``INSERT`` of a row whose key is already there (its id or its unique key),
+  whatever the conflict clause (``INSERT OR REPLACE``, ``REPLACE INTO``, ``INSERT ...
+  ON CONFLICT DO UPDATE``): writing a row again keeps the first. The triggers are in
+  the file, so they hold for any connection, not only this class's. A forecast (or a
+  candle, a score, a mark) is never changed or removed once written; a forecast is
+  either waiting, scored or missing, never two of them.
 * The record is checkable (:meth:`Ledger.check`): each forecast keeps the time it was
   written, and the rule below says when that time proves it was made in time.
 * A forecast is written before its target closes: :meth:`Ledger.record_forecasts`
@@ -175,6 +181,7 @@ from forecasting.evaluation.walkforward import Backtest, BacktestSettings, Fold,
 from forecasting.ohlcv import timeframe_offset, timeframe_seconds
 
 __all__ = [
+    "ABANDON_AFTER_MS",
     "APPLICATION_ID",
     "DEFAULT_TOLERANCE_MS",
     "FORECAST_FIELDS",
@@ -182,6 +189,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "Ledger",
     "ScoreRound",
+    "default_abandon_ms",
     "default_ledger_path",
     "default_tolerance_ms",
     "forecast_rows",
@@ -190,7 +198,7 @@ __all__ = [
     "timing_note",
 ]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # "CFLL" (Crypto Forecast Lab Ledger): marks the file as a ledger for `file(1)` and for
 # the check on opening, so a random SQLite file is never taken for one.
 APPLICATION_ID = 0x43464C4C
@@ -198,6 +206,9 @@ LEDGER_FILE = "ledger.sqlite3"
 BUSY_TIMEOUT_MS = 30_000
 # The timing check's tolerance on candles of 15 minutes and longer (see the module docs).
 DEFAULT_TOLERANCE_MS = 15 * 60_000
+# The shortest wait before a target the exchange never served is given up (see
+# default_abandon_ms).
+ABANDON_AFTER_MS = 7 * 86_400_000
 
 FORECAST_FIELDS = (
     "exchange",
@@ -312,6 +323,42 @@ CREATE TABLE trackers (
 );
 PRAGMA user_version = 2;
 """,
+    # Writing a row again keeps the first, whatever the statement's conflict clause:
+    # REPLACE deletes the old row without firing the DELETE triggers, and an upsert's
+    # DO UPDATE is a second way in, so each append-only table drops (RAISE(IGNORE)) an
+    # insert whose key is already there, before any conflict is resolved.
+    3: f"""
+CREATE TRIGGER forecasts_keep_first BEFORE INSERT ON forecasts
+WHEN (NEW.id > 0 AND EXISTS (SELECT 1 FROM forecasts WHERE id = NEW.id))
+    OR EXISTS (
+        SELECT 1 FROM forecasts
+        WHERE exchange = NEW.exchange AND symbol = NEW.symbol AND timeframe = NEW.timeframe
+            AND model = NEW.model AND settings_hash = NEW.settings_hash
+            AND ifnull(seed, '') = ifnull(NEW.seed, '') AND origin_ms = NEW.origin_ms
+            AND step = NEW.step
+    )
+BEGIN SELECT RAISE(IGNORE); END;
+CREATE TRIGGER forecasts_positive_id AFTER INSERT ON forecasts
+WHEN NEW.id <= 0
+BEGIN SELECT RAISE(ABORT, 'forecast ids are positive: leave id out and SQLite numbers it'); END;
+CREATE TRIGGER candles_keep_first BEFORE INSERT ON candles
+WHEN EXISTS (
+    SELECT 1 FROM candles
+    WHERE exchange = NEW.exchange AND symbol = NEW.symbol AND timeframe = NEW.timeframe
+        AND open_ms = NEW.open_ms
+)
+BEGIN SELECT RAISE(IGNORE); END;
+{
+        "".join(
+            f'''
+CREATE TRIGGER {table}_keep_first BEFORE INSERT ON {table}
+WHEN EXISTS (SELECT 1 FROM {table} WHERE forecast_id = NEW.forecast_id)
+BEGIN SELECT RAISE(IGNORE); END;'''
+            for table in ("scores", "missing")
+        )
+    }
+PRAGMA user_version = 3;
+""",
 }
 
 
@@ -349,8 +396,9 @@ def timing_note(late: int, timeframe: str | None, tolerance_ms: int | None = Non
             "candle closing, before its first target closed."
         )
     return (
-        f"Timing check: {late:,} forecasts were not written within {within} of their "
-        "origin candle closing: counted as late, not scored."
+        f"Timing check: {late:,} forecasts were not written within {within} after their "
+        "origin candle closed (they were written before that close, or later): counted as "
+        "late, not scored."
     )
 
 
@@ -377,6 +425,26 @@ def default_tolerance_ms(timeframe: str) -> int:
         When ``timeframe`` is not a timeframe.
     """
     return min(_timeframe_ms(timeframe), DEFAULT_TOLERANCE_MS)
+
+
+def default_abandon_ms(timeframe: str) -> int:
+    """How long after its target closed a forecast waits for that candle before the live
+    round marks it missing (``"no candles"``) when the exchange serves nothing at or after
+    it: ``max(10 timeframes, 7 days)``, in ms (``1m`` to ``12h`` -> 7 days, ``1d`` -> 10
+    days, ``1w`` -> 70 days).
+
+    Why: an exchange publishes a closed candle within seconds, a late one within minutes
+    (:data:`~forecasting.data.exchange.PUBLISH_GRACE`), and halts a pair for maintenance
+    for hours, rarely days; a week of silence (ten candles on long timeframes) is a pair
+    that stopped trading. The mark is final: a candle that comes after it is recorded
+    but does not score the forecast.
+
+    Raises
+    ------
+    InvalidTimeframe
+        When ``timeframe`` is not a timeframe.
+    """
+    return max(10 * _timeframe_ms(timeframe), ABANDON_AFTER_MS)
 
 
 def _ms(value: Any) -> int:
@@ -762,6 +830,7 @@ class Ledger:
         *,
         grace_ms: int | None = None,
         abandon_after_ms: int | None = None,
+        series: tuple[str, str, str] | None = None,
     ) -> ScoreRound:
         """Score every waiting forecast whose target candle is recorded; mark the lost ones.
 
@@ -772,7 +841,13 @@ class Ledger:
         * ``"gap"``, when its target closed more than ``grace_ms`` before ``now_ms`` and
           a later candle of its series is recorded (the exchange served past it);
         * ``"no candles"``, when ``abandon_after_ms`` is given and its target closed more
-          than that before ``now_ms`` (a pair that stopped trading).
+          than that before ``now_ms`` with no candle of its series recorded at or after
+          it (a pair that stopped trading).
+
+        The ledger alone cannot tell a pair that stopped trading from a tracker that
+        stopped running (both leave no later candle), so it gives up on a target only
+        when asked: the live round asks for its own series, right after the exchange
+        answered, with :func:`default_abandon_ms` (see :mod:`forecasting.live`).
 
         Parameters
         ----------
@@ -785,6 +860,10 @@ class Ledger:
         abandon_after_ms
             Give up on a target this long after its close even with no later candles;
             ``None`` (the default) never does.
+        series
+            ``(exchange, symbol, timeframe)``: give up (``abandon_after_ms``) only on
+            this series' targets; ``None``: on every series'. Scores and gaps are taken
+            on every series either way.
         """
         now = int(self.clock() if now_ms is None else now_ms)
         stamp = int(self.clock())
@@ -803,7 +882,7 @@ class Ledger:
                 (stamp,),
             )
             scored = conn.total_changes - before
-            series = conn.execute(
+            waiting = conn.execute(
                 """
                 SELECT DISTINCT exchange, symbol, timeframe FROM forecasts
                 WHERE id NOT IN (SELECT forecast_id FROM scores)
@@ -811,7 +890,7 @@ class Ledger:
                 """
             ).fetchall()
             before = conn.total_changes
-            for exchange, symbol, timeframe in series:
+            for exchange, symbol, timeframe in waiting:
                 # A target closes one timeframe after it opens (months taken as 30 days:
                 # the grace is a wait, not a candle boundary).
                 params = {
@@ -825,7 +904,9 @@ class Ledger:
                     "abandon": int(abandon_after_ms or 0),
                 }
                 lost = "(later.open_ms IS NOT NULL AND f.target_ms + :closed + :grace < :now)"
-                if abandon_after_ms is not None:
+                if abandon_after_ms is not None and (
+                    series is None or tuple(series) == (exchange, symbol, timeframe)
+                ):
                     lost += " OR f.target_ms + :closed + :abandon < :now"
                 conn.execute(
                     f"""
@@ -1206,12 +1287,29 @@ class Ledger:
             scored, self.candles(exchange, symbol, timeframe), timeframe, common_pairs=common_pairs
         )
         for model, rows in late.groupby("model", sort=False):
-            result.notes.setdefault(str(model), []).append(
-                f"{len(rows)} forecasts were not written within "
-                f"{_duration(int(rows['tolerance_ms'].iloc[0]))} of their origin candle "
-                "closing (the timing check): counted as late, not scored."
-            )
+            result.notes.setdefault(str(model), []).append(_late_note(rows))
         return result
+
+
+def _late_note(rows: pd.DataFrame) -> str:
+    """One model's rows the timing check reported (:meth:`Ledger.check`), in a sentence
+    naming each way they failed."""
+    tolerance = _duration(int(rows["tolerance_ms"].iloc[0]))
+    early = rows["problem"] == "written before its origin candle closed"
+    tardy = rows["problem"] == "written after its origin closed plus the tolerance"
+    parts = [
+        f"{count} {what}"
+        for count, what in (
+            (int(early.sum()), "written before their origin candle closed"),
+            (int(tardy.sum()), f"written {tolerance} or more after their origin candle closed"),
+            (int((~early & ~tardy).sum()), "with a target not step candles after the origin"),
+        )
+        if count
+    ]
+    return (
+        f"{len(rows)} forecasts failed the timing check ({', '.join(parts)}): counted as "
+        "late, not scored."
+    )
 
 
 def _refuse_known_targets(values: list[tuple[Any, ...]], now: int) -> None:

@@ -6,8 +6,10 @@ One round (:func:`run_round`) does, in this order:
    candles, 1000 by default as for ``fetch`` and ``compare``); an exchange failure raises
    here, before anything is written;
 2. records them in the ledger (a candle already recorded keeps its first value);
-3. scores every earlier forecast whose target candle is now recorded (and marks the
-   lost ones, see :meth:`~forecasting.ledger.Ledger.score`);
+3. scores every earlier forecast whose target candle is now recorded, and marks the
+   lost ones missing (:meth:`~forecasting.ledger.Ledger.score`): a target skipped while
+   later candles came (``"gap"``), and one of this series that never came, with no
+   later candle either, long after it closed (``"no candles"``: below);
 4. for each model (naive always among them: every verdict needs it), forecasts the next
    ``horizon`` candles from the newest closed candle (the origin) and writes them, one
    transaction per model. A model that fails is reported and the others still run.
@@ -16,6 +18,18 @@ Each of steps 2-4 is its own transaction, and each is idempotent: a round interr
 anywhere (Ctrl-C, a crash, the exchange failing) leaves a consistent ledger, and running
 it again adds only what is missing. A round that finds no candle closed since a model's
 last forecast writes nothing for it, so ``--once`` twice within one candle writes once.
+
+A pair that stops trading
+    A target the exchange never serves, while it serves no later candle either, is
+    given up (marked missing ``"no candles"``, never scored) once it closed more than
+    :func:`~forecasting.ledger.default_abandon_ms` ago: ``max(10 candles, 7 days)``.
+    The round applies the rule to its own series only, after the exchange answered:
+    with candles (all older than the target), with none in the range asked
+    (:class:`~forecasting.errors.NoCandles`) or by no longer listing the symbol
+    (:class:`~forecasting.errors.InvalidSymbol`); in the last two cases the round
+    writes the marks, then raises. A failure that says nothing about the series (the
+    network, a rate limit, HTTP 5xx) gives up on nothing. A candle merely published
+    late (seconds to minutes) is far within the wait, and is scored when it comes.
 
 Fitting and the refit schedule
     A forecast from an origin may use only the candles up to it. Every model is fitted
@@ -71,12 +85,15 @@ from forecasting.errors import (
     ConfigurationError,
     DataUnavailable,
     ForecastingError,
+    InvalidSymbol,
+    NoCandles,
 )
 from forecasting.evaluation import BacktestSettings
 from forecasting.experiment import ExperimentSettings, parse_models
 from forecasting.ledger import (
     Ledger,
     ScoreRound,
+    default_abandon_ms,
     default_tolerance_ms,
     forecast_rows,
     settings_hash,
@@ -448,6 +465,7 @@ def run_round(
             )
     store = ModelStore(model_dir or default_model_dir(ledger.path))
     series = json.dumps([source_key(exchange_id, config), symbol, timeframe])
+    key = (exchange_id, symbol, timeframe)
     now_ms = int(ledger.clock())
     now = _stamp(now_ms)
     step = pd.Timedelta(seconds=timeframe_seconds(timeframe))
@@ -467,6 +485,10 @@ def run_round(
             retry=retry,
         )
     except ForecastingError as exc:
+        if isinstance(exc, NoCandles | InvalidSymbol):
+            # The exchange answered, with nothing for the series: the targets it never
+            # served are given up once they are long past (a delisted pair).
+            ledger.score(abandon_after_ms=default_abandon_ms(timeframe), series=key)
         if tracker_id is not None:
             ledger.heartbeat(tracker_id, error=" ".join(str(exc).split()))
         raise
@@ -480,7 +502,7 @@ def run_round(
         if tracker_id is not None:
             ledger.heartbeat(tracker_id, error=" ".join(str(exc).split()))
         raise
-    scored = ledger.score()
+    scored = ledger.score(abandon_after_ms=default_abandon_ms(timeframe), series=key)
     origin = candles.index[-1]
     origin_ms = _ms(origin)
     first_close_ms = _ms(origin + 2 * timeframe_offset(timeframe))
@@ -599,11 +621,13 @@ def _model_round(
     params = model.get_params()
     digest = settings_hash(params)
     seed = int(params["seed"]) if model.capabilities.seeded and "seed" in params else None
+    # Behind first: the origin is then the candle before the newest closed one, which
+    # the model has most likely forecast from already, yet a forecast is still owed.
+    if behind:
+        return ModelRound(alias, "behind")
     latest = ledger.latest_forecast(exchange_id, symbol, timeframe, alias, digest, seed)
     if latest is not None and int(latest["origin_ms"]) >= origin_ms:
         return ModelRound(alias, "up to date")
-    if behind:
-        return ModelRound(alias, "behind")
     try:
         fitted, cutoff_ms, refitted = None, origin_ms, True
         if store.keeps(model):

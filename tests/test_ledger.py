@@ -20,11 +20,13 @@ from forecasting.ledger import (
     SCHEMA_VERSION,
     Ledger,
     ScoreRound,
+    default_abandon_ms,
     default_ledger_path,
     default_tolerance_ms,
     forecast_rows,
     scored_backtest,
     settings_hash,
+    timing_note,
 )
 from forecasting.models.base import Forecast
 
@@ -276,11 +278,30 @@ def test_a_shorter_grace_marks_a_gap_sooner(ledger: Ledger) -> None:
 def test_a_pair_that_stops_trading_is_marked_only_when_asked(ledger: Ledger) -> None:
     ledger.clock.now = START + HOUR
     ledger.record_forecasts(rows_for("naive", START, [100.0, 100.0]))
+    other = {**SERIES, "symbol": "ETH/USDT"}
+    ledger.record_forecasts([{**row, **other} for row in rows_for("naive", START, [9.0])])
     ledger.clock.now = START + 100 * HOUR
     assert ledger.score().missing == 0  # no later candle: it may still come
-    assert len(ledger.waiting()) == 2
-    assert ledger.score(abandon_after_ms=24 * HOUR).missing == 2
+    assert len(ledger.waiting()) == 3
+    # Asked for one series, the ledger gives up on that series' targets only.
+    btc = tuple(SERIES.values())
+    assert ledger.score(abandon_after_ms=24 * HOUR, series=btc).missing == 2
     assert ledger.missing()["missing_reason"].tolist() == ["no candles", "no candles"]
+    assert ledger.missing()["symbol"].tolist() == ["BTC/USDT", "BTC/USDT"]
+    assert ledger.waiting()["symbol"].tolist() == ["ETH/USDT"]
+
+
+@pytest.mark.parametrize(
+    ("timeframe", "days"),
+    [
+        ("1m", 7),  # a week is more than ten candles
+        ("12h", 7),
+        ("1d", 10),  # ten candles are more than a week
+        ("1w", 70),
+    ],
+)
+def test_a_target_is_given_up_after_ten_candles_or_a_week(timeframe, days) -> None:
+    assert default_abandon_ms(timeframe) == days * 86_400_000
 
 
 def _insert_raw(path: Path, made_at_ms: int, origin_ms: int = START, step: int = 1) -> None:
@@ -620,7 +641,9 @@ def test_random_sessions_score_every_forecast_exactly_once(
         assert ledger.integrity_check() == []
 
 
-def test_a_version_1_ledger_is_brought_to_version_2_keeping_its_rows(tmp_path: Path) -> None:
+def test_a_version_1_ledger_is_brought_to_the_current_version_keeping_its_rows(
+    tmp_path: Path,
+) -> None:
     from forecasting.ledger import _SCHEMA_V1, _statements
 
     path = tmp_path / "old.sqlite3"
@@ -641,7 +664,7 @@ def test_a_version_1_ledger_is_brought_to_version_2_keeping_its_rows(tmp_path: P
         assert ledger.trackers().empty
         assert ledger.integrity_check() == []
     conn = sqlite3.connect(path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
     conn.close()
 
 
@@ -757,8 +780,8 @@ def test_late_forecasts_are_counted_late_and_never_scored(ledger: Ledger) -> Non
     assert list(metrics.index) == ["naive"]
     assert metrics.loc["naive", "mae"] == pytest.approx((4.0 + 2.0) / 2)
     note = (
-        "2 forecasts were not written within 15 minutes of their origin candle closing "
-        "(the timing check): counted as late, not scored."
+        "2 forecasts failed the timing check (2 written 15 minutes or more after their "
+        "origin candle closed): counted as late, not scored."
     )
     assert backtest.notes == {"drift": [note], "cheat": [note]}
     # Asked to allow a whole candle, drift's forecasts were in time; the cheat's never are.
@@ -767,3 +790,189 @@ def test_late_forecasts_are_counted_late_and_never_scored(ledger: Ledger) -> Non
     assert set(wide.forecasts["model"]) == {"naive", "drift"}
     assert score(wide).loc["drift", "mae"] == pytest.approx((3.0 + 4.0) / 2)
     assert list(wide.notes) == ["cheat"]
+
+
+# --- writing a row again keeps the first, whatever the statement says -------------------
+
+# The append-only tables and the columns that key a row.
+_KEYS = {
+    "forecasts": ("exchange", "symbol", "timeframe", "model", "settings_hash", "seed",
+                  "origin_ms", "step"),
+    "candles": ("exchange", "symbol", "timeframe", "open_ms"),
+    "scores": ("forecast_id",),
+    "missing": ("forecast_id",),
+}  # fmt: skip
+# Every way SQL has to write over a row whose key is taken.
+_OVERWRITES = ("INSERT OR REPLACE", "REPLACE", "upsert", "INSERT OR IGNORE", "INSERT")
+
+
+def _full_ledger(path: Path) -> None:
+    """A ledger holding rows in each append-only table: 4 scores and 2 gaps marked."""
+    with Ledger(path, clock=Clock(START + HOUR + 5_000)) as ledger:
+        ledger.record_forecasts(rows_for("naive", START, [100.0, 100.0, 100.0], seed=3))
+        ledger.record_forecasts(rows_for("drift", START, [101.0, 102.0, 103.0]))
+        ledger.clock.now = START + 5 * HOUR + 1
+        ledger.record_candles(**SERIES, candles=candles(START, [100.0, 104.0, 0, 98.0], skip=(2,)))
+        assert ledger.score() == ScoreRound(scored=4, missing=2)
+
+
+def _snapshot(path: Path) -> dict[str, list[tuple]]:
+    """Every row of the append-only tables, each value with its storage type, exactly."""
+    conn = sqlite3.connect(path)
+    found = {}
+    for table in _KEYS:
+        columns = [row[1] for row in conn.execute(f"PRAGMA table_info({table})")]
+        values = ", ".join(f"typeof({c}) || ':' || quote({c})" for c in columns)
+        found[table] = sorted(conn.execute(f"SELECT {values} FROM {table}").fetchall())
+    conn.close()
+    return found
+
+
+def _overwrite(conn: sqlite3.Connection, table: str, row: dict, how: str) -> None:
+    names = ", ".join(row)
+    marks = ", ".join("?" * len(row))
+    if how == "upsert":
+        sets = ", ".join(f"{name} = excluded.{name}" for name in row if name not in _KEYS[table])
+        sql = f"INSERT INTO {table} ({names}) VALUES ({marks}) ON CONFLICT DO UPDATE SET {sets}"
+    else:
+        sql = f"{how} INTO {table} ({names}) VALUES ({marks})"
+    conn.execute(sql, list(row.values()))
+
+
+def _rewritten(table: str, row: dict, number: float, variant: int) -> dict:
+    """``row`` with every value but its key changed (``variant`` picks, for a forecast,
+    whether it keeps its id, drops it, or keeps only its id under another key)."""
+    new = {}
+    for name, value in row.items():
+        if name in _KEYS[table] or name in ("id", "target_ms"):  # a target follows its step
+            new[name] = value
+        elif name == "reason":
+            new[name] = "gap" if value == "no candles" else "no candles"
+        elif name in ("level",):
+            new[name] = 0.5
+        elif isinstance(value, int) or name.endswith("_ms"):
+            new[name] = int(abs(number)) + 1 if name != "cutoff_ms" else None
+        elif isinstance(value, float) or value is None:
+            new[name] = number
+        else:
+            new[name] = f"{value}-other"
+    if table == "forecasts" and variant == 1:
+        del new["id"]
+    elif table == "forecasts" and variant == 2:
+        new["model"] = "other"  # only its id is taken
+    return new
+
+
+@settings(
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    table=st.sampled_from(list(_KEYS)),
+    how=st.sampled_from(_OVERWRITES),
+    pick=st.integers(0, 5),
+    number=st.floats(-1e9, 1e9, allow_nan=False),
+    variant=st.integers(0, 2),
+)
+def test_no_statement_writes_over_an_append_only_row(
+    tmp_path_factory, table: str, how: str, pick: int, number: float, variant: int
+) -> None:
+    path = tmp_path_factory.mktemp("ledger") / "ledger.sqlite3"
+    _full_ledger(path)
+    before = _snapshot(path)
+    conn = sqlite3.connect(path, isolation_level=None)  # a raw connection, autocommit
+    conn.row_factory = sqlite3.Row
+    rows = [dict(row) for row in conn.execute(f"SELECT * FROM {table}")]
+    row = rows[pick % len(rows)]
+    _overwrite(conn, table, _rewritten(table, row, number, variant), how)
+    conn.close()
+    assert _snapshot(path) == before
+
+
+def test_every_overwrite_of_every_row_leaves_the_ledger_byte_identical(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.sqlite3"
+    _full_ledger(path)
+    before = _snapshot(path)
+    assert [len(before[table]) for table in _KEYS] == [6, 3, 4, 2]
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.row_factory = sqlite3.Row
+    for table in _KEYS:
+        for row in [dict(row) for row in conn.execute(f"SELECT * FROM {table}")]:
+            for how in _OVERWRITES:
+                for variant in range(3):
+                    _overwrite(conn, table, _rewritten(table, row, 0.0, variant), how)
+    conn.close()
+    assert _snapshot(path) == before
+    with Ledger(path, clock=Clock(START + 6 * HOUR)) as ledger:
+        assert ledger.scored()["forecast"].tolist() == [100.0, 100.0, 101.0, 103.0]
+        assert ledger.integrity_check() == []
+
+
+@pytest.mark.parametrize("row_id", [0, -1])
+def test_a_forecast_id_is_positive(tmp_path: Path, row_id: int) -> None:
+    # An id of 0 or less would stand where SQLite's own numbering looks for a taken id.
+    path = tmp_path / "ledger.sqlite3"
+    _full_ledger(path)
+    conn = sqlite3.connect(path)
+    with pytest.raises(sqlite3.IntegrityError, match="forecast ids are positive"):
+        conn.execute(
+            "INSERT INTO forecasts (id, exchange, symbol, timeframe, model, settings_hash, "
+            "origin_ms, origin_close, target_ms, step, forecast, made_at_ms) "
+            "VALUES (?, 'binance', 'BTC/USDT', '1h', 'x', 'h', ?, 100, ?, 1, 100, ?)",
+            (row_id, START, START + HOUR, START + HOUR),
+        )
+    conn.close()
+
+
+def test_a_version_2_ledger_gets_the_keep_first_triggers_when_opened(tmp_path: Path) -> None:
+    from forecasting.ledger import _MIGRATIONS, _SCHEMA_V1, _statements
+
+    path = tmp_path / "old.sqlite3"
+    conn = sqlite3.connect(path, isolation_level=None)
+    for statement in [*_statements(_SCHEMA_V1), *_statements(_MIGRATIONS[2])]:
+        conn.execute(statement)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+    insert = (
+        "INSERT INTO forecasts (exchange, symbol, timeframe, model, settings_hash, origin_ms, "
+        "origin_close, target_ms, step, forecast, made_at_ms) "
+        "VALUES ('binance', 'BTC/USDT', '1h', 'naive', ?, ?, 100, ?, 1, ?, ?)"
+    )
+    for hash_, forecast in (("a", 100.0), ("b", 100.0)):
+        conn.execute(insert, (hash_, START, START + HOUR, forecast, START + HOUR))
+    # Version 2's hole: REPLACE deleted the first row without firing its DELETE trigger.
+    conn.execute(insert.replace("INSERT", "INSERT OR REPLACE"), ("a", START, START + HOUR, 0.0, 1))
+    assert conn.execute("SELECT settings_hash, forecast FROM forecasts ORDER BY id").fetchall() == [
+        ("b", 100.0),
+        ("a", 0.0),
+    ]
+    conn.close()
+    with Ledger(path, clock=Clock(START + HOUR + 1_000)) as ledger:
+        assert ledger.forecasts()["forecast"].tolist() == [100.0, 0.0]  # kept as found
+        # The ledger's own writes: again keeps the first; a new row goes in.
+        assert ledger.record_forecasts(rows_for("naive", START, [5.0], settings_hash="b")) == 0
+        assert ledger.record_forecasts(rows_for("naive", START, [5.0], settings_hash="c")) == 1
+    before = _snapshot(path)
+    conn = sqlite3.connect(path, isolation_level=None)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+    conn.execute(insert.replace("INSERT", "INSERT OR REPLACE"), ("b", START, START + HOUR, 0.0, 1))
+    conn.execute(insert.replace("INSERT", "REPLACE"), ("c", START, START + HOUR, 0.0, 1))
+    conn.close()
+    assert _snapshot(path) == before
+
+
+def test_the_late_note_names_forecasts_written_before_their_origin_closed(
+    ledger: Ledger,
+) -> None:
+    _insert_raw(ledger.path, made_at_ms=START + HOUR - 1_000)  # before its origin closed
+    _insert_raw(ledger.path, made_at_ms=START + HOUR + MINUTES_15, step=2)  # too late
+    assert ledger.backtest(**SERIES).notes == {
+        "late": [
+            "2 forecasts failed the timing check (1 written before their origin candle "
+            "closed, 1 written 15 minutes or more after their origin candle closed): "
+            "counted as late, not scored."
+        ]
+    }
+    assert timing_note(2, "1h") == (
+        "Timing check: 2 forecasts were not written within 15 minutes after their origin "
+        "candle closed (they were written before that close, or later): counted as late, "
+        "not scored."
+    )

@@ -15,9 +15,9 @@ import pytest
 
 from forecasting.data.cache import CandleCache
 from forecasting.data.exchange import PUBLISH_GRACE, RetryPolicy
-from forecasting.errors import ConfigurationError, DataUnavailable
+from forecasting.errors import ConfigurationError, DataUnavailable, NoCandles
 from forecasting.evaluation import score
-from forecasting.ledger import Ledger
+from forecasting.ledger import Ledger, ScoreRound
 from forecasting.live import (
     FIRST_TRY,
     RETRY_EVERY,
@@ -426,3 +426,62 @@ def test_a_model_reading_the_index_gets_it_joined_and_offline_fails_cleanly(
         with pytest.raises(DataUnavailable, match="^The fear_greed feature is unavailable"):
             _round(fake_binance, ledger, cache, ("naive", "prophet"), settings=settings)
         assert len(ledger.forecasts()) == 2 * HORIZON
+
+
+def test_a_model_is_behind_not_up_to_date_while_the_newest_candle_is_withheld(
+    fake_binance, tmp_path, hourly_candles
+) -> None:
+    series = hourly_candles(120)
+    clock = Clock(series.index[FIRST] + HOUR + LAG)
+    _serve(fake_binance, series, clock.stamp)
+    cache = CandleCache(tmp_path / "cache")
+    with Ledger(tmp_path / "ledger.sqlite3", clock=clock) as ledger:
+        assert _round(fake_binance, ledger, cache).written == len(FAST) * HORIZON
+        # The next candle closes, but the exchange has not published it yet: the origin
+        # is the one every model forecast from already, yet a forecast is owed.
+        clock.now += HOUR_MS
+        fake_binance.withhold_from(series.index[FIRST + 1])
+        waiting = _round(fake_binance, ledger, cache)
+        assert waiting.behind
+        assert {r.status for r in waiting.models.values()} == {"behind"}
+
+
+def test_a_delisted_pair_is_marked_missing_and_a_late_candle_is_not(
+    fake_binance, tmp_path, hourly_candles
+) -> None:
+    series = hourly_candles(120)
+    last = series.index[FIRST]  # the pair's last candle
+    clock = Clock(last + HOUR + LAG)
+    fake_binance.set_candles(SYMBOL, "1h", series.loc[:last])
+    cache = CandleCache(tmp_path / "cache")
+    day = 86_400_000
+    with Ledger(tmp_path / "ledger.sqlite3", clock=clock) as ledger:
+        assert _round(fake_binance, ledger, cache).written == len(FAST) * HORIZON
+        last_target_close = _ms(last + (HORIZON + 1) * HOUR)
+        # Minutes past the last target's close: its candle is merely late (the exchange
+        # serves older candles), so nothing is marked.
+        clock.now = last_target_close + 5 * 60_000
+        late = _round(fake_binance, ledger, cache)
+        assert late.behind
+        assert late.scored == ScoreRound(scored=0, missing=0)
+        assert len(ledger.waiting()) == len(FAST) * HORIZON
+        # Six days on, the range asked holds no candle at all; still within the wait.
+        clock.now = last_target_close + 6 * day
+        with pytest.raises(NoCandles):
+            _round(fake_binance, ledger, cache)
+        assert len(ledger.waiting()) == len(FAST) * HORIZON
+        assert ledger.missing().empty
+        # 90 days on, the forecasts are given up: marked missing, not waiting.
+        clock.now = last_target_close + 90 * day
+        with pytest.raises(NoCandles):
+            _round(fake_binance, ledger, cache)
+        assert ledger.waiting().empty
+        missing = ledger.missing()
+        assert len(missing) == len(FAST) * HORIZON
+        assert set(missing["missing_reason"]) == {"no candles"}
+        assert (missing["marked_at_ms"] == clock.now).all()
+        assert ledger.counts()["missing"].to_dict() == dict.fromkeys(FAST, HORIZON)
+
+
+def _ms(stamp: pd.Timestamp) -> int:
+    return int(stamp.value // 1_000_000)
