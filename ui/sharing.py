@@ -14,11 +14,14 @@ the table is checked against them when this module is imported.
 from __future__ import annotations
 
 import datetime as dt
+import difflib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from forecasting.data.csvfile import EARLIEST_DATE as EARLIEST_WRITTEN_DATE
+from forecasting.data.exchange import list_exchanges
 from forecasting.errors import ForecastingError
 from forecasting.experiment import (
     DEFAULT_LOSS,
@@ -33,7 +36,17 @@ from forecasting.ohlcv import timeframe_seconds
 from forecasting.ranges import HORIZON, LEVEL, SEED, Range
 from forecasting.strategy import StrategySettings
 
-__all__ = ["SIDEBAR", "SPECS", "Refusal", "Spec", "parse", "parse_each", "serialize"]
+__all__ = [
+    "EARLIEST_DATE",
+    "SIDEBAR",
+    "SPECS",
+    "Refusal",
+    "Spec",
+    "latest_date",
+    "parse",
+    "parse_each",
+    "serialize",
+]
 
 
 @dataclass(frozen=True)
@@ -161,6 +174,16 @@ for _kind, _info in FEATURE_KINDS.items():
 # The sidebar's data selection: plain widget keys, validated by kind.
 SIDEBAR = ("source", "exchange", "symbol", "timeframe", "start", "end", "fill_gaps")
 SOURCES = ("exchange", "csv", "sample")
+#: The earliest day a date range may start: the earliest date the CSV reader takes
+#: (:data:`forecasting.data.csvfile.EARLIEST_DATE`), so a file is never outside it.
+EARLIEST_DATE: dt.date = EARLIEST_WRITTEN_DATE.date()
+# Exchanges named as examples when a link's exchange is unknown (those ccxt serves).
+_EXAMPLE_EXCHANGES = ("binance", "bitstamp", "coinbase", "kraken", "okx", "bybit")
+
+
+def latest_date() -> dt.date:
+    """The latest day a date range may end: today in UTC, which exchanges count in."""
+    return dt.datetime.now(dt.UTC).date()
 
 
 def serialize(value: Any) -> str:
@@ -182,11 +205,17 @@ def parse(name: str, text: str) -> Any:
     ValueError
         When the name is unknown or the value is not valid for it; its message says
         in plain words what the setting takes (``"must be a whole number from 1 to 60"``).
+        Of the sidebar's settings, an exchange must be one ccxt knows that serves
+        candles (:func:`forecasting.data.exchange.list_exchanges`, no network) and a
+        date must lie from :data:`EARLIEST_DATE` to today (UTC); whether a symbol or a
+        timeframe is offered depends on the exchange, which the sidebar checks.
     """
     text = str(text).strip()
     if name in SIDEBAR:
         try:
             return _parse_sidebar(name, text)
+        except _Worded:
+            raise
         except ValueError as exc:
             raise ValueError(f"must be {_SIDEBAR_WORDS[name]}") from exc
     if name not in SPECS:
@@ -256,13 +285,22 @@ def _typed(text: str, default: Any, choices: tuple | None) -> Any:
     return text
 
 
+class _Worded(ValueError):
+    """A refusal whose message is already the plain words shown (``"must be ..."``)."""
+
+
 def _parse_sidebar(name: str, text: str) -> Any:
     if name == "source":
         if text not in SOURCES:
             raise ValueError(f"not among {', '.join(SOURCES)}")
         return text
     if name in ("start", "end"):
-        return dt.date.fromisoformat(text)
+        day = dt.date.fromisoformat(text)
+        if not EARLIEST_DATE <= day <= latest_date():
+            raise _Worded(
+                f"must be a date as YYYY-MM-DD from {EARLIEST_DATE} to today, {latest_date()}"
+            )
+        return day
     if name == "fill_gaps":
         if text not in ("true", "false"):
             raise ValueError("not true or false")
@@ -275,7 +313,21 @@ def _parse_sidebar(name: str, text: str) -> Any:
         return text
     if not text or len(text) > 64:
         raise ValueError("empty or too long")
+    if name == "exchange" and text not in list_exchanges():
+        raise _Worded(_unknown_exchange(text))
     return text
+
+
+def _unknown_exchange(text: str) -> str:
+    """``"must be an exchange ccxt knows that serves candles (90 of them), such as ..."``:
+    the known ids closest to ``text`` first, then well-known ones."""
+    known = list_exchanges()
+    close = difflib.get_close_matches(text.lower(), known, n=3, cutoff=0.6)
+    examples = list(dict.fromkeys([*close, *(e for e in _EXAMPLE_EXCHANGES if e in known)]))
+    return (
+        f"must be an exchange ccxt knows that serves candles ({len(known)} of them), such "
+        f"as {', '.join(examples[:6])}"
+    )
 
 
 @dataclass(frozen=True)
@@ -300,7 +352,11 @@ class Refusal:
 
 
 def parse_each(params: Mapping[str, str]) -> tuple[dict[str, Any], list[Refusal]]:
-    """Valid settings from a mapping of texts, and a :class:`Refusal` for each refused."""
+    """Valid settings from a mapping of texts, and a :class:`Refusal` for each refused.
+
+    Each text is checked on its own (:func:`parse`), then together: a ``start`` after
+    the ``end`` refuses both.
+    """
     values: dict[str, Any] = {}
     refused: list[Refusal] = []
     for name, text in params.items():
@@ -308,6 +364,14 @@ def parse_each(params: Mapping[str, str]) -> tuple[dict[str, Any], list[Refusal]
             values[name] = parse(name, text)
         except (ValueError, TypeError) as exc:
             refused.append(Refusal(str(name)[:40], str(text)[:40], str(exc)))
+    start, end = values.get("start"), values.get("end")
+    if start is not None and end is not None and start > end:
+        # Neither end of a reversed range is used: the range stays as it was.
+        del values["start"], values["end"]
+        refused += [
+            Refusal("start", serialize(start), f"must be on or before the end date, end={end}"),
+            Refusal("end", serialize(end), f"must be on or after the start date, start={start}"),
+        ]
     return values, refused
 
 

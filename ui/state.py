@@ -45,11 +45,12 @@ from forecasting.data.sample import SAMPLE_CALENDAR, SAMPLE_TIMEFRAME
 from forecasting.experiment import data_hash
 from forecasting.features import FEATURE_KINDS, mood_kinds
 from forecasting.ohlcv import timeframe_seconds
-from ui import budget, text
+from ui import budget, sharing, text
 
 SOURCES = {"exchange": "Exchange", "csv": "CSV file", "sample": "Offline sample"}
-# The earliest day the date range offers: any file's first candle is later.
-EARLIEST_DATE = dt.date(1970, 1, 1)
+# The earliest day the date range offers: the CSV reader's earliest date (1900-01-01),
+# so no file it reads starts before it.
+EARLIEST_DATE = sharing.EARLIEST_DATE
 # Fetches beyond this are refused with a message: a slip of the timeframe picker should
 # not start hours of paging (three years of 1h candles is about 26,000).
 MAX_CANDLES = 300_000
@@ -257,6 +258,8 @@ def sidebar() -> Selection:
     state.setdefault("timeframe", default_timeframe)
     today = utc_today()
     state.setdefault("date_range", (default_start(default_timeframe, today), today))
+    _read_link_selection()
+    checked: dict[str, str | None] = {}
 
     with st.sidebar:
         st.header("Data")
@@ -269,7 +272,7 @@ def sidebar() -> Selection:
             on_change=_show_whole_source,
         )
         if source == "exchange":
-            exchange, symbol, timeframe = _exchange_pickers(default_symbol)
+            exchange, symbol, timeframe = _exchange_pickers(default_symbol, checked)
         elif source == "csv":
             exchange, symbol, timeframe = "", "", ""
             st.file_uploader(
@@ -294,14 +297,28 @@ def sidebar() -> Selection:
             help="Insert flat, zero-volume candles at the previous close where candles are "
             "missing. Off: gaps stay gaps. Either way they are listed on the Data page.",
         )
-    return Selection(source, exchange, symbol, timeframe, start, end, bool(fill))
+    selection = Selection(source, exchange, symbol, timeframe, start, end, bool(fill))
+    _check_link_selection(selection, checked)
+    return selection
 
 
-def _exchange_pickers(default_symbol: str) -> tuple[str, str, str]:
+def _exchange_pickers(default_symbol: str, checked: dict[str, str | None]) -> tuple[str, str, str]:
+    """The exchange, symbol and timeframe pickers.
+
+    A value the exchange does not offer is replaced; ``checked`` gets, for each of
+    ``exchange``, ``symbol`` and ``timeframe`` whose valid values are known on this run,
+    why the value was replaced, or ``None`` when it was kept (a symbol is not in it while
+    the exchange's markets cannot be listed).
+    """
     state = st.session_state
     options = exchanges()
+    checked["exchange"] = None
     if state["exchange"] not in options:
-        state["exchange"] = fc.DEFAULT_EXCHANGE if fc.DEFAULT_EXCHANGE in options else options[0]
+        checked["exchange"] = "not an exchange ccxt knows that serves candles"
+        configured = defaults()[0]
+        state["exchange"] = next(
+            (e for e in (configured, fc.DEFAULT_EXCHANGE) if e in options), options[0]
+        )
     exchange = st.selectbox(
         "Exchange",
         options,
@@ -320,7 +337,9 @@ def _exchange_pickers(default_symbol: str) -> tuple[str, str, str]:
         )
         listed = []
     if listed:
+        checked["symbol"] = None
         if state.get("symbol") not in listed:
+            checked["symbol"] = f"not listed by {exchange}"
             preferred = [default_symbol, *FALLBACK_SYMBOLS]
             state["symbol"] = next((s for s in preferred if s in listed), listed[0])
         symbol = st.selectbox(
@@ -338,13 +357,16 @@ def _exchange_pickers(default_symbol: str) -> tuple[str, str, str]:
         symbol = st.text_input("Symbol", key="symbol", help="Unified ccxt symbol, e.g. BTC/USDT.")
     try:
         offered = timeframes(exchange) or [state["timeframe"]]
+        checked["timeframe"] = None
     except fc.ForecastingError as exc:
         text.warning(
             "Could not list the timeframes of {exchange}: {problem}", exchange=exchange, problem=exc
         )
         offered = [state["timeframe"]]
     if state["timeframe"] not in offered:
-        state["timeframe"] = "1d" if "1d" in offered else offered[-1]
+        checked["timeframe"] = f"not offered by {exchange}, which offers {', '.join(offered)}"
+        preferred = (defaults()[2], "1d")
+        state["timeframe"] = next((t for t in preferred if t in offered), offered[-1])
     timeframe = st.selectbox(
         "Timeframe", offered, key="timeframe", on_change=_reset_start_for_timeframe
     )
@@ -387,8 +409,8 @@ def _show_whole(candles: pd.DataFrame) -> None:
     if candles.empty:
         return
     today = utc_today()
-    first = min(candles.index[0].date(), today)
-    last = min(candles.index[-1].date(), today)
+    first = min(max(candles.index[0].date(), EARLIEST_DATE), today)
+    last = min(max(candles.index[-1].date(), EARLIEST_DATE), today)
     st.session_state["date_range"] = st.session_state["_last_range"] = (first, last)
 
 
@@ -405,6 +427,90 @@ def _date_range_picker(today: dt.date) -> tuple[dt.date, dt.date]:
         state["_last_range"] = (picked[0], picked[1])
     # While the user is between the two clicks of a range, keep the last complete one.
     return state.get("_last_range", (default_start(state["timeframe"], today), today))
+
+
+# --- the data selection a link sets ------------------------------------------------------
+
+#: Session key: the sidebar values the session's link set that the sidebar has not shown
+#: yet (a symbol waits for its exchange's markets), with the exchange they were set on.
+LINK_SELECTION = "_link_selection"
+# The notes :func:`ui.settings.link_notice` shows (and clears) in the link's notice.
+_LINK_REFUSED = "_link_refused"
+# The values whose valid choices the exchange decides.
+_ON_EXCHANGE = ("exchange", "symbol", "timeframe")
+
+
+def _read_link_selection() -> None:
+    """On a session's first run, keep the data selection its link set, to check that the
+    sidebar shows each value (:func:`_check_link_selection`), and set the date range
+    when the link gives only one of its ends (the other is kept where it can be).
+
+    The link's values were checked one by one when they were applied
+    (:func:`ui.settings.restore_from_link`); those refused are named already.
+    """
+    state = st.session_state
+    if LINK_SELECTION in state:
+        return
+    params = st.query_params.to_dict()
+    values, _ = sharing.parse_each({k: params[k] for k in sharing.SIDEBAR if k in params})
+    start, end = values.get("start"), values.get("end")
+    if start is not None or end is not None:
+        now_start, now_end = state.get("_last_range") or state["date_range"]
+        if start is None:
+            start = now_start if now_start <= end else default_start(state["timeframe"], end)
+        if end is None:
+            end = max(now_end, start)
+        state["date_range"] = state["_last_range"] = (start, min(end, utc_today()))
+    state[LINK_SELECTION] = (values, state.get("exchange"))
+
+
+def _check_link_selection(selection: Selection, checked: Mapping[str, str | None]) -> None:
+    """Name in the link's notice each value of the link's data selection the sidebar
+    replaced, with why and what is used instead.
+
+    A value is checked once the sidebar can tell: an exchange's symbol and timeframe
+    when the exchange source is shown and the exchange's symbols or timeframes are
+    known (``checked``, from :func:`_exchange_pickers`); never by waiting for the
+    network. A value the user has changed since, or one of an exchange the user has
+    left, is no longer the link's and is not checked.
+    """
+    state = st.session_state
+    pending, on_exchange = state.get(LINK_SELECTION) or ({}, None)
+    shown = {
+        "source": selection.source,
+        "exchange": selection.exchange,
+        "symbol": selection.symbol,
+        "timeframe": selection.timeframe,
+        "start": selection.start,
+        "end": selection.end,
+        "fill_gaps": selection.fill_gaps,
+    }
+    notes = []
+    for name, wanted in list(pending.items()):
+        if name in _ON_EXCHANGE:
+            if selection.source != "exchange":
+                continue  # the exchange source is not shown: checked when it is
+            if name != "exchange" and selection.exchange != on_exchange:
+                del pending[name]  # another exchange was chosen since: its own values
+                continue
+            if name not in checked:
+                if shown[name] != wanted:
+                    del pending[name]  # changed by the user while it could not be told
+                continue
+        del pending[name]
+        if shown[name] != wanted:
+            reason = checked.get(name) or "not used"
+            notes.append(
+                str(
+                    sharing.Refusal(
+                        name,
+                        sharing.serialize(wanted)[:40],
+                        f"{reason}; {sharing.serialize(shown[name])} is used instead",
+                    )
+                )
+            )
+    if notes:
+        state[_LINK_REFUSED] = [*state.get(_LINK_REFUSED, []), *notes]
 
 
 # --- loading -----------------------------------------------------------------------------
