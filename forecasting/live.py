@@ -469,13 +469,19 @@ def run_round(
     now_ms = int(ledger.clock())
     now = _stamp(now_ms)
     step = pd.Timedelta(seconds=timeframe_seconds(timeframe))
+    # A candle more than needed: the one still open is dropped.
+    since = max(now - (history + 2) * step, _stamp(0))
+    # Targets still waiting from before that (a tracker stopped for longer than its
+    # history) are loaded too, so that they are scored, never taken for a gap.
+    waiting = ledger.waiting(*key)
+    if len(waiting):
+        since = min(since, _stamp(int(waiting["target_ms"].min())))
     try:
         candles = load_exchange_candles(
             exchange_id,
             symbol,
             timeframe,
-            # A candle more than needed: the one still open is dropped.
-            max(now - (history + 2) * step, _stamp(0)),
+            since,
             None,
             config=config,
             cache=cache,
@@ -492,8 +498,8 @@ def run_round(
         if tracker_id is not None:
             ledger.heartbeat(tracker_id, error=" ".join(str(exc).split()))
         raise
-    candles = candles.iloc[-history:]
     recorded = ledger.record_candles(exchange_id, symbol, timeframe, candles)
+    candles = candles.iloc[-history:]
     try:
         candles = _with_mood(
             candles, built, exchange_id, symbol, timeframe, config, exchange, now, cache

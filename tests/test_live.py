@@ -485,3 +485,29 @@ def test_a_delisted_pair_is_marked_missing_and_a_late_candle_is_not(
 
 def _ms(stamp: pd.Timestamp) -> int:
     return int(stamp.value // 1_000_000)
+
+
+def test_a_tracker_back_after_longer_than_its_history_scores_what_it_missed(
+    fake_binance, tmp_path, hourly_candles
+) -> None:
+    # Forecasts from candle FIRST, then the tracker is stopped for 3 x HISTORY candles:
+    # their targets lie before the next round's history window, but the exchange still
+    # has them, so they are scored with their closes, never marked as a gap.
+    series = hourly_candles(FIRST + 4 * HISTORY)
+    clock = Clock(series.index[FIRST] + HOUR + LAG)
+    cache = CandleCache(tmp_path / "cache")
+    _serve(fake_binance, series, clock.stamp)
+    with Ledger(tmp_path / "ledger.sqlite3", clock=clock) as ledger:
+        _round(fake_binance, ledger, cache)
+        clock.now += 3 * HISTORY * HOUR_MS
+        _serve(fake_binance, series, clock.stamp)
+        _round(fake_binance, ledger, cache)
+        first = ledger.forecasts()
+        first = first[first["origin_ms"] == _ms(series.index[FIRST])]
+        scored = ledger.scored()
+        assert ledger.missing().empty
+        assert set(first["id"]) <= set(scored["id"])
+        got = scored.set_index("target_ms")["actual"]
+        for target_ms in first["target_ms"]:
+            at = series.index.get_loc(pd.Timestamp(int(target_ms), unit="ms", tz="UTC"))
+            assert float(got.loc[target_ms].iloc[0]) == series["close"].iloc[at]
