@@ -19,6 +19,7 @@ from typing import Any
 
 import pandas as pd
 
+from forecasting.budget import estimate_experiment, model_cost
 from forecasting.data.quality import dropped_nonpositive, nonpositive_note
 from forecasting.errors import Cancelled, ConfigurationError
 from forecasting.evaluation import (
@@ -445,8 +446,9 @@ def run_experiment(
         Where the data came from (exchange, symbol, ...), recorded in the result.
     progress
         ``progress(stage, fraction, details)`` (see :mod:`forecasting.progress`): the
-        backtest takes 90 % of the bar (stage ``"backtest"``), the final refit on all
-        data the rest (stage ``"refit"``).
+        backtest (stage ``"backtest"``) and each model's final refit on all data (stage
+        ``"refit"``) take shares of the bar by their estimated cost
+        (:func:`~forecasting.budget.estimate_experiment`), never by their number.
     should_stop
         Polled between steps; True raises :class:`~forecasting.errors.Cancelled`.
     future
@@ -471,6 +473,18 @@ def run_experiment(
         model = models[alias].clone().fit(candles, should_stop=stopped)
         return model.predict(settings.backtest.horizon)
 
+    # The bar's shares by estimated cost (forecasting.budget's model): the backtest's
+    # part, then each model's refit on all the data.
+    refit_cost = {
+        alias: model_cost(alias, m, [], len(candles), 1).seconds for alias, m in models.items()
+    }
+    if future:
+        whole = estimate_experiment(settings, candles).seconds
+        refits = sum(refit_cost.values())
+        backtest_share = (whole - refits) / whole if whole > 0 else 0.9
+    else:
+        backtest_share = 1.0
+    done_share = [backtest_share]
     # The refits on all the data run beside the backtest, one at a time, on a thread of
     # their own: they need nothing from it. Their progress is reported after it.
     with ThreadPoolExecutor(max_workers=1) as side:
@@ -480,21 +494,24 @@ def run_experiment(
                 models,
                 candles,
                 settings.backtest,
-                progress=scaled(progress, 0.0, 0.9 if future else 1.0),
+                progress=scaled(progress, 0.0, backtest_share),
                 should_stop=should_stop,
                 excluded=filled,
                 seeds=seeds,
                 workers=workers,
             )
             forecasts: dict[str, Forecast] = {}
-            for position, (alias, job) in enumerate(pending):
+            refits = sum(refit_cost.values())
+            for alias, job in pending:
                 if should_stop is not None and should_stop():
                     raise Cancelled("The experiment was cancelled.")
                 forecasts[alias] = job.result()
+                share = refit_cost[alias] / refits if refits > 0 else 1 / len(pending)
+                done_share[0] = min(1.0, done_share[0] + (1 - backtest_share) * share)
                 report(
                     progress,
                     "refit",
-                    0.9 + 0.1 * (position + 1) / len(pending),
+                    done_share[0],
                     message=f"refit on all data: {alias}",
                     model=alias,
                 )

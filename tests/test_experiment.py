@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 from factories import random_walk_candles, sine_trend_candles
 
+from forecasting.budget import estimate_experiment, model_cost
 from forecasting.bundle import experiment_bundle
 from forecasting.errors import Cancelled, ConfigurationError
 from forecasting.evaluation import BacktestSettings, score
@@ -247,11 +248,14 @@ def test_progress_runs_to_one(candles, workers) -> None:
     models = 1 + len(BASELINES)
     assert len(calls) == BACKTEST.folds * models + models
     assert all(b > a for a, b in zip(fractions, fractions[1:], strict=False))
-    # The backtest fills 90 % of the bar, the refit on all data the rest.
+    # The backtest and the refits on all data share the bar by their estimated cost.
     assert [stage for stage, _, _ in calls] == ["backtest"] * (BACKTEST.folds * models) + [
         "refit"
     ] * models
-    assert fractions[BACKTEST.folds * models - 1] == pytest.approx(0.9)
+    built = settings.build_models()
+    refits = sum(model_cost(a, m, [], len(candles), 1).seconds for a, m in built.items())
+    backtest_share = 1 - refits / estimate_experiment(settings, candles).seconds
+    assert fractions[BACKTEST.folds * models - 1] == pytest.approx(backtest_share)
     assert fractions[-1] == pytest.approx(1.0)
     assert calls[-1][2]["message"] == "refit on all data: moving_average"
 

@@ -8,6 +8,7 @@ moves the bar within its fit.
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from factories import random_walk_candles
 
@@ -106,3 +107,23 @@ def test_an_experiments_bar_is_monotone_with_the_lstm_first_started_low(candles)
     assert fractions[-1] == pytest.approx(1.0)
     first_lstm = next(f for _, f, d in log if d.get("model") == "lstm")
     assert first_lstm < 0.5
+
+
+def test_the_refits_on_all_the_data_take_their_cost_share_of_the_bar(candles) -> None:
+    # The final refits ran at a flat 10 % split evenly: four baselines then the LSTM put
+    # the bar at 98 % while the LSTM's refit was still running.
+    settings = _settings((*BASELINES, "lstm"))
+    log: list = []
+    run_experiment(candles, settings, progress=_record(log), workers=2)
+    refits = [(d["model"], f) for stage, f, d in log if stage == "refit"]
+    assert [m for m, _ in refits] == [*BASELINES, "lstm"]
+    models = settings.build_models()
+    cost = {a: model_cost(a, m, [], len(candles), 1).seconds for a, m in models.items()}
+    whole = estimate_experiment(settings, candles).seconds
+    start = 1 - sum(cost.values()) / whole
+    steps = np.diff([start, *(f for _, f in refits)])
+    expected = [cost[m] / whole for m, _ in refits]
+    np.testing.assert_allclose(steps, expected, rtol=1e-9, atol=1e-12)
+    assert refits[-1][1] == pytest.approx(1.0)
+    # The baselines' refits are a sliver; the LSTM's is the rest.
+    assert refits[-2][1] < 1 - 0.5 * cost["lstm"] / whole
