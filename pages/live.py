@@ -179,9 +179,9 @@ def record() -> None:
 
     note = timing_note(len(view.late), selection.timeframe)
     if view.late.empty:
-        st.success(note, icon=":material/verified:")
+        text.success("{note}", note=note, icon=":material/verified:")
     else:
-        st.warning(f"{note} They are listed below.")
+        text.warning("{note} They are listed below.", note=note)
         st.dataframe(view.late, hide_index=True)
 
 
