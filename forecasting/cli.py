@@ -284,7 +284,8 @@ def build_parser() -> argparse.ArgumentParser:
     live.add_argument(
         "--models",
         default="naive",
-        help=f"comma-separated (naive is always tracked): {','.join(_MODEL_NAMES)}",
+        help=f"comma-separated (default naive alone; naive is always tracked): "
+        f"{','.join(_MODEL_NAMES)}",
     )
     live.add_argument(
         "--horizon",

@@ -391,14 +391,14 @@ ODD_HOURS = [
             _file(*ODD_HOURS),
             5,
             "The rows are spaced unlike any timeframe: 5 of the 7 steps between consecutive "
-            "candles are not a whole number of 1h (the most common step), the first 1 h 13 "
+            "candles are not a whole number of 1h (the median step), the first 1 h 13 "
             "min before line 5.",
         ),
         # a step of 7 min 13 s is no timeframe
         (
             _file(*(f"{1704067200 + 433 * i},1,2,0.5,1.5,10" for i in range(5))),
             3,
-            "The candles are 7 min 13 s apart (the most common step), which is no timeframe: "
+            "The candles are 7 min 13 s apart (the median step), which is no timeframe: "
             "candles of a minute or more are whole minutes apart (line 3 is 7 min 13 s after "
             "the candle before it).",
         ),

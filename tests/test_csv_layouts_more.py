@@ -376,6 +376,22 @@ def test_a_daily_file_missing_most_days_says_so() -> None:
     assert "not a whole number" not in str(error)
 
 
+def test_a_daily_file_with_no_two_days_in_a_row_counts_its_missing_days() -> None:
+    # Gaps of 7, 12, 11 and 9 days: the median step (10 d) occurs nowhere, so it must not
+    # be named as the file's timeframe; the candles are whole days apart.
+    stamps = pd.DatetimeIndex(
+        ["2025-11-27", "2025-12-04", "2025-12-16", "2025-12-27", "2026-01-05"], tz="UTC"
+    )
+    text = "\n".join([HEADER, *(f"{t:%Y-%m-%d},1,2,0.5,1.5,3" for t in stamps)])
+    error = str(_refusal(text.encode()))
+    assert error.startswith(
+        "Most candles are missing: the candles are whole numbers of 1d apart, but the file "
+        "has 5 of the 40 1d candles from 2025-11-27 00:00 to 2026-01-05 00:00 UTC (35 "
+        "missing, 88%), so the median step, 10d, is no timeframe of the file (line 3 is 7 d "
+        "after the candle before it)."
+    )
+
+
 # --- German headers -------------------------------------------------------------------------
 
 

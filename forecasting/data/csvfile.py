@@ -1144,7 +1144,7 @@ def _refuse_irregular(stamps: pd.DatetimeIndex, timeframe: str, line_of: dict[in
         line = line_of.get(int(ms[odd[0] + 1])) if len(odd) else None
         where = f" (line {line} is {_duration(int(steps[odd[0]]))} after the candle before it)"
         raise DataFormatError(
-            f"The candles are {_duration(seconds * 1000)} apart (the most common step), which "
+            f"The candles are {_duration(seconds * 1000)} apart (the median step), which "
             "is no timeframe: candles of a minute or more are whole minutes apart"
             f"{where if line else ''}. Check that every row's time is in the same unit and "
             "format, or resample the file to a timeframe such as 1m, 5m or 1h.",
@@ -1161,8 +1161,8 @@ def _refuse_irregular(stamps: pd.DatetimeIndex, timeframe: str, line_of: dict[in
     _refuse_mostly_missing(stamps, steps, timeframe, line, int(steps[first]))
     raise DataFormatError(
         f"The rows are spaced unlike any timeframe: {len(odd)} of the {len(steps)} steps "
-        f"between consecutive candles are not a whole number of {timeframe} (the most "
-        f"common step), the first {_duration(int(steps[first]))} before line {line}. Check "
+        f"between consecutive candles are not a whole number of {timeframe} (the median "
+        f"step), the first {_duration(int(steps[first]))} before line {line}. Check "
         "that every row's time is in the same unit and date format, or resample the file to "
         "one timeframe.",
         row=line,
@@ -1174,16 +1174,19 @@ def _refuse_mostly_missing(
 ) -> None:
     """Refuse a file with most of its candles missing, saying so rather than a timeframe.
 
-    With more than half the candles missing, the most common step is two or more
-    candles long and the others are not whole numbers of it. When every step is a whole
-    number of a shorter timeframe that itself occurs (1d for a daily file missing most
-    days), that is the file's timeframe and the message counts the candles missing.
+    With more than half the candles missing, the median step is two or more candles
+    long and the others are not whole numbers of it. When every step is a whole number
+    of a shorter timeframe that itself occurs, or of whole days (1d for a daily file
+    missing most days, even with no two days in a row), that is the file's timeframe and
+    the message counts the candles missing.
     """
     positive = steps[steps > 0].astype("int64")
     if not len(positive):
         return
     unit = int(np.gcd.reduce(positive))
-    if unit % 1000 or (positive == unit).sum() < 2:
+    # A finer step that never occurs is taken only in whole days (a daily file with no
+    # two days in a row); 1 h 13 min steps are odd times, not 1m candles missing.
+    if unit % 1000 or ((positive == unit).sum() < 2 and unit % 86_400_000):
         return
     finer = timeframe_from_seconds(unit // 1000)
     if timeframe_seconds(finer) * 1000 != unit or unit >= timeframe_seconds(timeframe) * 1000:
@@ -1195,7 +1198,7 @@ def _refuse_mostly_missing(
         f"Most candles are missing: the candles are whole numbers of {finer} apart, but the "
         f"file has {len(stamps):,} of the {expected:,} {finer} candles from "
         f"{stamps[0]:%Y-%m-%d %H:%M} to {stamps[-1]:%Y-%m-%d %H:%M} UTC ({missing:,} missing, "
-        f"{100 * missing / expected:.0f}%), so the most common step, {timeframe}, is no "
+        f"{100 * missing / expected:.0f}%), so the median step, {timeframe}, is no "
         f"timeframe of the file (line {line} is {_duration(odd)} after the candle before it). "
         f"Export the file again with every {finer} candle, or resample it to a longer "
         "timeframe.",
