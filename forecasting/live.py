@@ -99,7 +99,7 @@ from forecasting.ledger import (
     settings_hash,
 )
 from forecasting.models import Forecaster
-from forecasting.ohlcv import timeframe_offset, timeframe_seconds
+from forecasting.ohlcv import epoch_ms, from_epoch_ms, timeframe_offset, timeframe_seconds
 from forecasting.progress import ProgressCallback, StopCheck, report, scaled
 
 __all__ = [
@@ -272,14 +272,6 @@ class RoundReport:
 
 def _iso(stamp: pd.Timestamp) -> str:
     return f"{stamp:%Y-%m-%dT%H:%M:%SZ}"
-
-
-def _ms(stamp: pd.Timestamp) -> int:
-    return int(stamp.value // 1_000_000)
-
-
-def _stamp(ms: int) -> pd.Timestamp:
-    return pd.Timestamp(int(ms), unit="ms", tz="UTC")
 
 
 class ModelStore:
@@ -467,15 +459,15 @@ def run_round(
     series = json.dumps([source_key(exchange_id, config), symbol, timeframe])
     key = (exchange_id, symbol, timeframe)
     now_ms = int(ledger.clock())
-    now = _stamp(now_ms)
+    now = from_epoch_ms(now_ms)
     step = pd.Timedelta(seconds=timeframe_seconds(timeframe))
     # A candle more than needed: the one still open is dropped.
-    since = max(now - (history + 2) * step, _stamp(0))
+    since = max(now - (history + 2) * step, from_epoch_ms(0))
     # Targets still waiting from before that (a tracker stopped for longer than its
     # history) are loaded too, so that they are scored, never taken for a gap.
     waiting = ledger.waiting(*key)
     if len(waiting):
-        since = min(since, _stamp(int(waiting["target_ms"].min())))
+        since = min(since, from_epoch_ms(int(waiting["target_ms"].min())))
     try:
         candles = load_exchange_candles(
             exchange_id,
@@ -510,8 +502,8 @@ def run_round(
         raise
     scored = ledger.score(abandon_after_ms=default_abandon_ms(timeframe), series=key)
     origin = candles.index[-1]
-    origin_ms = _ms(origin)
-    first_close_ms = _ms(origin + 2 * timeframe_offset(timeframe))
+    origin_ms = epoch_ms(origin)
+    first_close_ms = epoch_ms(origin + 2 * timeframe_offset(timeframe))
     behind = now_ms >= first_close_ms
     round_id = f"{now:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
     done: dict[str, ModelRound] = {}
@@ -639,8 +631,8 @@ def _model_round(
         if store.keeps(model):
             kept = store.load(series, model, digest, seed, origin_ms)
             if kept is not None:
-                since = int((candles.index > _stamp(kept[1])).sum())
-                known = _stamp(kept[1]) in candles.index
+                since = int((candles.index > from_epoch_ms(kept[1])).sum())
+                known = from_epoch_ms(kept[1]) in candles.index
                 if known and since < refit_every:
                     fitted, cutoff_ms, refitted = kept[0], kept[1], False
         if fitted is None:
@@ -654,7 +646,7 @@ def _model_round(
                 alias,
                 "late",
                 refitted=refitted,
-                cutoff=_stamp(cutoff_ms),
+                cutoff=from_epoch_ms(cutoff_ms),
                 seconds=time.perf_counter() - started,
                 error="the fit ran past the close of the first target candle: nothing written",
             )
@@ -672,7 +664,7 @@ def _model_round(
         )
         written = ledger.record_forecasts(rows)
         notes = tuple(forecast.notes)
-        origin_close_ms = _ms(_stamp(origin_ms) + timeframe_offset(timeframe))
+        origin_close_ms = epoch_ms(from_epoch_ms(origin_ms) + timeframe_offset(timeframe))
         tolerance_ms = default_tolerance_ms(timeframe)
         if written and now_ms >= origin_close_ms + tolerance_ms:
             notes += (
@@ -694,7 +686,7 @@ def _model_round(
         "written",
         written=written,
         refitted=refitted,
-        cutoff=_stamp(cutoff_ms),
+        cutoff=from_epoch_ms(cutoff_ms),
         seconds=time.perf_counter() - started,
         notes=notes,
     )
@@ -743,7 +735,7 @@ def next_wait(
     length = pd.Timedelta(seconds=timeframe_seconds(timeframe))
     first = min(FIRST_TRY, length / 10)
     again = min(RETRY_EVERY, length / 10)
-    now = _stamp(now_ms)
+    now = from_epoch_ms(now_ms)
     if failures:
         return min(again * 2 ** (failures - 1), length).total_seconds()
     if origin is None:

@@ -34,8 +34,10 @@ __all__ = [
     "timeframe_from_seconds",
     "drop_unclosed",
     "empty_ohlcv",
+    "epoch_ms",
     "expected_timestamps",
     "frame_from_rows",
+    "from_epoch_ms",
     "normalize_ohlcv",
     "parse_time",
     "timeframe_offset",
@@ -53,6 +55,16 @@ MAX_PRICE = 1e15
 # ASCII digits only, and fullmatch (not ``$``, which also matches before a trailing newline).
 _TIMEFRAME = re.compile(r"(\d+)([smhdwMy])", re.ASCII)
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def epoch_ms(stamp: pd.Timestamp) -> int:
+    """Epoch milliseconds (UTC) of a timestamp, floored to the millisecond."""
+    return int(stamp.value // 1_000_000)
+
+
+def from_epoch_ms(ms: int) -> pd.Timestamp:
+    """The UTC timestamp of epoch milliseconds."""
+    return pd.Timestamp(int(ms), unit="ms", tz="UTC")
 
 
 def timeframe_seconds(timeframe: str) -> int:

@@ -65,7 +65,7 @@ from forecasting.data.quality import (
     with_nonpositive,
 )
 from forecasting.errors import ConfigurationError
-from forecasting.ohlcv import COLUMNS, normalize_ohlcv
+from forecasting.ohlcv import COLUMNS, from_epoch_ms, normalize_ohlcv
 
 try:  # POSIX; Streamlit Community Cloud runs Linux
     import fcntl
@@ -262,11 +262,11 @@ class CandleCache:
             with_duplicates(
                 candles, meta.get("duplicate_conflicts", []), meta.get("duplicate_rows_ms", [])
             )
-            start = _stamp(meta["covered_start"])
-            end = _stamp(meta["covered_end"])
-            checked = _stamp(meta.get("checked_end", meta["covered_end"]))
+            start = from_epoch_ms(meta["covered_start"])
+            end = from_epoch_ms(meta["covered_end"])
+            checked = from_epoch_ms(meta.get("checked_end", meta["covered_end"]))
             served = meta.get("served_from")
-            served = None if served is None else _stamp(served)
+            served = None if served is None else from_epoch_ms(served)
             windows = tuple((int(a), int(b)) for a, b in meta.get("unanswered", []))
             if "holes" in meta:
                 holes = tuple(tuple(int(v) for v in hole) for hole in meta["holes"])
@@ -404,10 +404,6 @@ class CandleCache:
         for leftover in path.parent.glob(f"{_temporary_prefix(path)}*.parquet"):
             with contextlib.suppress(OSError):
                 leftover.unlink()
-
-
-def _stamp(ms: object) -> pd.Timestamp:
-    return pd.Timestamp(int(ms), unit="ms", tz="UTC")  # type: ignore[call-overload]
 
 
 def _as_ms(stamp: pd.Timestamp) -> int:

@@ -121,6 +121,7 @@ from forecasting.errors import DataFormatError
 from forecasting.ohlcv import (
     COLUMNS,
     MAX_PRICE,
+    epoch_ms,
     infer_calendar,
     normalize_ohlcv,
     timeframe_from_seconds,
@@ -1018,7 +1019,7 @@ def _conflict_notes(
         if back is not None and back.hour < _CLOCK_CHANGE_HOURS:
             note += (
                 f" The repeated {back:%H:%M} on {back:%Y-%m-%d} (line "
-                f"{line_of.get(_ms(back))}) is the hour that comes twice when clocks go back "
+                f"{line_of.get(epoch_ms(back))}) is the hour that comes twice when clocks go back "
                 f"in {changes[back.date()][0]}: the times look like local time with daylight "
                 "saving. Export the times in UTC."
             )
@@ -1811,7 +1812,7 @@ def _refuse_implausible(
     ``[EARLIEST_EPOCH, LATEST_EPOCH)`` are refused, naming the line and what its neighbours
     read as, rather than placed decades away from the rest of the file.
     """
-    low, high = _ms(EARLIEST_EPOCH), _ms(LATEST_EPOCH)
+    low, high = epoch_ms(EARLIEST_EPOCH), epoch_ms(LATEST_EPOCH)
     outside = (milliseconds < low) | (milliseconds >= high)
     if not outside.any():
         return
@@ -1908,10 +1909,6 @@ def _refuse_out_of_place(
         row=lines[bad],
         column=column,
     )
-
-
-def _ms(stamp: pd.Timestamp) -> int:
-    return int(stamp.value // 1_000_000)
 
 
 def _unit_notes(units: np.ndarray, lines: list[int]) -> list[str]:

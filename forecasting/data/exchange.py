@@ -52,6 +52,7 @@ from forecasting.ohlcv import (
     COLUMNS,
     drop_unclosed,
     empty_ohlcv,
+    epoch_ms,
     frame_from_rows,
     timeframe_offset,
     timeframe_seconds,
@@ -572,13 +573,21 @@ def fetch_ohlcv(
 
     settled = now - longest_candle(timeframe) - PUBLISH_GRACE + pd.Timedelta(milliseconds=1)
     pager = _Pager(
-        exchange, symbol, timeframe, retry, _ms(since), _ms(until), progress, _ms(now), _ms(settled)
+        exchange,
+        symbol,
+        timeframe,
+        retry,
+        epoch_ms(since),
+        epoch_ms(until),
+        progress,
+        epoch_ms(now),
+        epoch_ms(settled),
     )
-    rows, first_served = pager.run(None if continues_at is None else _ms(continues_at))
+    rows, first_served = pager.run(None if continues_at is None else epoch_ms(continues_at))
     frame = _frame(rows)
     frame = drop_nonpositive(drop_unclosed(frame, timeframe, now))
     if first_served is not None and not _listing_explains(
-        exchange, symbol, timeframe, _ms(since), first_served
+        exchange, symbol, timeframe, epoch_ms(since), first_served
     ):
         stamp = pd.Timestamp(first_served, unit="ms", tz="UTC")
         frame.attrs[SERVED_FROM_ATTR] = int(first_served)
@@ -643,10 +652,18 @@ def fetch_window(
     end = min(end, now)
     settled = now - longest_candle(timeframe) - PUBLISH_GRACE + pd.Timedelta(milliseconds=1)
     pager = _Pager(
-        exchange, symbol, timeframe, retry, _ms(start), _ms(end), None, _ms(now), _ms(settled)
+        exchange,
+        symbol,
+        timeframe,
+        retry,
+        epoch_ms(start),
+        epoch_ms(end),
+        None,
+        epoch_ms(now),
+        epoch_ms(settled),
     )
     if start < end:
-        pager._fill(_ms(start), _ms(end))
+        pager._fill(epoch_ms(start), epoch_ms(end))
     frame = drop_nonpositive(drop_unclosed(_frame(pager.rows), timeframe, now))
     windows = list(pager.unanswered)
     if pager.head_window is not None:
@@ -915,7 +932,7 @@ class _Pager:
         """The open time of the candle after the one opening at ``open_ms``."""
         if isinstance(self.offset, pd.Timedelta):
             return open_ms + self.step_ms
-        return _ms(pd.Timestamp(open_ms, unit="ms", tz="UTC") + self.offset)
+        return epoch_ms(pd.Timestamp(open_ms, unit="ms", tz="UTC") + self.offset)
 
     def _on_grid(self, ms: int) -> int:
         """The first open time at or after ``ms`` on the grid of the candles received.
@@ -927,7 +944,7 @@ class _Pager:
             if not self.rows:
                 return ms
             return ms + (int(self.rows[0][0]) - ms) % self.step_ms
-        return _ms(self._calendar_start(ms))
+        return epoch_ms(self._calendar_start(ms))
 
     def _calendar_start(self, start: int) -> pd.Timestamp:
         """The first month or year start at or after ``start``."""
@@ -949,7 +966,7 @@ class _Pager:
         """
         if isinstance(self.offset, pd.Timedelta):
             return end - start >= self.step_ms
-        return _ms(self._calendar_start(start)) < end
+        return epoch_ms(self._calendar_start(start)) < end
 
     def _report(self) -> None:
         done = min(len(self.rows), self.expected)
@@ -1014,10 +1031,6 @@ def _checked(exchange: ccxt.Exchange, page: list[list[Any]]) -> list[list[Any]]:
             except ValueError as exc:
                 raise ccxt.BadResponse(f"{exchange.id}: unreadable answer {body!r:.80}") from exc
     return page
-
-
-def _ms(stamp: pd.Timestamp) -> int:
-    return int(stamp.value // 1_000_000)
 
 
 def load_markets(exchange: ccxt.Exchange, retry: RetryPolicy) -> dict[str, Any]:

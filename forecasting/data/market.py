@@ -46,7 +46,13 @@ from forecasting.data.quality import (
     with_notices,
 )
 from forecasting.errors import InvalidDateRange, NoCandles
-from forecasting.ohlcv import normalize_ohlcv, timeframe_offset, timeframe_seconds
+from forecasting.ohlcv import (
+    epoch_ms,
+    from_epoch_ms,
+    normalize_ohlcv,
+    timeframe_offset,
+    timeframe_seconds,
+)
 from forecasting.progress import ProgressCallback, report
 
 __all__ = ["PUBLISH_GRACE", "load_exchange_candles"]
@@ -158,9 +164,9 @@ def load_exchange_candles(
             due = [
                 hole
                 for hole in holes
-                if hole[0] < _ms(until)
-                and hole[1] > _ms(since)
-                and _due(hole, cached.candles, timeframe, _ms(now))
+                if hole[0] < epoch_ms(until)
+                and hole[1] > epoch_ms(since)
+                and _due(hole, cached.candles, timeframe, epoch_ms(now))
             ]
         if head or tail or due:
             client = _client(exchange, exchange_id, config)
@@ -174,7 +180,7 @@ def load_exchange_candles(
             parts = [part for part in (head, tail) if part]
             # A hole a part asks for anyway is not asked twice; what the part leaves
             # empty is recorded afresh.
-            spans = [(_ms(a), _ms(b)) for a, b in parts]
+            spans = [(epoch_ms(a), epoch_ms(b)) for a, b in parts]
             holes = [h for h in holes if not any(h[0] < b and h[1] > a for a, b in spans)]
             due = [h for h in due if h in holes]
             expected = sum(max(1, int((b - a) / step)) for a, b in parts)
@@ -189,7 +195,7 @@ def load_exchange_candles(
             done = 0
             fetched: list[pd.DataFrame] = []
             found: list[tuple[int, int, int, int]] = []
-            now_ms = _ms(now)
+            now_ms = epoch_ms(now)
             for start, end in parts:
                 frame = fetch_ohlcv(
                     client,
@@ -211,7 +217,7 @@ def load_exchange_candles(
                 windows += [(int(a), int(b)) for a, b in frame.attrs.get(UNANSWERED_ATTR, ())]
                 found += [(a, b, 1, now_ms) for a, b in _empty_windows(frame, start)]
             for hole in due:
-                start, end = _stamp(hole[0]), _stamp(hole[1])
+                start, end = from_epoch_ms(hole[0]), from_epoch_ms(hole[1])
                 frame = fetch_window(client, symbol, timeframe, start, end, now=now, retry=retry)
                 done += max(1, (hole[1] - hole[0]) // _ms_of(step))
                 report(progress, "fetch", min(1.0, done / expected), done=done, expected=expected)
@@ -291,11 +297,11 @@ def load_exchange_candles(
                 f"{timeframe} between {since:%Y-%m-%d %H:%M} and {until:%Y-%m-%d %H:%M} UTC. "
                 "Try another range or another exchange."
             )
-        inside = [h for h in holes if h[0] < _ms(until) and h[1] > _ms(since)]
+        inside = [h for h in holes if h[0] < epoch_ms(until) and h[1] > epoch_ms(since)]
         again = ""
         if inside:
             asks = max(h[2] for h in inside)
-            soonest = _stamp(min(_next_ask(h, merged, timeframe) for h in inside))
+            soonest = from_epoch_ms(min(_next_ask(h, merged, timeframe) for h in inside))
             again = (
                 f" It answered nothing for it on {asks} load{'s' if asks > 1 else ''}; it is "
                 f"asked again on loads from {soonest:%Y-%m-%d %H:%M} UTC on."
@@ -434,7 +440,7 @@ def _empty_windows(frame: pd.DataFrame, start: pd.Timestamp) -> list[tuple[int, 
             found.append((int(a), int(b)))
     first = served_from(frame)
     if first is not None and first > start:
-        found.append((_ms(start), _ms(first)))
+        found.append((epoch_ms(start), epoch_ms(first)))
     return found
 
 
@@ -456,16 +462,8 @@ def _coalesced(
     return [h for h in joined if not ((times >= h[0]) & (times < h[1])).any()]
 
 
-def _ms(stamp: pd.Timestamp) -> int:
-    return int(stamp.value // 1_000_000)
-
-
 def _ms_of(length: pd.Timedelta) -> int:
     return int(length.value // 1_000_000)
-
-
-def _stamp(ms: int) -> pd.Timestamp:
-    return pd.Timestamp(int(ms), unit="ms", tz="UTC")
 
 
 def _window(window: tuple[int, int]) -> tuple[pd.Timestamp, pd.Timestamp]:

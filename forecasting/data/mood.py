@@ -50,7 +50,7 @@ from forecasting.errors import (
     NetworkUnreachable,
     RateLimited,
 )
-from forecasting.ohlcv import timeframe_offset
+from forecasting.ohlcv import epoch_ms, timeframe_offset
 from forecasting.progress import ProgressCallback, report
 
 __all__ = [
@@ -168,14 +168,14 @@ def fetch_fear_greed(
     path = cache.path(source, key, "1d").with_suffix(".json")
     with cache.lock(source, key, "1d"):
         kept = _read_kept(path)
-        if kept is not None and kept["fetched_ms"] <= _ms(now) < kept["reuse_until_ms"]:
+        if kept is not None and kept["fetched_ms"] <= epoch_ms(now) < kept["reuse_until_ms"]:
             report(progress, "fetch", 1.0, done=len(kept["data"]), expected=len(kept["data"]))
             return _frame(kept["data"], url, now)
         data = _request_index(url, retry)
         report(progress, "fetch", 1.0, done=len(data), expected=len(data))
         frame = _frame(data, url, now)  # garbled values fail here, before the cache is touched
         reuse = _reuse_for(data, now)
-        record = {"url": url, "fetched_ms": _ms(now), "reuse_until_ms": _ms(now + reuse)}
+        record = {"url": url, "fetched_ms": epoch_ms(now), "reuse_until_ms": epoch_ms(now + reuse)}
         _write_atomically(path, json.dumps({**record, "data": data}).encode())
     return frame
 
@@ -408,10 +408,6 @@ def _write_atomically(path: Path, data: bytes) -> None:
     fsync_dir(path.parent)
 
 
-def _ms(stamp: pd.Timestamp) -> int:
-    return int(stamp.value // 1_000_000)
-
-
 # --------------------------------------------------------------------- as-of join
 
 
@@ -616,7 +612,7 @@ def fetch_funding_rates(
                 f"{FUNDING_VENUE}."
             )
         now = now if now is not None else pd.Timestamp.now(tz="UTC")
-        span = (_ms(since), _ms(min(until, now)))
+        span = (epoch_ms(since), epoch_ms(min(until, now)))
         if cache is None:
             rates = _funding_pages(exchange, perpetual, *span, retry, progress)
         else:
@@ -627,7 +623,7 @@ def fetch_funding_rates(
             f"funding rates cannot be read here. Choose {FUNDING_VENUE}, which serves perpetual "
             "funding rates to US-hosted servers."
         ) from exc
-    since_ms, until_ms = _ms(since), _ms(until)
+    since_ms, until_ms = epoch_ms(since), epoch_ms(until)
     rates = {ms: rate for ms, rate in rates.items() if since_ms <= ms < until_ms}
     index = pd.DatetimeIndex(
         pd.to_datetime(sorted(rates), unit="ms", utc=True), name="timestamp"
