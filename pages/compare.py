@@ -255,7 +255,7 @@ if not stale and state.not_the_selection(dataset, selection):
 st.caption("Link that reproduces this experiment (copy it with the button on the right):")
 # Streamlit shows a code block's copy button on hover only: keep the link's in sight (a
 # style-only st.html takes no room; it applies while this page is shown).
-# The code's right padding keeps the button off the end of the link's text.
+# A right margin on the code keeps the button off the end of the link's text.
 st.html(
     "<style>[data-testid='stCode'] > div:has(button)"
     " { opacity: 1 !important; visibility: visible !important; }"
